@@ -1,0 +1,110 @@
+"""The compiled training step: forward, hand-written backward, optimizer update,
+running statistics, and what the records need, all in one tf.function.
+
+Per-layer statistics come out of every step as one small tensor (so an epoch's
+means cost no extra pass); the four histograms per layer are computed in-graph
+only by the recording step.
+"""
+
+import tensorflow as tf
+
+from tfnorm import losses
+
+# Columns of the per-step layer statistics, in order.
+LAYER_STATS = ("nonzero_grad_frac", "weight_grad_norm", "passed_grad_norm", "weights_norm",
+               "update_norm")
+# The four quantities of the article's panels, in panel order.
+QUANTITIES = ("weight_gradient", "passed_gradient", "weights", "update")
+# Summary statistics stored beside each histogram.
+SUMMARY_STATS = ("mean", "std", "min", "max", "norm", "nonzero_frac")
+DEFAULT_BINS = 50  # the article's histograms
+
+
+def nonzero_fraction(x):
+    """Fraction of entries that are exactly non-zero (the article's count)."""
+    return tf.math.count_nonzero(x, dtype=tf.int64) / tf.size(x, out_type=tf.int64)
+
+
+def histogram(x, bins):
+    """Fixed-bin histogram of x over [min, max]: (counts[bins] int64, range[2])."""
+    x = tf.reshape(tf.cast(x, tf.float64), [-1])
+    low, high = tf.reduce_min(x), tf.reduce_max(x)
+    # A constant tensor still gets a non-empty range, centred on its value.
+    pad = tf.where(high > low, tf.zeros([], tf.float64), 0.5 * tf.maximum(tf.abs(low), 1e-12))
+    low, high = low - pad, high + pad
+    counts = tf.histogram_fixed_width(x, tf.stack([low, high]), nbins=bins, dtype=tf.int64)
+    return counts, tf.stack([low, high])
+
+
+def summary(x):
+    x = tf.reshape(tf.cast(x, tf.float64), [-1])
+    mean, variance = tf.nn.moments(x, axes=[0])
+    return tf.stack([mean, tf.sqrt(variance), tf.reduce_min(x), tf.reduce_max(x),
+                     tf.norm(x), tf.cast(nonzero_fraction(x), tf.float64)])
+
+
+def _norm(x):
+    return tf.cast(tf.norm(tf.reshape(x, [-1])), tf.float64)
+
+
+class Trainer:
+    """Owns the compiled steps for one network and optimizer.
+
+    ``train_step(images, labels)`` -> dict(loss, accuracy, layer_stats[L, 5], finite[L + 1]);
+    ``record_step`` also returns histograms: counts[L, 4, bins], ranges[L, 4, 2],
+    summaries[L, 4, 6] over QUANTITIES, and computes layer 1's passed gradient.
+    ``finite``: the loss, then per layer whether its gradients and weights are finite
+    after the step (a divergence check that costs one reduction per variable)."""
+
+    def __init__(self, network, optimizer, bins=DEFAULT_BINS, jit_compile=False):
+        self.network, self.optimizer, self.bins = network, optimizer, int(bins)
+        optimizer.build(network.trainable_variables)
+        self.train_step = tf.function(lambda x, y: self._step(x, y, record=False),
+                                      jit_compile=jit_compile)
+        self.record_step = tf.function(lambda x, y: self._step(x, y, record=True),
+                                       jit_compile=False)
+        self.eval_step = tf.function(self._eval, jit_compile=jit_compile)
+
+    def _step(self, images, labels, record):
+        net = self.network
+        result = net.backprop(images, labels, first_passed_gradient=record)
+        old_weights = [tf.identity(w) for w in net.layer_weights] if record else None
+        with tf.control_dependencies(net.update_statistics(result.caches)):
+            updates = self.optimizer.apply(net.trainable_variables, result.grads)
+        layer_updates = [updates[i] for i in net.weight_indices]
+        stats, finite = [], [tf.reduce_all(tf.math.is_finite(result.loss))]
+        block_vars = 0
+        for block, layer, update in zip(net.blocks, result.layers, layer_updates):
+            n = len(block.trainable_variables)
+            grads = result.grads[block_vars:block_vars + n]
+            block_vars += n
+            finite.append(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]
+                                        + [tf.reduce_all(tf.math.is_finite(v))
+                                           for v in block.trainable_variables]))
+            passed = (_norm(layer.passed_gradient) if layer.passed_gradient is not None
+                      else tf.constant(float("nan"), tf.float64))
+            stats.append(tf.stack([
+                tf.cast(nonzero_fraction(layer.weight_gradient), tf.float64),
+                _norm(layer.weight_gradient), passed, _norm(layer.weights), _norm(update)]))
+        out = {"loss": result.loss,
+               "accuracy": losses.accuracy(result.logits, labels),
+               "layer_stats": tf.stack(stats),
+               "finite": tf.stack(finite)}
+        if record:
+            counts, ranges, summaries = [], [], []
+            for layer, old, update in zip(result.layers, old_weights, layer_updates):
+                per_quantity = [layer.weight_gradient, layer.passed_gradient, old, update]
+                hists = [histogram(q, self.bins) for q in per_quantity]
+                counts.append(tf.stack([h[0] for h in hists]))
+                ranges.append(tf.stack([h[1] for h in hists]))
+                summaries.append(tf.stack([summary(q) for q in per_quantity]))
+            out.update(counts=tf.stack(counts), ranges=tf.stack(ranges),
+                       summaries=tf.stack(summaries))
+        return out
+
+    def _eval(self, images, labels):
+        """Returns (sum of losses, number correct) on a batch, in evaluation mode."""
+        logits, _, _ = self.network.forward(images, training=False)
+        loss, _ = losses.softmax_cross_entropy_forward(logits, labels)
+        batch = tf.cast(tf.shape(labels)[0], loss.dtype)
+        return loss * batch, losses.accuracy(logits, labels) * batch
