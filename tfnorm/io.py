@@ -1,0 +1,80 @@
+"""Writing files so that a crash or a kill never leaves a half-written one: every
+write goes to a temporary file in the same directory, is flushed to disk, then
+renamed over the target (rename is atomic on POSIX)."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Like open(path, mode) for writing, but the file appears whole or not at all."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path, text):
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def write_bytes(path, data):
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_csv(path, rows, fieldnames=None):
+    """rows: list of dicts. Columns: ``fieldnames`` or the keys of the first row, in order."""
+    if fieldnames is None:
+        fieldnames = list(rows[0].keys()) if rows else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def save_npz(path, **arrays):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
+
+
+def save_figure(fig, path, **kwargs):
+    """Save a matplotlib figure atomically, the format from the path's extension."""
+    buffer = io.BytesIO()
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    fig.savefig(buffer, format=fmt, **kwargs)
+    write_bytes(path, buffer.getvalue())
