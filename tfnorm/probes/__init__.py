@@ -1,0 +1,1 @@
+"""Measurements of the papers behind tfnorm, on its hand-written gradients."""
