@@ -26,8 +26,8 @@ Use (from a module in tests/, which pytest puts on sys.path)::
 
 ``fake_stl10`` writes the binaries under ``tmp_dir/stl10_source`` and prepares the real
 builder into ``data_dir = tmp_dir/tfds`` before yielding, so anything that loads STL-10
-with that data_dir inside the ``with`` block finds it ready; the patches stay active for
-the whole block. Also:
+with that data_dir finds it ready (it stays ready after the block too: the folder is a
+normal prepared tfds data_dir). Inside the block sockets refuse to connect. Also:
 
 - ``write_stl10_binaries(folder, ...)``: only the ``stl10_binary/`` files.
 - ``write_stl10_archive(path, ...)``: the same files as a real ``.tar.gz`` (for the
@@ -151,8 +151,9 @@ def no_network():
 def fake_stl10(tmp_dir, n_train=8, n_test=6, n_unlabelled=2):
     """Prepare the real tfds ``stl10`` builder from fake files; yields its data_dir.
 
-    Inside the block tfds's download_and_extract returns the fake folder, a real download
-    raises, and sockets refuse to connect.
+    While preparing, tfds's download_and_extract returns the fake folder and a real
+    download raises; those patches end before the yield (so they cannot leak into other
+    tests), while sockets keep refusing to connect for the whole block.
     """
     import tensorflow_datasets as tfds
 
@@ -164,13 +165,14 @@ def fake_stl10(tmp_dir, n_train=8, n_test=6, n_unlabelled=2):
     def refuse_download(*args, **kwargs):
         raise OSError("tfds tried to download in a test")
 
-    with no_network(), \
-            mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
-                              lambda self, url_or_urls: source), \
-            mock.patch.object(tfds.download.DownloadManager, "_download", refuse_download):
-        builder = tfds.builder("stl10", data_dir=data_dir)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    with no_network():
+        with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
+                               lambda self, url_or_urls: source), \
+                mock.patch.object(tfds.download.DownloadManager, "_download",
+                                  refuse_download):
+            builder = tfds.builder("stl10", data_dir=data_dir)
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
         yield data_dir
 
 

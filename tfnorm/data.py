@@ -4,53 +4,109 @@
   resized (bilinear) to ``image_size`` x ``image_size`` x 3 and split
   deterministically (stratified, seeded) into train and test. No download.
 - ``stl10``: STL-10 through the real tensorflow-datasets ``stl10`` builder (train
-  5000, test 8000), images /255 like the article. Offline: point ``stl10_archive``
-  at a local ``stl10_binary.tar.gz`` (it becomes tfds's manual_dir).
+  5000, test 8000), in the order of the original binary files (the article did not
+  shuffle); ``batches`` divides by 255 like the article.
+
+Getting STL-10. tfds prepares it once into ``data_dir`` (default ``~/tensorflow_datasets``
+or $TFDS_DATA_DIR) from the archive ``stl10_binary.tar.gz`` (2,640,397,119 bytes), found in
+this order: ``stl10_archive`` (any folder; it becomes tfds's manual_dir), tfds's default
+manual_dir ``<data_dir>/downloads/manual``, or, only with ``download=True``, a download from
+the STL-10 page. Once prepared, loading needs neither the archive nor the network.
+
+Archive checks. ``check_stl10_archive`` looks at the name, the exact byte size and the gzip
+magic: it runs before any work and costs nothing. It does not compute the sha256 (about
+2.6 GB to read, many seconds per run): tfds itself computes it, against the checksum it
+registers for the STL-10 URL, when it prepares from the archive, which happens once;
+a corrupt archive of the right size then fails with a DataError saying so.
 """
 
 import collections
+import contextlib
+import io
+import logging as python_logging
 import os
+import time
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 DATASETS = ("digits", "stl10")
+STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 STL10_ARCHIVE_NAME = "stl10_binary.tar.gz"
 STL10_ARCHIVE_BYTES = 2_640_397_119
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship",
                  "truck")
+_GZIP_MAGIC = b"\x1f\x8b"
+# Resizing in chunks bounds the float32 copy tf.image.resize makes (13000 STL-10 images at
+# once would need 1.4 GB).
+_RESIZE_CHUNK = 1000
 
 Dataset = collections.namedtuple(
     "Dataset", ["name", "train_images", "train_labels", "test_images", "test_labels",
                 "num_classes", "class_names"])
-Dataset.__doc__ = "Images uint8 (N, H, W, 3), labels int32 (N,)."
+Dataset.__doc__ = "Images uint8 (N, H, W, 3), labels int32 (N,) in 0..num_classes-1."
 
 
 class DataError(Exception):
     """The data cannot be had; the message says why and what to do."""
 
 
+def _how_to_get_stl10():
+    return (f"download {STL10_ARCHIVE_NAME} (2.6 GB) from {STL10_URL} and pass "
+            f"--stl10_archive=/path/to/{STL10_ARCHIVE_NAME}, or use --dataset=digits")
+
+
 def load(name, *, data_dir=None, stl10_archive=None, image_size=None, test_fraction=0.3,
-         seed=0):
-    """Load a dataset by name. image_size: None keeps the native size (STL-10 96),
-    digits default 32."""
+         seed=0, download=True):
+    """Load a dataset by name (one of DATASETS).
+
+    image_size: None keeps the native size (STL-10 96, digits 32). test_fraction, seed:
+    the digits split. data_dir, stl10_archive, download: STL-10 only (see load_stl10).
+    """
     if name == "digits":
-        return load_digits(image_size or 32, test_fraction=test_fraction, seed=seed)
+        return load_digits(32 if image_size is None else image_size, test_fraction=test_fraction, seed=seed)
     if name == "stl10":
-        return load_stl10(data_dir=data_dir, stl10_archive=stl10_archive, image_size=image_size)
+        return load_stl10(data_dir=data_dir, stl10_archive=stl10_archive,
+                          image_size=image_size, download=download)
     raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 
+def _check_image_size(image_size):
+    if image_size is not None and (int(image_size) != image_size or image_size < 1):
+        raise DataError(f"image_size {image_size!r}: expected a positive integer")
+
+
+def _resize(images, image_size):
+    """uint8 or float 0..255 (N, H, W, C) -> uint8 (N, image_size, image_size, C), bilinear; shrinking is
+    antialiased (an area filter), since plain bilinear would alias a 96 -> 32 reduction."""
+    if images.shape[1:3] == (image_size, image_size):
+        return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    antialias = image_size < images.shape[1]
+    chunks = []
+    for start in range(0, len(images), _RESIZE_CHUNK):
+        resized = tf.image.resize(images[start:start + _RESIZE_CHUNK],
+                                  [image_size, image_size], method="bilinear",
+                                  antialias=antialias)
+        chunks.append(np.clip(np.rint(resized.numpy()), 0, 255).astype(np.uint8))
+    if not chunks:
+        return np.zeros((0, image_size, image_size, images.shape[-1]), np.uint8)
+    return np.concatenate(chunks)
+
+
 def load_digits(image_size=32, test_fraction=0.3, seed=0):
-    """scikit-learn's digits (values 0..16), scaled to 0..255, resized, grey to RGB."""
+    """scikit-learn's 1797 digits (values 0..16), scaled to 0..255, resized, grey to RGB,
+    split stratified by class with ``seed`` (same seed, same split)."""
     from sklearn import datasets as sk_datasets
     from sklearn.model_selection import train_test_split
 
+    _check_image_size(image_size)
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction {test_fraction!r}: expected a number in (0, 1)")
     bunch = sk_datasets.load_digits()
+    # Scaled as floats and rounded once, after the resize.
     images = bunch.images.astype(np.float32) * (255.0 / 16.0)
-    resized = tf.image.resize(images[..., None], [image_size, image_size], method="bilinear")
-    resized = np.clip(np.rint(resized.numpy()), 0, 255).astype(np.uint8)
-    rgb = np.repeat(resized, 3, axis=-1)
+    rgb = np.repeat(_resize(images[..., None], image_size), 3, axis=-1)
     labels = bunch.target.astype(np.int32)
     train_x, test_x, train_y, test_y = train_test_split(
         rgb, labels, test_size=test_fraction, random_state=seed, stratify=labels)
@@ -59,66 +115,165 @@ def load_digits(image_size=32, test_fraction=0.3, seed=0):
 
 
 def check_stl10_archive(path):
-    """Refuse a missing, truncated or wrong archive with a message naming it."""
+    """Refuse a missing, misnamed, truncated or non-gzip archive; the message names it."""
+    prefix = f"--stl10_archive {path}"
     if not os.path.exists(path):
-        raise DataError(f"--stl10_archive {path}: no such file")
+        raise DataError(f"{prefix}: no such file; {_how_to_get_stl10()}")
     if os.path.isdir(path):
-        raise DataError(f"--stl10_archive {path}: is a directory, expected the file "
-                        f"{STL10_ARCHIVE_NAME}")
+        raise DataError(f"{prefix}: is a directory, expected the file {STL10_ARCHIVE_NAME}")
     if os.path.basename(path) != STL10_ARCHIVE_NAME:
-        raise DataError(f"--stl10_archive {path}: tfds expects the file to be named "
-                        f"{STL10_ARCHIVE_NAME}")
+        raise DataError(f"{prefix}: tfds only finds the archive under its own name; rename "
+                        f"it to {STL10_ARCHIVE_NAME}")
     size = os.path.getsize(path)
     if size != STL10_ARCHIVE_BYTES:
-        what = "truncated" if size < STL10_ARCHIVE_BYTES else "not the STL-10 archive"
-        raise DataError(f"--stl10_archive {path}: {size} bytes, expected {STL10_ARCHIVE_BYTES} "
-                        f"({what}); download it again from the STL-10 page")
-    with open(path, "rb") as f:
-        if f.read(2) != b"\x1f\x8b":
-            raise DataError(f"--stl10_archive {path}: not a gzip file")
+        what = ("truncated: an interrupted download?" if size < STL10_ARCHIVE_BYTES
+                else "too large: not the STL-10 archive")
+        raise DataError(f"{prefix}: {size:,} bytes, expected {STL10_ARCHIVE_BYTES:,} ({what}); "
+                        f"download it again from {STL10_URL}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_GZIP_MAGIC))
+    except OSError as error:
+        raise DataError(f"{prefix}: cannot be read ({error.strerror})") from error
+    if magic != _GZIP_MAGIC:
+        raise DataError(f"{prefix}: not a gzip file; download it again from {STL10_URL}")
 
 
-def _stl10_split(builder, split):
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    images, labels = [], []
-    for image, label in ds.batch(1000).as_numpy_iterator():
-        images.append(image)
-        labels.append(label)
-    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+class _DropTfdsInfo(python_logging.Filter):
+    """Drops tfds's own info lines ("Reusing dataset...", "Constructing tf.data...");
+    its warnings and errors still pass."""
+
+    def filter(self, record):
+        from_tfds = f"{os.sep}tensorflow_datasets{os.sep}" in (record.pathname or "")
+        return not (from_tfds and record.levelno < python_logging.WARNING)
 
 
-def load_stl10(data_dir=None, stl10_archive=None, image_size=None):
-    """STL-10 via tfds (train 5000, test 8000), in file order (the article did not shuffle)."""
+@contextlib.contextmanager
+def _quiet_tfds():
+    """tfds's info logging and its prints to stdout silenced for the block (what it printed
+    is logged at debug level), and its progress bars switched off for good: the driver
+    draws its own, and a bar per split would drown the log."""
     import tensorflow_datasets as tfds
 
-    download_config = None
+    tfds.disable_progress_bar()
+    log_filter = _DropTfdsInfo()
+    absl_logger = python_logging.getLogger("absl")
+    absl_logger.addFilter(log_filter)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        absl_logger.removeFilter(log_filter)
+        if printed.getvalue().strip():
+            logging.debug("tfds: %s", printed.getvalue().strip())
+
+
+def _file_order(num_examples, split):
+    """The permutation tfds applied when it wrote the split: ``stored[k] ==
+    original[order[k]]``.
+
+    The stl10 builder keys example i of each binary file by i, and tfds writes a split
+    sorted by the md5 of its keys salted with the split name (tensorflow_datasets.core.
+    hashing; tfds keeps this order stable within a dataset version). tests/test_data.py
+    checks it on the real builder.
+    """
+    from tensorflow_datasets.core import hashing
+
+    hasher = hashing.Hasher(split)
+    return np.argsort([hasher.hash_key(index) for index in range(num_examples)],
+                      kind="stable")
+
+
+def _read_split(builder, split):
+    """A whole split as arrays, decoded by tf.data in one batch; back in file order."""
+    import tensorflow_datasets as tfds
+
+    images, labels = tfds.as_numpy(builder.as_dataset(
+        split=split, batch_size=-1, as_supervised=True, shuffle_files=False))
+    if builder.info.disable_shuffling:
+        return images, labels.astype(np.int32)
+    in_file_order = np.empty_like(images), np.empty(len(labels), np.int32)
+    order = _file_order(len(labels), split)
+    in_file_order[0][order] = images
+    in_file_order[1][order] = labels
+    return in_file_order
+
+
+def _prepare_stl10(builder, stl10_archive, download):
+    """Have tfds prepare STL-10 once, from the archive or, if allowed, a download."""
+    import tensorflow_datasets as tfds
+
+    data_dir = os.fspath(builder.data_dir_root)
+    if stl10_archive:
+        manual_dir = os.path.dirname(os.path.abspath(stl10_archive))
+    else:
+        manual_dir = os.path.join(data_dir, "downloads", "manual")
+        default_archive = os.path.join(manual_dir, STL10_ARCHIVE_NAME)
+        if os.path.exists(default_archive):
+            stl10_archive = default_archive
+            check_stl10_archive(default_archive)
+        elif not download:
+            raise DataError(f"STL-10 is not prepared in {data_dir} and no archive was given: "
+                            f"{_how_to_get_stl10()}")
+    source = stl10_archive or STL10_URL
+    logging.info("STL-10: preparing %s into %s (once; several minutes)", source, data_dir)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    try:
+        with _quiet_tfds():
+            builder.download_and_prepare(download_config=config)
+    except Exception as error:  # tfds raises many kinds; each means "not available"
+        detail = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        if "checksum" in detail.lower() and stl10_archive:
+            raise DataError(f"--stl10_archive {stl10_archive}: its sha256 is not the STL-10 "
+                            f"archive's (a corrupt file); download it again from "
+                            f"{STL10_URL}") from error
+        raise DataError(f"STL-10 could not be prepared from {source} into {data_dir} "
+                        f"({detail}); {_how_to_get_stl10()}") from error
+
+
+def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=True):
+    """STL-10 via the tfds ``stl10`` builder: train 5000, test 8000 (the unlabelled
+    100000 are prepared by tfds but never loaded), uint8 (N, 96, 96, 3) in file order,
+    labels 0..9. image_size: resize (bilinear, antialiased) to a square of that side.
+
+    Raises DataError, before any long work, when the archive is bad or STL-10 is neither
+    prepared in data_dir nor obtainable (see the module docstring).
+    """
+    import tensorflow_datasets as tfds
+
+    _check_image_size(image_size)
     if stl10_archive:
         check_stl10_archive(stl10_archive)
-        download_config = tfds.download.DownloadConfig(
-            manual_dir=os.path.dirname(os.path.abspath(stl10_archive)), try_download_gcs=False)
-    builder = tfds.builder("stl10", data_dir=data_dir)
+    started = time.perf_counter()
+    with _quiet_tfds():
+        builder = tfds.builder("stl10", data_dir=data_dir)
+    if not builder.is_prepared():
+        _prepare_stl10(builder, stl10_archive, download)
     try:
-        builder.download_and_prepare(download_config=download_config)
-    except Exception as error:  # tfds raises many kinds; all mean "not available"
-        raise DataError(
-            f"STL-10 could not be prepared ({type(error).__name__}: {str(error)[:200]}). "
-            f"Download {STL10_ARCHIVE_NAME} (2.6 GB) from the STL-10 page and pass "
-            f"--stl10_archive=/path/to/{STL10_ARCHIVE_NAME}") from error
-    train_x, train_y = _stl10_split(builder, "train")
-    test_x, test_y = _stl10_split(builder, "test")
-    if image_size and image_size != train_x.shape[1]:
-        def resize(x):
-            out = tf.image.resize(x, [image_size, image_size], method="bilinear").numpy()
-            return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-        train_x, test_x = resize(train_x), resize(test_x)
+        with _quiet_tfds():
+            train_x, train_y = _read_split(builder, "train")
+            test_x, test_y = _read_split(builder, "test")
+    except Exception as error:  # a damaged prepared copy: tfds raises many kinds
+        raise DataError(f"STL-10 prepared in {builder.data_dir} cannot be read "
+                        f"({type(error).__name__}: {str(error)[:200]}); delete that folder "
+                        f"and run again to prepare it anew") from error
+    if image_size:
+        train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
+    logging.info("STL-10: %d train, %d test images %s from %s in %.1f s", len(train_y),
+                 len(test_y), "x".join(map(str, train_x.shape[1:])), builder.data_dir,
+                 time.perf_counter() - started)
     return Dataset("stl10", train_x, train_y, test_x, test_y, 10, STL10_CLASSES)
 
 
 def batches(images, labels, batch_size, *, dtype=tf.float32, shuffle_seed=None, epoch=0,
             drop_remainder=True):
-    """A tf.data pipeline of (images / 255 as ``dtype``, labels int32). With shuffle_seed,
-    the order of epoch ``epoch`` is a fixed permutation (so a resumed run sees the same
-    batches); without, the file order (the article's)."""
+    """A tf.data pipeline of (images / 255 as ``dtype`` (B, H, W, C), labels int32 (B,)).
+
+    With shuffle_seed, the order of epoch ``epoch`` is a fixed permutation of
+    (shuffle_seed, epoch) (so a resumed run sees the same batches); without, the array
+    order (the article's).
+    """
     if shuffle_seed is not None:
         order = np.random.default_rng([shuffle_seed, epoch]).permutation(len(labels))
         images, labels = images[order], labels[order]
