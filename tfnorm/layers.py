@@ -152,7 +152,9 @@ def relu_backward(dout, out):
 
 
 def leaky_relu_forward(x, alpha=0.2):
-    return tf.nn.leaky_relu(x, alpha=alpha), (x, alpha)
+    # Not tf.nn.leaky_relu: its alpha is a float32 attribute, so in float64 the forward
+    # would use 0.2000000030 while the backward uses 0.2.
+    return tf.where(x > 0, x, alpha * x), (x, alpha)
 
 
 def leaky_relu_backward(dout, cache):
