@@ -121,15 +121,16 @@ def check_data_flags():
     check_out_dir(FLAGS.out_dir)
 
 
-def check_training_flags():
-    """Checks of the flags from ``define_training_flags``; returns the schemes."""
+def check_training_flags(allowed=tfnorm.SCHEMES):
+    """Checks of the flags from ``define_training_flags``; returns the schemes (names
+    from ``allowed``)."""
     require_positive(FLAGS.epochs, "--epochs")
     require_positive(FLAGS.batch_size, "--batch_size")
     require_positive(FLAGS.learning_rate, "--learning_rate")
     require(FLAGS.optimizer in optimizers.OPTIMIZERS,
             f"--optimizer: unknown optimizer {FLAGS.optimizer!r}; expected one of "
             f"{', '.join(optimizers.OPTIMIZERS)}")
-    return parse_schemes(FLAGS.schemes)
+    return parse_schemes(FLAGS.schemes, allowed)
 
 
 # ----------------------------------------------------------------------------
@@ -164,16 +165,24 @@ def evaluate(trainer, dataset, batch_size):
     return total_loss / count, total_correct / count
 
 
-def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=None):
+def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=None,
+                       step_fn=None):
     """Train ``epochs`` epochs; returns one row per step (loss, accuracy) and one per epoch
-    (mean train loss/accuracy, test loss/accuracy, seconds), each tagged with ``name``."""
+    (mean train loss/accuracy, test loss/accuracy, seconds), each tagged with ``name``.
+
+    trainer: has ``train_step`` and ``eval_step`` (a tfnorm.training.Trainer); step_fn:
+    optional ``step_fn(step, epoch, images, labels)`` -> dict with loss and accuracy, run
+    instead of ``trainer.train_step`` (a study probes some steps there)."""
     step_rows, epoch_rows = [], []
     step = 0
     for epoch in range(epochs):
         start = time.perf_counter()
         losses, accuracies = [], []
         for images, labels in train_batches(dataset, batch_size, epoch, seed):
-            out = trainer.train_step(images, labels)
+            if step_fn is None:
+                out = trainer.train_step(images, labels)
+            else:
+                out = step_fn(step, epoch, images, labels)
             loss, accuracy = float(out["loss"]), float(out["accuracy"])
             if not np.isfinite(loss):
                 raise StudyError(f"{name}: the loss is {loss} at epoch {epoch}, step {step}; "
@@ -197,6 +206,16 @@ def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=
 def first_batch(dataset, batch_size, seed):
     """The first training batch of epoch 0 (e.g. for weight normalization's init)."""
     return next(iter(train_batches(dataset, batch_size, 0, seed)))
+
+
+def build_network(scheme, dataset, *, batch_size, seed, **options):
+    """The article network for ``dataset`` under ``scheme`` (options go to
+    tfnorm.article_network), weight-normalized layers initialized from the first batch
+    (Salimans & Kingma's data-dependent init; a no-op for other schemes)."""
+    network = tfnorm.article_network(scheme, num_classes=dataset.num_classes, seed=seed,
+                                     **options)
+    network.initialize_from_batch(first_batch(dataset, batch_size, seed)[0])
+    return network
 
 
 # ----------------------------------------------------------------------------
