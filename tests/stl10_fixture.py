@@ -65,12 +65,15 @@ def _images(count, salt):
     """Images that a transpose, a flip or a shift changes in most pixels (rows grow
     linearly, columns quadratically, channels and images by other steps), so a wrong axis
     order cannot pass unnoticed. Returns uint8 (count, 96, 96, 3)."""
-    n = np.arange(count)[:, None, None, None]
-    row = np.arange(IMAGE_SIDE)[None, :, None, None]
-    col = np.arange(IMAGE_SIDE)[None, None, :, None]
-    channel = np.arange(3)[None, None, None, :]
-    values = 37 * n + 5 * row + 2 * col * col + 101 * channel + 53 * salt
-    return (values % 256).astype(np.uint8)
+    def term(values, axis):
+        shape = [1, 1, 1, 1]
+        shape[axis] = len(values)
+        return (values % 256).astype(np.uint8).reshape(shape)
+
+    side = np.arange(IMAGE_SIDE)
+    # uint8 sums wrap modulo 256, so the full-size array is the only big allocation.
+    return (term(37 * np.arange(count) + 53 * salt, 0) + term(5 * side, 1)
+            + term(2 * side * side, 2) + term(101 * np.arange(3), 3))
 
 
 def _labels(count, offset):

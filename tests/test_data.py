@@ -1,6 +1,7 @@
 """tfnorm.data: STL-10 through the real tfds builder on tiny fake files, digits, batches,
 and the refusals. Every test runs with sockets refusing to connect."""
 
+import logging
 import os
 from unittest import mock
 
@@ -94,6 +95,16 @@ def test_stl10_batches_are_divided_by_255(stl10):
     assert images.dtype == tf.float32 and labels.dtype == tf.int32
     np.testing.assert_allclose(images.numpy(), stl10.train_images[:4] / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(labels.numpy(), stl10.train_labels[:4])
+
+
+def test_stl10_loading_keeps_tfds_info_logging_quiet(fake_stl10_dir, caplog):  # noqa: F811
+    with caplog.at_level(logging.INFO):
+        data.load_stl10(data_dir=fake_stl10_dir)
+    from_tfds = [r.getMessage() for r in caplog.records
+                 if f"{os.sep}tensorflow_datasets{os.sep}" in r.pathname
+                 and r.levelno < logging.WARNING]
+    assert from_tfds == []
+    assert any("STL-10: 8 train, 6 test images" in r.getMessage() for r in caplog.records)
 
 
 def test_stl10_through_a_default_manual_dir_is_checked_first(tmp_path):
