@@ -1,0 +1,188 @@
+"""The article's central claim in one figure: normalization raises the fraction of
+non-zero entries of each layer's weight gradient, per layer and scheme, across training.
+
+    python -m experiments.nonzero --run_dir=runs/compare
+
+Reads a compare output directory (experiments.compare): <run_dir>/<scheme>/seed_<k>/
+metrics.csv (seed<k>/ is read too), each with the columns epoch and
+nonzero_grad_frac_1..L (the epoch's mean, over its training steps, of the fraction
+of exactly non-zero entries of layer i's weight gradient). Writes to --out_dir
+(default <run_dir>/nonzero):
+
+- nonzero.csv: scheme, layer, epoch, seeds, mean, min, max (over seeds);
+- nonzero_summary.csv: per scheme and layer, the fraction at the first and last epoch
+  and its mean over training (seed means);
+- nonzero_claim.png: left, one panel per layer, the fraction against epoch, a curve
+  per scheme (mean, min-max band over seeds); right, the mean over training against
+  layer, a line per scheme.
+"""
+
+import glob
+import os
+import re
+
+import numpy as np
+from absl import app, flags, logging
+
+from experiments import study
+from tfnorm import io
+
+FLAGS = flags.FLAGS
+COLUMN = re.compile(r"^nonzero_grad_frac_(\d+)$")
+SEED_DIR = re.compile(r"^seed_?(\d+)$")
+
+flags.DEFINE_string("run_dir", None, "A compare output directory: <scheme>/seed_<k>/metrics.csv.")
+flags.DEFINE_string("out_dir", None, "Where the CSV files and the figure go "
+                    "(default <run_dir>/nonzero).")
+flags.DEFINE_string("schemes", None, "Comma-separated schemes to show (default: every scheme "
+                    "found, in the order of tfnorm.SCHEMES).")
+
+
+def find_runs(run_dir, schemes=None):
+    """{scheme: {seed: metrics.csv path}} under run_dir; raises StudyError if there is none."""
+    study.require(os.path.isdir(run_dir), f"--run_dir {run_dir}: no such directory")
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "*", "seed*", "metrics.csv"))):
+        seed_dir = os.path.basename(os.path.dirname(path))
+        scheme = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        match = SEED_DIR.match(seed_dir)
+        if match and (schemes is None or scheme in schemes):
+            runs.setdefault(scheme, {})[int(match.group(1))] = path
+    study.require(runs, f"--run_dir {run_dir}: no <scheme>/seed_<k>/metrics.csv"
+                  + (f" for the schemes {', '.join(schemes)}" if schemes else "")
+                  + " (run experiments.compare first)")
+    if schemes:
+        missing = [s for s in schemes if s not in runs]
+        study.require(not missing, f"--schemes: no runs of {', '.join(missing)} in {run_dir}")
+    return runs
+
+
+def read_run(path):
+    """(epochs (E,), nonzero fractions (L, E)) from one metrics.csv."""
+    rows = io.read_csv(path)
+    study.require(rows, f"{path}: no epochs recorded yet")
+    layers = sorted(int(m.group(1)) for m in map(COLUMN.match, rows[0]) if m)
+    study.require("epoch" in rows[0] and layers,
+                  f"{path}: expected the columns epoch and nonzero_grad_frac_1..L")
+    try:
+        epochs = np.array([int(r["epoch"]) for r in rows])
+        values = np.array([[float(r[f"nonzero_grad_frac_{layer}"]) for r in rows]
+                           for layer in layers])
+    except ValueError as error:
+        raise study.StudyError(f"{path}: unreadable value ({error})") from None
+    return epochs, values
+
+
+def collect(runs):
+    """Per scheme: epochs (E,) and fractions (seeds, L, E), NaN where a seed stopped early."""
+    curves = {}
+    for scheme, seeds in runs.items():
+        per_seed = [read_run(path) for _, path in sorted(seeds.items())]
+        epochs = np.array(sorted({int(e) for seed_epochs, _ in per_seed for e in seed_epochs}))
+        num_layers = max(values.shape[0] for _, values in per_seed)
+        stacked = np.full((len(per_seed), num_layers, epochs.size), np.nan)
+        for i, (seed_epochs, values) in enumerate(per_seed):
+            columns = np.searchsorted(epochs, seed_epochs)
+            stacked[i, :values.shape[0], :][:, columns] = values
+        curves[scheme] = dict(epochs=epochs, nonzero=stacked, seeds=sorted(seeds))
+    return curves
+
+
+def table_rows(curves):
+    rows, summary = [], []
+    for scheme, curve in curves.items():
+        nonzero = curve["nonzero"]
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(nonzero, axis=0)
+        for layer in range(nonzero.shape[1]):
+            for e, epoch in enumerate(curve["epochs"]):
+                values = nonzero[:, layer, e]
+                present = values[~np.isnan(values)]
+                if present.size == 0:
+                    continue
+                rows.append(dict(scheme=scheme, layer=layer + 1, epoch=int(epoch),
+                                 seeds=int(present.size), mean=float(present.mean()),
+                                 min=float(present.min()), max=float(present.max())))
+            layer_mean = mean[layer][~np.isnan(mean[layer])]
+            if layer_mean.size:
+                summary.append(dict(scheme=scheme, layer=layer + 1,
+                                    seeds=len(curve["seeds"]), epochs=int(layer_mean.size),
+                                    first_epoch=float(layer_mean[0]),
+                                    last_epoch=float(layer_mean[-1]),
+                                    mean_over_training=float(layer_mean.mean())))
+    return rows, summary
+
+
+def plot(curves, summary, out_dir):
+    schemes = list(curves)
+    num_layers = max(c["nonzero"].shape[1] for c in curves.values())
+    colors = study.scheme_colors(schemes)
+    fig, axes = study.figure(1, num_layers + 1, width=2.6, height=3.0)
+    axes = axes[0]
+    for layer in range(num_layers):
+        ax = axes[layer]
+        for scheme, curve in curves.items():
+            if layer >= curve["nonzero"].shape[1]:
+                continue
+            values = curve["nonzero"][:, layer]
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(values, axis=0)
+                low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            ax.plot(curve["epochs"], mean, color=colors[scheme], lw=1.2,
+                    label=scheme if layer == 0 else None)
+            if values.shape[0] > 1:
+                ax.fill_between(curve["epochs"], low, high, color=colors[scheme], alpha=0.15)
+        ax.set_title(f"layer {layer + 1}", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("non-zero fraction of the weight gradient", fontsize=8)
+    ax = axes[-1]
+    for scheme in schemes:
+        mine = [r for r in summary if r["scheme"] == scheme]
+        ax.plot([r["layer"] for r in mine], [r["mean_over_training"] for r in mine], "o-",
+                ms=3, color=colors[scheme], label=scheme)
+    ax.set_title("mean over training", fontsize=9)
+    ax.set_xlabel("layer", fontsize=8)
+    ax.set_xticks(range(1, num_layers + 1))
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    seeds = sorted({len(c["seeds"]) for c in curves.values()})
+    fig.suptitle("Non-zero entries of each layer's gradient w.r.t. its weights, per scheme "
+                 f"(epoch means; {'/'.join(map(str, seeds))} seed(s), min-max band)", fontsize=9)
+    return study.save_figure(fig, out_dir, "nonzero_claim.png")
+
+
+def run():
+    study.require(FLAGS.run_dir, "--run_dir is required (a compare output directory)")
+    schemes = None
+    if FLAGS.schemes:
+        schemes = [s.strip() for s in FLAGS.schemes.split(",") if s.strip()]
+        study.require(schemes, f"--schemes: expected a comma-separated list, got {FLAGS.schemes!r}")
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.run_dir, "nonzero")
+    runs = find_runs(FLAGS.run_dir, schemes)
+    study.check_out_dir(out_dir)
+    order = schemes or _scheme_order(runs)
+    curves = collect({scheme: runs[scheme] for scheme in order})
+    rows, summary = table_rows(curves)
+    study.write_csv(out_dir, "nonzero.csv", rows)
+    study.write_csv(out_dir, "nonzero_summary.csv", summary)
+    path = plot(curves, summary, out_dir)
+    logging.info("wrote %s", path)
+
+
+def _scheme_order(runs):
+    import tfnorm
+    known = [s for s in tfnorm.SCHEMES if s in runs]
+    return known + sorted(s for s in runs if s not in known)
+
+
+def main(argv):
+    if len(argv) > 1:
+        study.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    study.run_checked(run)
+
+
+if __name__ == "__main__":
+    app.run(main)
