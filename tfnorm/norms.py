@@ -30,9 +30,14 @@ def standardize_forward(x, axes, eps=DEFAULT_EPSILON):
 
     Returns (xhat, cache) with cache = (xhat, inv_std, axes); mean and variance
     come out of the cache too (``batch_statistics``) for the running averages."""
-    mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+    # Not tf.nn.moments: under tf.function, oneDNN's remapper rewrites its pattern
+    # followed by gamma/beta on a (1, C) input into _MklLayerNorm, which ignores our
+    # epsilon (uses 1e-3) in float32 and does not exist for float64.
+    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    variance = tf.reduce_mean(tf.square(centered), axis=axes, keepdims=True)
     inv_std = tf.math.rsqrt(variance + eps)
-    xhat = (x - mean) * inv_std
+    xhat = centered * inv_std
     return xhat, (xhat, inv_std, tuple(axes), mean, variance)
 
 
@@ -373,12 +378,19 @@ class DistributionNoise(Normalization):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="noise_step")
         self.statistics = [self.step]
 
-    def forward(self, x, training=True):
+    def draw(self, batch, dtype=None):
+        """This step's noise (s, m), each (batch, C)."""
+        return santurkar_noise([batch, self.channels],
+                               tf.stack([tf.constant(self.seed, tf.int64), self.step]),
+                               dtype or self.dtype)
+
+    def forward(self, x, training=True, noise=None):
+        """``noise``: this step's (s, m) drawn beforehand by ``draw`` (XLA's random
+        generators give other numbers than TF's, so a compiled caller draws outside)."""
         self.check(x, training)
         if not training:
             return x, None
-        s, m = santurkar_noise([tf.shape(x)[0], self.channels],
-                               tf.stack([tf.constant(self.seed, tf.int64), self.step]), x.dtype)
+        s, m = self.draw(tf.shape(x)[0], x.dtype) if noise is None else noise
         expand = [-1] + [1] * (x.shape.rank - 2) + [self.channels]
         return scale_shift_forward(x, tf.reshape(s, expand), tf.reshape(m, expand))
 
