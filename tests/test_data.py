@@ -97,13 +97,15 @@ def test_stl10_batches_are_divided_by_255(stl10):
     np.testing.assert_array_equal(labels.numpy(), stl10.train_labels[:4])
 
 
-def test_stl10_loading_keeps_tfds_info_logging_quiet(fake_stl10_dir, caplog):  # noqa: F811
+def _from_tfds(records):
+    return [r.getMessage() for r in records
+            if f"{os.sep}tensorflow_datasets{os.sep}" in r.pathname]
+
+
+def test_stl10_loading_keeps_tfds_logging_quiet(fake_stl10_dir, caplog):  # noqa: F811
     with caplog.at_level(logging.INFO):
         data.load_stl10(data_dir=fake_stl10_dir)
-    from_tfds = [r.getMessage() for r in caplog.records
-                 if f"{os.sep}tensorflow_datasets{os.sep}" in r.pathname
-                 and r.levelno < logging.WARNING]
-    assert from_tfds == []
+    assert _from_tfds(caplog.records) == []
     assert any("STL-10: 8 train, 6 test images" in r.getMessage() for r in caplog.records)
 
 
@@ -113,16 +115,30 @@ def test_stl10_through_a_default_manual_dir_is_checked_first(tmp_path):
     archive = stl10_fixture.write_stl10_archive(manual / data.STL10_ARCHIVE_NAME)
     with pytest.raises(data.DataError, match="truncated") as error:
         data.load_stl10(data_dir=str(tmp_path), download=False)
-    assert archive in str(error.value)
+    assert f"the STL-10 archive in tfds's manual_dir {archive}:" in str(error.value)
+
+
+def test_damaged_prepared_copy_says_how_to_recover(tmp_path):
+    with stl10_fixture.fake_stl10(tmp_path, n_train=4, n_test=3) as data_dir:
+        dataset_dir = tfds.builder("stl10", data_dir=data_dir).data_dir
+        (record,) = [name for name in os.listdir(dataset_dir) if "train.tfrecord" in name]
+        with open(os.path.join(dataset_dir, record), "r+b") as f:
+            f.truncate(100)
+        with pytest.raises(data.DataError, match="cannot be read") as error:
+            data.load_stl10(data_dir=data_dir)
+    assert dataset_dir in str(error.value) and "delete that folder" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 # ----------------------------------------------------------------------------
 # No STL-10: a clear error, never a download in tests, never other data
 
 
-def test_stl10_without_data_or_archive_says_how_to_get_it(tmp_path, download_attempts):
-    with pytest.raises(data.DataError) as error:
+def test_stl10_without_data_or_archive_says_how_to_get_it(tmp_path, download_attempts,
+                                                          caplog):
+    with caplog.at_level(logging.INFO), pytest.raises(data.DataError) as error:
         data.load_stl10(data_dir=str(tmp_path), download=False)
+    assert _from_tfds(caplog.records) == []  # the DataError is the one line the user sees
     message = str(error.value)
     assert str(tmp_path) in message and "--stl10_archive" in message
     assert data.STL10_URL in message
@@ -136,6 +152,7 @@ def test_stl10_failed_download_says_how_to_get_it(tmp_path, download_attempts):
     message = str(error.value)
     assert "could not be prepared" in message and "ConnectionError" in message
     assert "--stl10_archive" in message and data.STL10_URL in message
+    assert "\n" not in message
     assert not tfds.builder("stl10", data_dir=str(tmp_path)).is_prepared()
 
 

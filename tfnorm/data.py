@@ -12,6 +12,8 @@ or $TFDS_DATA_DIR) from the archive ``stl10_binary.tar.gz`` (2,640,397,119 bytes
 this order: ``stl10_archive`` (any folder; it becomes tfds's manual_dir), tfds's default
 manual_dir ``<data_dir>/downloads/manual``, or, only with ``download=True``, a download from
 the STL-10 page. Once prepared, loading needs neither the archive nor the network.
+Preparing needs disk for the extracted binaries (3.1 GB, mostly the 100000 unlabelled
+images tfds prepares too) and tfds's own copy.
 
 Archive checks. ``check_stl10_archive`` looks at the name, the exact byte size and the gzip
 magic: it runs before any work and costs nothing. It does not compute the sha256 (about
@@ -50,6 +52,11 @@ Dataset.__doc__ = "Images uint8 (N, H, W, 3), labels int32 (N,) in 0..num_classe
 
 class DataError(Exception):
     """The data cannot be had; the message says why and what to do."""
+
+
+def _one_line(error, limit=300):
+    """``Type: message`` of a foreign exception on one line, cut to ``limit`` characters."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:limit]
 
 
 def _how_to_get_stl10():
@@ -114,9 +121,10 @@ def load_digits(image_size=32, test_fraction=0.3, seed=0):
                    tuple(str(i) for i in range(10)))
 
 
-def check_stl10_archive(path):
-    """Refuse a missing, misnamed, truncated or non-gzip archive; the message names it."""
-    prefix = f"--stl10_archive {path}"
+def check_stl10_archive(path, what="--stl10_archive"):
+    """Refuse a missing, misnamed, truncated or non-gzip archive with one line naming
+    ``what`` (the flag, by default) and the path. Reads two bytes, so it costs nothing."""
+    prefix = f"{what} {path}"
     if not os.path.exists(path):
         raise DataError(f"{prefix}: no such file; {_how_to_get_stl10()}")
     if os.path.isdir(path):
@@ -139,24 +147,25 @@ def check_stl10_archive(path):
         raise DataError(f"{prefix}: not a gzip file; download it again from {STL10_URL}")
 
 
-class _DropTfdsInfo(python_logging.Filter):
-    """Drops tfds's own info lines ("Reusing dataset...", "Constructing tf.data...");
-    its warnings and errors still pass."""
+class _DropTfdsChatter(python_logging.Filter):
+    """Drops tfds's own info and warning lines ("Reusing dataset...", "Variant folder ...
+    has no dataset_info.json" for a data_dir not prepared yet): what goes wrong reaches the
+    user as a DataError instead. tfds's errors still pass."""
 
     def filter(self, record):
         from_tfds = f"{os.sep}tensorflow_datasets{os.sep}" in (record.pathname or "")
-        return not (from_tfds and record.levelno < python_logging.WARNING)
+        return not (from_tfds and record.levelno < python_logging.ERROR)
 
 
 @contextlib.contextmanager
 def _quiet_tfds():
-    """tfds's info logging and its prints to stdout silenced for the block (what it printed
+    """tfds's info and warning logs and its prints to stdout silenced for the block (what it printed
     is logged at debug level), and its progress bars switched off for good: the driver
     draws its own, and a bar per split would drown the log."""
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
-    log_filter = _DropTfdsInfo()
+    log_filter = _DropTfdsChatter()
     absl_logger = python_logging.getLogger("absl")
     absl_logger.addFilter(log_filter)
     printed = io.StringIO()
@@ -193,11 +202,11 @@ def _read_split(builder, split):
         split=split, batch_size=-1, as_supervised=True, shuffle_files=False))
     if builder.info.disable_shuffling:
         return images, labels.astype(np.int32)
-    in_file_order = np.empty_like(images), np.empty(len(labels), np.int32)
     order = _file_order(len(labels), split)
-    in_file_order[0][order] = images
-    in_file_order[1][order] = labels
-    return in_file_order
+    file_images, file_labels = np.empty_like(images), np.empty(len(labels), np.int32)
+    file_images[order] = images
+    file_labels[order] = labels
+    return file_images, file_labels
 
 
 def _prepare_stl10(builder, stl10_archive, download):
@@ -205,27 +214,29 @@ def _prepare_stl10(builder, stl10_archive, download):
     import tensorflow_datasets as tfds
 
     data_dir = os.fspath(builder.data_dir_root)
+    what = "--stl10_archive"
     if stl10_archive:
         manual_dir = os.path.dirname(os.path.abspath(stl10_archive))
     else:
         manual_dir = os.path.join(data_dir, "downloads", "manual")
         default_archive = os.path.join(manual_dir, STL10_ARCHIVE_NAME)
         if os.path.exists(default_archive):
-            stl10_archive = default_archive
-            check_stl10_archive(default_archive)
+            stl10_archive, what = default_archive, "the STL-10 archive in tfds's manual_dir"
+            check_stl10_archive(stl10_archive, what)
         elif not download:
             raise DataError(f"STL-10 is not prepared in {data_dir} and no archive was given: "
                             f"{_how_to_get_stl10()}")
     source = stl10_archive or STL10_URL
-    logging.info("STL-10: preparing %s into %s (once; several minutes)", source, data_dir)
+    logging.info("STL-10: preparing %s into %s (once; about 10 minutes on 2 cores)", source,
+                 data_dir)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
     try:
         with _quiet_tfds():
             builder.download_and_prepare(download_config=config)
     except Exception as error:  # tfds raises many kinds; each means "not available"
-        detail = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        detail = _one_line(error)
         if "checksum" in detail.lower() and stl10_archive:
-            raise DataError(f"--stl10_archive {stl10_archive}: its sha256 is not the STL-10 "
+            raise DataError(f"{what} {stl10_archive}: its sha256 is not the STL-10 "
                             f"archive's (a corrupt file); download it again from "
                             f"{STL10_URL}") from error
         raise DataError(f"STL-10 could not be prepared from {source} into {data_dir} "
@@ -243,12 +254,16 @@ def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=True
     import tensorflow_datasets as tfds
 
     _check_image_size(image_size)
+    if data_dir:
+        data_dir = os.path.expanduser(data_dir)
     if stl10_archive:
+        stl10_archive = os.path.expanduser(stl10_archive)
         check_stl10_archive(stl10_archive)
     started = time.perf_counter()
     with _quiet_tfds():
         builder = tfds.builder("stl10", data_dir=data_dir)
-    if not builder.is_prepared():
+        prepared = builder.is_prepared()
+    if not prepared:
         _prepare_stl10(builder, stl10_archive, download)
     try:
         with _quiet_tfds():
@@ -256,7 +271,7 @@ def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=True
             test_x, test_y = _read_split(builder, "test")
     except Exception as error:  # a damaged prepared copy: tfds raises many kinds
         raise DataError(f"STL-10 prepared in {builder.data_dir} cannot be read "
-                        f"({type(error).__name__}: {str(error)[:200]}); delete that folder "
+                        f"({_one_line(error)}); delete that folder "
                         f"and run again to prepare it anew") from error
     if image_size:
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)
