@@ -137,7 +137,7 @@ def test_damaged_prepared_copy_says_how_to_recover(tmp_path):
 def test_stl10_without_data_or_archive_says_how_to_get_it(tmp_path, download_attempts,
                                                           caplog):
     with caplog.at_level(logging.INFO), pytest.raises(data.DataError) as error:
-        data.load_stl10(data_dir=str(tmp_path), download=False)
+        data.load("stl10", data_dir=str(tmp_path))  # download=False by default
     assert _from_tfds(caplog.records) == []  # the DataError is the one line the user sees
     message = str(error.value)
     assert str(tmp_path) in message and "--stl10_archive" in message
@@ -147,7 +147,7 @@ def test_stl10_without_data_or_archive_says_how_to_get_it(tmp_path, download_att
 
 def test_stl10_failed_download_says_how_to_get_it(tmp_path, download_attempts):
     with pytest.raises(data.DataError) as error:
-        data.load("stl10", data_dir=str(tmp_path))
+        data.load("stl10", data_dir=str(tmp_path), download=True)
     assert [str(getattr(r, "url", r)) for r in download_attempts] == [data.STL10_URL]
     message = str(error.value)
     assert "could not be prepared" in message and "ConnectionError" in message

@@ -11,7 +11,9 @@ Getting STL-10. tfds prepares it once into ``data_dir`` (default ``~/tensorflow_
 or $TFDS_DATA_DIR) from the archive ``stl10_binary.tar.gz`` (2,640,397,119 bytes), found in
 this order: ``stl10_archive`` (any folder; it becomes tfds's manual_dir), tfds's default
 manual_dir ``<data_dir>/downloads/manual``, or, only with ``download=True``, a download from
-the STL-10 page. Once prepared, loading needs neither the archive nor the network.
+the STL-10 page. By default nothing is downloaded: with no prepared copy and no archive the
+loader raises a DataError saying how to get the archive (a 2.6 GB download should be a
+decision, and tests must never reach the network). Once prepared, loading needs neither the archive nor the network.
 Preparing needs disk for the extracted binaries (3.1 GB, mostly the 100000 unlabelled
 images tfds prepares too) and tfds's own copy.
 
@@ -65,7 +67,7 @@ def _how_to_get_stl10():
 
 
 def load(name, *, data_dir=None, stl10_archive=None, image_size=None, test_fraction=0.3,
-         seed=0, download=True):
+         seed=0, download=False):
     """Load a dataset by name (one of DATASETS).
 
     image_size: None keeps the native size (STL-10 96, digits 32). test_fraction, seed:
@@ -243,10 +245,12 @@ def _prepare_stl10(builder, stl10_archive, download):
                         f"({detail}); {_how_to_get_stl10()}") from error
 
 
-def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=True):
+def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=False):
     """STL-10 via the tfds ``stl10`` builder: train 5000, test 8000 (the unlabelled
     100000 are prepared by tfds but never loaded), uint8 (N, 96, 96, 3) in file order,
     labels 0..9. image_size: resize (bilinear, antialiased) to a square of that side.
+    download: let tfds fetch the archive from the STL-10 page when no prepared copy and no
+    archive is there (off by default).
 
     Raises DataError, before any long work, when the archive is bad or STL-10 is neither
     prepared in data_dir nor obtainable (see the module docstring).
