@@ -13,9 +13,9 @@ this order: ``stl10_archive`` (any folder; it becomes tfds's manual_dir), tfds's
 manual_dir ``<data_dir>/downloads/manual``, or, only with ``download=True``, a download from
 the STL-10 page. By default nothing is downloaded: with no prepared copy and no archive the
 loader raises a DataError saying how to get the archive (a 2.6 GB download should be a
-decision, and tests must never reach the network). Once prepared, loading needs neither the archive nor the network.
-Preparing needs disk for the extracted binaries (3.1 GB, mostly the 100000 unlabelled
-images tfds prepares too) and tfds's own copy.
+decision, and tests must never reach the network). Once prepared, loading needs neither
+the archive nor the network. Preparing needs disk for the extracted binaries (3.1 GB,
+mostly the 100000 unlabelled images, which tfds prepares too) and for tfds's own copy.
 
 Archive checks. ``check_stl10_archive`` looks at the name, the exact byte size and the gzip
 magic: it runs before any work and costs nothing. It does not compute the sha256 (about
@@ -74,7 +74,8 @@ def load(name, *, data_dir=None, stl10_archive=None, image_size=None, test_fract
     the digits split. data_dir, stl10_archive, download: STL-10 only (see load_stl10).
     """
     if name == "digits":
-        return load_digits(32 if image_size is None else image_size, test_fraction=test_fraction, seed=seed)
+        return load_digits(32 if image_size is None else image_size,
+                           test_fraction=test_fraction, seed=seed)
     if name == "stl10":
         return load_stl10(data_dir=data_dir, stl10_archive=stl10_archive,
                           image_size=image_size, download=download)
@@ -82,13 +83,15 @@ def load(name, *, data_dir=None, stl10_archive=None, image_size=None, test_fract
 
 
 def _check_image_size(image_size):
-    if image_size is not None and (int(image_size) != image_size or image_size < 1):
+    is_integer = isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool)
+    if image_size is not None and (not is_integer or image_size < 1):
         raise DataError(f"image_size {image_size!r}: expected a positive integer")
 
 
 def _resize(images, image_size):
-    """uint8 or float 0..255 (N, H, W, C) -> uint8 (N, image_size, image_size, C), bilinear; shrinking is
-    antialiased (an area filter), since plain bilinear would alias a 96 -> 32 reduction."""
+    """uint8 or float 0..255 (N, H, W, C) -> uint8 (N, image_size, image_size, C),
+    bilinear; shrinking is antialiased (an area filter), since plain bilinear would alias
+    a 96 -> 32 reduction."""
     if images.shape[1:3] == (image_size, image_size):
         return np.clip(np.rint(images), 0, 255).astype(np.uint8)
     antialias = image_size < images.shape[1]
