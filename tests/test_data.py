@@ -179,6 +179,24 @@ def test_archive_with_a_wrong_sha256_is_named(tmp_path, download_attempts):
     assert download_attempts == []
 
 
+def test_stl10_archive_flag_prepares_through_tfds_manual_dir(tmp_path, download_attempts):
+    """The whole --stl10_archive path: tfds finds the archive in its folder (manual_dir),
+    extracts the real .tar.gz and prepares it. Only the archive's size (ours is small) and
+    its hash (tfds's registered one) are faked."""
+    from tensorflow_datasets.core.download import checksums
+
+    archive = stl10_fixture.write_stl10_archive(
+        tmp_path / "archive" / data.STL10_ARCHIVE_NAME, n_train=4, n_test=3)
+    (registered,) = tfds.builder_cls("stl10").url_infos.values()
+    with mock.patch.object(data, "STL10_ARCHIVE_BYTES", os.path.getsize(archive)), \
+            mock.patch.object(checksums, "compute_url_info", return_value=registered):
+        loaded = data.load("stl10", data_dir=str(tmp_path / "tfds"), stl10_archive=archive)
+    expected = stl10_fixture.stl10_arrays(n_train=4, n_test=3)
+    np.testing.assert_array_equal(loaded.train_images, expected.train_images)
+    np.testing.assert_array_equal(loaded.test_labels, expected.test_labels)
+    assert download_attempts == []
+
+
 # ----------------------------------------------------------------------------
 # check_stl10_archive
 
