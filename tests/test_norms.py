@@ -232,6 +232,20 @@ def test_boxcox_lambda_gradient_limit_at_zero():
                                    rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("lam", [2.0, -0.5])
+def test_boxcox_float32_lambda_gradient_is_accurate_for_small_z(lam):
+    # Regression: with z = lam ln u in (1e-3, 0.05) the closed form of dy/dlambda
+    # cancels (~2 eps/|z|), which left the float32 lambda gradient wrong by up to ~1e-4.
+    for z in np.geomspace(1.5e-3, 0.04, 12):
+        u = np.exp(np.array([z / lam]))
+        per_dtype = []
+        for dtype in (tf.float32, tf.float64):
+            u_rounded = tf.cast(tf.constant(u, tf.float32), dtype)  # the same u for both
+            _, cache = norms.boxcox_forward(u_rounded, tf.constant(lam, dtype))
+            per_dtype.append(norms.boxcox_backward(tf.ones([1], dtype), cache)[1].numpy())
+        assert gradcheck.relative_error(*per_dtype) <= 2e-6, f"z = {z:.3g}"
+
+
 # ----------------------------------------------------------------------------
 # Noisy batch norm: Santurkar et al.'s noise, seedable
 
