@@ -62,7 +62,7 @@ def run_checked(function, *args, **kwargs):
 
 
 def define_data_flags(out_dir):
-    """--dataset, --data_dir, --stl10_archive, --image_size, --out_dir, --seed."""
+    """--dataset, --data_dir, --stl10_archive, --image_size, --out_dir, --seed, --limit."""
     flags.DEFINE_string("dataset", "digits", f"One of {', '.join(data.DATASETS)}.")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (STL-10).")
     flags.DEFINE_string("stl10_archive", None,
@@ -71,6 +71,8 @@ def define_data_flags(out_dir):
                          "Resize images to this size (default: digits 32, STL-10 96).")
     flags.DEFINE_string("out_dir", out_dir, "Where the CSV files and figures go.")
     flags.DEFINE_integer("seed", 0, "Seed of the network's initialization and batch order.")
+    flags.DEFINE_integer("limit", None, "Use only the first N training and N test images "
+                         "(quick runs).")
 
 
 def define_training_flags(*, epochs, batch_size, optimizer, learning_rate, schemes):
@@ -113,6 +115,8 @@ def check_data_flags():
     require(FLAGS.dataset in data.DATASETS,
             f"--dataset: unknown dataset {FLAGS.dataset!r}; expected one of "
             f"{', '.join(data.DATASETS)}")
+    if FLAGS.limit is not None:
+        require_positive(FLAGS.limit, "--limit")
     if FLAGS.image_size is not None:
         require(FLAGS.image_size >= 32, f"--image_size must be at least 32, got {FLAGS.image_size}")
     if FLAGS.stl10_archive:
@@ -141,6 +145,12 @@ def load_data():
     """The dataset named by the flags (raises data.DataError when it cannot be had)."""
     dataset = data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                         stl10_archive=FLAGS.stl10_archive, image_size=FLAGS.image_size)
+    if FLAGS.limit:
+        dataset = dataset._replace(
+            train_images=dataset.train_images[:FLAGS.limit],
+            train_labels=dataset.train_labels[:FLAGS.limit],
+            test_images=dataset.test_images[:FLAGS.limit],
+            test_labels=dataset.test_labels[:FLAGS.limit])
     require(len(dataset.train_labels) >= FLAGS.batch_size,
             f"--batch_size {FLAGS.batch_size} is larger than the "
             f"{len(dataset.train_labels)} training images")
