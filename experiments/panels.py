@@ -1,0 +1,46 @@
+"""Redraw every four-panel figure and GIF of a run from its saved records alone.
+
+    python -m experiments.panels --run_dir=runs/batch
+"""
+
+import os
+
+from absl import app, flags, logging
+
+from experiments import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "A run directory written by experiments.train.")
+
+
+def redraw(run_dir):
+    """Returns (panel PNG paths, GIF paths)."""
+    from tfnorm import plots, records
+    panels = []
+    for epoch in records.record_epochs(run_dir):
+        panels += plots.draw_epoch_panels(run_dir, epoch)
+    return panels, plots.write_gifs(run_dir)
+
+
+def main(argv):
+    from tfnorm import records
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    run_dir = FLAGS.run_dir
+    if not run_dir:
+        common.fail("--run_dir: required")
+    if not os.path.isdir(run_dir):
+        common.fail(f"--run_dir {run_dir}: no such directory")
+    if not records.record_epochs(run_dir):
+        common.fail(f"--run_dir {run_dir}: holds no records "
+                    f"({os.path.join(run_dir, records.RECORDS_DIR)}/epoch_NNNN.npz)")
+    try:
+        panels, gifs = redraw(run_dir)
+    except (OSError, ValueError, KeyError) as error:
+        common.fail(f"--run_dir {run_dir}: a record cannot be read ({error})")
+    logging.info("drew %d panels and %d GIFs in %s", len(panels), len(gifs),
+                 os.path.join(run_dir, records.PANELS_DIR))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=common.parse_flags_or_fail)

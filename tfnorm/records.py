@@ -1,0 +1,234 @@
+"""What a run records, and the layout of a run directory.
+
+A run directory (``--out_dir`` of ``experiments.train``) holds::
+
+    config.json            every flag (dataset defaults filled in), library versions, seed
+    metrics.csv            one row per epoch: METRICS_COLUMNS, then per layer i = 1..L the
+                           LAYER_STATS columns named <stat>_<i>
+    records/epoch_0007.npz per recorded epoch: the four quantities of every layer at the
+                           epoch's last step as fixed-bin histograms plus summary statistics
+    checkpoints/           tf.train.CheckpointManager (network, statistics, optimizer, epoch)
+    panels/                layer<i>_epoch<NNNN>.png four-panel figures, layer<i>.gif
+    status.json            written when the run ends: complete, or diverged with the message
+    tensorboard/           only with --tensorboard
+
+Epochs count from 1: the row and the record of epoch e describe the state after e
+passes over the training set (the article's epoch 199 is our epoch 200).
+
+Every file is written whole or not at all (``tfnorm.io``). After a kill the checkpoint
+is the truth: rows and records of later epochs are dropped on resume
+(``truncate_to_epoch``), because the checkpoint is always the last thing an epoch writes.
+"""
+
+import collections
+import os
+import re
+import shutil
+
+import numpy as np
+
+from tfnorm import io
+from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+STATUS_FILE = "status.json"
+RECORDS_DIR = "records"
+PANELS_DIR = "panels"
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, STATUS_FILE)
+RUN_DIRS = (RECORDS_DIR, PANELS_DIR, CHECKPOINT_DIR, TENSORBOARD_DIR)
+
+METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+_RECORD_NAME = re.compile(r"^epoch_(\d{4,})\.npz$")
+
+Record = collections.namedtuple(
+    "Record", ["epoch", "step", "scheme", "counts", "ranges", "summaries", "layer_stats"])
+Record.__doc__ = """One recorded epoch (its last training step), for L layers:
+counts int64 (L, 4, bins) and ranges float64 (L, 4, 2) [low, high] of the histograms of
+QUANTITIES (weight_gradient, passed_gradient, weights before the step, update),
+summaries float64 (L, 4, len(SUMMARY_STATS)), layer_stats float64 (L, len(LAYER_STATS))
+of that step; step counts training steps from 1 over the whole run."""
+
+
+class RunDirError(Exception):
+    """The run directory cannot be used as asked; the message names the file and the way out."""
+
+
+def metrics_columns(num_layers):
+    return list(METRICS_COLUMNS) + [f"{stat}_{layer}" for layer in range(1, num_layers + 1)
+                                    for stat in LAYER_STATS]
+
+
+def num_layers_of(columns):
+    return sum(1 for c in columns if c.startswith(LAYER_STATS[0] + "_"))
+
+
+def write_metrics(run_dir, rows, num_layers):
+    """rows: dicts with the metrics columns; floats written with repr (exact round trip)."""
+    formatted = [{k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v)
+                  for k, v in row.items()} for row in rows]
+    io.write_csv(os.path.join(run_dir, METRICS_FILE), formatted, metrics_columns(num_layers))
+
+
+def read_metrics(run_dir):
+    """Rows of metrics.csv as dicts: epoch int, everything else float. [] if none yet."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+            for row in io.read_csv(path)]
+
+
+def write_config(run_dir, config, versions):
+    io.write_json(os.path.join(run_dir, CONFIG_FILE),
+                  {"flags": config, "versions": versions, "seed": config.get("seed")})
+
+
+def read_config(run_dir):
+    """The stored flags of a run, or None if the directory holds no run."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        return io.read_json(path)["flags"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunDirError(f"{path}: unreadable ({error}); pass --overwrite to start the run "
+                          "again") from None
+
+
+def write_status(run_dir, state, **details):
+    io.write_json(os.path.join(run_dir, STATUS_FILE), dict(state=state, **details))
+
+
+def read_status(run_dir):
+    path = os.path.join(run_dir, STATUS_FILE)
+    return io.read_json(path) if os.path.exists(path) else None
+
+
+def record_path(run_dir, epoch):
+    return os.path.join(run_dir, RECORDS_DIR, f"epoch_{epoch:04d}.npz")
+
+
+def save_record(run_dir, epoch, step, scheme, outputs):
+    """outputs: the numpy values of Trainer.record_step's counts, ranges, summaries and
+    layer_stats."""
+    io.save_npz(record_path(run_dir, epoch), epoch=np.int64(epoch), step=np.int64(step),
+                scheme=np.array(scheme), quantities=np.array(QUANTITIES),
+                summary_stats=np.array(SUMMARY_STATS), layer_stat_names=np.array(LAYER_STATS),
+                counts=np.asarray(outputs["counts"], np.int64),
+                ranges=np.asarray(outputs["ranges"], np.float64),
+                summaries=np.asarray(outputs["summaries"], np.float64),
+                layer_stats=np.asarray(outputs["layer_stats"], np.float64))
+
+
+def load_record(path):
+    with np.load(path, allow_pickle=False) as stored:
+        return Record(int(stored["epoch"]), int(stored["step"]), str(stored["scheme"]),
+                      stored["counts"], stored["ranges"], stored["summaries"],
+                      stored["layer_stats"])
+
+
+def record_epochs(run_dir):
+    """Epochs that have a record, ascending."""
+    folder = os.path.join(run_dir, RECORDS_DIR)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(m.group(1)) for m in map(_RECORD_NAME.match, os.listdir(folder)) if m)
+
+
+def histogram_edges(record, layer, quantity):
+    """Bin edges of the histogram of ``quantity`` (index into QUANTITIES) of ``layer`` (0-based)."""
+    low, high = record.ranges[layer, quantity]
+    return np.linspace(low, high, record.counts.shape[-1] + 1)
+
+
+def is_recorded_epoch(epoch, epochs, record_every):
+    """The first and last epochs, and every ``record_every``-th."""
+    return epoch == 1 or epoch == epochs or epoch % record_every == 0
+
+
+def truncate_to_epoch(run_dir, epoch, num_layers):
+    """Forget what epochs after ``epoch`` wrote (a kill after their files, before their
+    checkpoint): their metrics rows, records and panels. They will be computed again."""
+    rows = [row for row in read_metrics(run_dir) if row["epoch"] <= epoch]
+    if rows or os.path.exists(os.path.join(run_dir, METRICS_FILE)):
+        write_metrics(run_dir, rows, num_layers)
+    for later in (e for e in record_epochs(run_dir) if e > epoch):
+        os.remove(record_path(run_dir, later))
+    panels = os.path.join(run_dir, PANELS_DIR)
+    if os.path.isdir(panels):
+        for name in os.listdir(panels):
+            match = re.search(r"_epoch_?(\d+)\.png$", name)
+            if match and int(match.group(1)) > epoch:
+                os.remove(os.path.join(panels, name))
+
+
+def clear_run(run_dir):
+    """Remove a previous run's files (only the names a run writes, never anything else)."""
+    for name in RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    for name in RUN_DIRS:
+        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+
+
+def check_checkpoint(run_dir):
+    """Read every tensor of the latest checkpoint; RunDirError naming the file if any fails."""
+    import tensorflow as tf
+
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
+        return None
+    way_out = (f"delete {folder} to restart the run from scratch, or pass --overwrite")
+    state_file = os.path.join(folder, "checkpoint")
+    try:
+        state = tf.train.get_checkpoint_state(folder)
+    except Exception as error:  # a damaged state file raises a protobuf parse error
+        raise RunDirError(f"checkpoint file {state_file} is corrupt "
+                          f"({type(error).__name__}); {way_out}") from None
+    if state is None or not state.model_checkpoint_path:
+        if os.listdir(folder):
+            raise RunDirError(f"checkpoint folder {folder} has no readable 'checkpoint' state "
+                              f"file; {way_out}")
+        return None
+    prefix = state.model_checkpoint_path
+    if not os.path.isabs(prefix):
+        prefix = os.path.join(folder, prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # DataLossError, NotFoundError, OutOfRangeError, ...
+        damaged = _damaged_checkpoint_file(prefix)
+        raise RunDirError(f"checkpoint {damaged} is corrupt or unreadable "
+                          f"({type(error).__name__}); {way_out}") from None
+    return prefix
+
+
+def _damaged_checkpoint_file(prefix):
+    index = prefix + ".index"
+    if not os.path.exists(index):
+        return index
+    folder = os.path.dirname(prefix)
+    data_files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                        if n.startswith(os.path.basename(prefix) + ".data-"))
+    return data_files[0] if data_files else prefix + ".data-00000-of-00001"
+
+
+def check_run_dir(run_dir, identity, overwrite):
+    """Refuse a directory holding a run with another configuration (unless ``overwrite``),
+    or holding a corrupt checkpoint. ``identity``: the flags that decide the results."""
+    stored = read_config(run_dir) if not overwrite else None
+    if stored is not None:
+        differing = sorted(k for k in set(identity) | set(stored)
+                           if k in identity and stored.get(k) != identity.get(k))
+        if differing:
+            shown = ", ".join(f"--{k}={stored.get(k)} there, {identity.get(k)} here"
+                              for k in differing[:3])
+            raise RunDirError(f"--out_dir {run_dir} holds a run with a different configuration "
+                              f"({shown}); pass --overwrite to replace it or choose another "
+                              "--out_dir")
+        check_checkpoint(run_dir)
