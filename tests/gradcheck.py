@@ -60,6 +60,34 @@ def max_relative_error(actuals, expecteds):
     return worst
 
 
+def gradients_relative_error(actuals, expecteds, dtype, names=None):
+    """``max_relative_error`` over many variables (a network's), except that a variable
+    whose reference gradient is zero to rounding -- max|expected| at most
+    ``100 eps(dtype)`` times the largest reference gradient of all the variables, e.g.
+    the bias of a layer followed by batch or mean-only normalization, whose exact
+    gradient is 0 -- cannot be compared relatively (both sides are rounding noise):
+    its hand gradient must then be as small, else AssertionError."""
+    actuals, expecteds = list(actuals), list(expecteds)
+    names = list(names) if names is not None else [str(i) for i in range(len(actuals))]
+    if len(actuals) != len(expecteds):
+        raise AssertionError(f"{len(actuals)} gradients against {len(expecteds)} references")
+    if any(a is None or e is None for a, e in zip(actuals, expecteds)):
+        raise AssertionError("a gradient is missing")
+    largest = max(float(np.max(np.abs(np.asarray(e, np.float64)))) for e in expecteds)
+    zero_level = 100 * float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps) * largest
+    compared_actual, compared_expected = [], []
+    for name, a, e in zip(names, actuals, expecteds):
+        if float(np.max(np.abs(np.asarray(e, np.float64)))) <= zero_level:
+            hand = float(np.max(np.abs(np.asarray(a, np.float64))))
+            if hand > zero_level:
+                raise AssertionError(f"{name}: reference gradient is zero to rounding, "
+                                     f"hand gradient reaches {hand:.3g}")
+            continue
+        compared_actual.append(a)
+        compared_expected.append(e)
+    return max_relative_error(compared_actual, compared_expected)
+
+
 # ----------------------------------------------------------------------------
 # Inputs
 

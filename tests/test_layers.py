@@ -213,3 +213,28 @@ def test_residual_backward(beta):
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ----------------------------------------------------------------------------
+# The checkers themselves can fail
+
+
+def test_checkers_catch_a_wrong_backward():
+    x = gradcheck.away_from_zero(gradcheck.rng(30), [2, 3, 3, 2])
+
+    def wrong_backward(dout, out):  # sigmoid' written as out (1 + out): a plausible slip
+        return [dout * out * (1 + out)]
+
+    tape_error, fd_error = gradcheck.check_function(layers.sigmoid_forward, wrong_backward, [x])
+    assert tape_error > 0.1 and fd_error > 0.1
+
+
+def test_zero_reference_gradients_need_zero_hand_gradients():
+    noise = np.array([1e-18, -2e-18])
+    reference = [np.array([1.0, 2.0]), noise]
+    assert gradcheck.gradients_relative_error([np.array([1.0, 2.0]), -noise], reference,
+                                              tf.float64) == 0.0
+    with pytest.raises(AssertionError, match="bias: reference gradient is zero to rounding"):
+        gradcheck.gradients_relative_error([np.array([1.0, 2.0]), np.array([0.0, 1e-3])],
+                                           reference, tf.float64, ["kernel", "bias"])
+    assert gradcheck.relative_error([1.0, 2.5], [1.0, 2.0]) == 0.25
