@@ -26,6 +26,8 @@ study.define_training_flags(epochs=5, batch_size=20, optimizer="sgd", learning_r
                             schemes="none,batch,layer,instance,noisybatch")
 study.flags.DEFINE_string("layers", "2,4,6", "Comma-separated layers (1 = the first conv) "
                           "whose ICS is measured.")
+study.flags.DEFINE_float("init_std", 0.05, "Std of the weights' normal init (0.05: the "
+                        "article's; without normalization SGD then barely moves).")
 study.flags.DEFINE_integer("every", 5, "Measure every this many training steps.")
 
 
@@ -43,7 +45,8 @@ def parse_layers(text, depth):
 
 
 def run_scheme(scheme, dataset, layer_indices):
-    network = study.build_network(scheme, dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    network = study.build_network(scheme, dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                  init_std=FLAGS.init_std)
     probe = ics.ICSTrainer(network, optimizers.make_optimizer(FLAGS.optimizer,
                                                               FLAGS.learning_rate),
                            layer_indices)
@@ -93,7 +96,7 @@ def draw(rows, epoch_rows, schemes, layers):
             axes[row][1].plot(steps, [r["cosine"] for r in mine], color=colors[scheme],
                               label=scheme, lw=1)
         axes[row][0].set(title=f"layer {layer}: ||G - G'||", xlabel="step", yscale="log")
-        axes[row][1].set(title=f"layer {layer}: cos(G, G')", xlabel="step", ylim=(-0.05, 1.05))
+        axes[row][1].set(title=f"layer {layer}: cos(G, G')", xlabel="step", ylim=(-1.05, 1.05))
     return fig
 
 
@@ -115,6 +118,7 @@ def check_flags():
     schemes = study.check_training_flags()
     study.check_data_flags()
     study.require_positive(FLAGS.every, "--every")
+    study.require_positive(FLAGS.init_std, "--init_std")
     return schemes, parse_layers(FLAGS.layers, 6)
 
 

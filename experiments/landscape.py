@@ -29,11 +29,14 @@ study.define_training_flags(epochs=5, batch_size=20, optimizer="sgd", learning_r
                             schemes="none,batch,layer,instance,noisybatch")
 study.flags.DEFINE_integer("points", 8, "Step sizes along the gradient, spread evenly over "
                            "[0.5, 4] x the learning rate.")
+study.flags.DEFINE_float("init_std", 0.05, "Std of the weights' normal init (0.05: the "
+                        "article's; without normalization SGD then barely moves).")
 study.flags.DEFINE_integer("every", 10, "Probe every this many training steps.")
 
 
 def run_scheme(scheme, dataset, sizes):
-    network = study.build_network(scheme, dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    network = study.build_network(scheme, dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                  init_std=FLAGS.init_std)
     trainer = training.Trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
                                                                   FLAGS.learning_rate))
     probe = landscape.NetworkLandscape(network)
@@ -105,6 +108,7 @@ def check_flags():
     schemes = study.check_training_flags()
     study.check_data_flags()
     study.require_positive(FLAGS.every, "--every")
+    study.require_positive(FLAGS.init_std, "--init_std")
     study.require(FLAGS.points is not None and FLAGS.points >= 2,
                   f"--points must be at least 2, got {FLAGS.points}")
     return schemes
