@@ -14,6 +14,33 @@ import tempfile
 
 # TensorFlow's C++ start-up lines (oneDNN, CPU features) say nothing about the run.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
+                  "oneDNN custom operations are on")
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up banner filtered out of stderr (TF 2.21
+    prints it through absl before TF_CPP_MIN_LOG_LEVEL applies), so that a bad flag
+    leaves exactly one line there. Anything else TF prints is passed on."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _STARTUP_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+_import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 

@@ -24,15 +24,23 @@ from absl import app, flags, logging
 from experiments import common, train
 
 FLAGS = flags.FLAGS
-common.define_run_flags()
-flags.DEFINE_string("schemes", None, "Comma-separated schemes (default: all of "
-                    "tfnorm.SCHEMES).")
-flags.DEFINE_integer("seeds", 1, "Runs per scheme, with seeds seed, seed+1, ...")
-flags.DEFINE_integer("seed", 0, "The first seed.")
-flags.DEFINE_string("out_dir", "runs/compare", "Where the runs, figures and summaries go.")
-flags.DEFINE_string("results_dir", None, "Also copy the figures, summaries and the "
-                    "last-epoch four-panel figure of every layer for each scheme here.")
-flags.DEFINE_integer("jobs", 1, "Runs trained at a time (more than 1: subprocesses).")
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """The command line's flags (defined only when run as a script)."""
+    fv = {"flag_values": flag_values}
+    common.define_run_flags(flag_values)
+    flags.DEFINE_string("schemes", None, "Comma-separated schemes (default: all of "
+                        "tfnorm.SCHEMES).", **fv)
+    flags.DEFINE_integer("seeds", 1, "Runs per scheme, with seeds seed, seed+1, ...", **fv)
+    flags.DEFINE_integer("seed", 0, "The first seed.", **fv)
+    flags.DEFINE_string("out_dir", "runs/compare", "Where the runs, figures and summaries "
+                        "go.", **fv)
+    flags.DEFINE_string("results_dir", None, "Also copy the figures, summaries and the "
+                        "last-epoch four-panel figure of every layer for each scheme here.",
+                        **fv)
+    flags.DEFINE_integer("jobs", 1, "Runs trained at a time (more than 1: subprocesses).",
+                         **fv)
 
 TARGET_TRAIN_ACC = 0.95
 ACCURACY_FIGURE = "accuracy.png"
@@ -313,4 +321,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=common.parse_flags_or_fail)

@@ -10,7 +10,11 @@ from absl import app, flags, logging
 from experiments import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "A run directory written by experiments.train.")
+
+
+def define_flags(flag_values=flags.FLAGS):
+    flags.DEFINE_string("run_dir", None, "A run directory written by experiments.train.",
+                        flag_values=flag_values)
 
 
 def redraw(run_dir):
@@ -43,4 +47,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=common.parse_flags_or_fail)

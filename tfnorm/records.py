@@ -152,8 +152,9 @@ def is_recorded_epoch(epoch, epochs, record_every):
 def truncate_to_epoch(run_dir, epoch, num_layers):
     """Forget what epochs after ``epoch`` wrote (a kill after their files, before their
     checkpoint): their metrics rows, records and panels. They will be computed again."""
-    rows = [row for row in read_metrics(run_dir) if row["epoch"] <= epoch]
-    if rows or os.path.exists(os.path.join(run_dir, METRICS_FILE)):
+    stored = read_metrics(run_dir)
+    rows = [row for row in stored if row["epoch"] <= epoch]
+    if len(rows) < len(stored):
         write_metrics(run_dir, rows, num_layers)
     for later in (e for e in record_epochs(run_dir) if e > epoch):
         os.remove(record_path(run_dir, later))
