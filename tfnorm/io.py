@@ -12,6 +12,13 @@ import tempfile
 import numpy as np
 
 
+def _default_mode():
+    """The permissions open() would give a new file (mkstemp's are owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
     """Like open(path, mode) for writing, but the file appears whole or not at all."""
@@ -20,6 +27,7 @@ def atomic_open(path, mode="w"):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
+        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
