@@ -60,7 +60,7 @@ ARTICLE_WIDTH = 16  # channels of the article's hidden layers: --groups must div
 # Flags that say where things are or how to show progress, not what is computed: a
 # run directory may be resumed with other values of these.
 NOT_IDENTITY = ("out_dir", "overwrite", "data_dir", "stl10_archive", "tensorboard",
-                "progress")
+                "progress", "panels")
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -110,11 +110,15 @@ def define_run_flags(flag_values=flags.FLAGS):
     flags.DEFINE_boolean("overwrite", False, "Replace the run in --out_dir (start again) "
                          "instead of resuming it or refusing a different one.", **fv)
     flags.DEFINE_boolean("progress", True, "Show a progress bar within each epoch.", **fv)
+    flags.DEFINE_boolean("panels", True, "Draw the four-panel figures and GIFs while "
+                         "training (--nopanels: only the records; draw them later with "
+                         "experiments.panels).", **fv)
 
 
 RUN_FLAGS = ("dataset", "data_dir", "stl10_archive", "epochs", "batch_size", "learning_rate",
              "optimizer", "record_every", "affine", "boxcox_lambda", "groups", "image_size",
-             "shuffle", "bins", "train_limit", "test_limit", "tensorboard", "overwrite", "progress")
+             "shuffle", "bins", "train_limit", "test_limit", "tensorboard", "overwrite", "progress",
+             "panels")
 
 
 def resolve(values):
@@ -124,7 +128,8 @@ def resolve(values):
                          ("boxcox_lambda", 2.0),
                          ("bins", training.DEFAULT_BINS), ("train_limit", 0),
                          ("test_limit", 0), ("tensorboard", False), ("overwrite", False),
-                         ("progress", True), ("seed", 0), ("scheme", "none")):
+                         ("progress", True), ("panels", True), ("seed", 0),
+                         ("scheme", "none")):
         if config[key] is None:
             config[key] = default
     for key, default in DATASET_DEFAULTS.get(config["dataset"], {}).items():

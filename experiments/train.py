@@ -322,7 +322,8 @@ def run(config):
         if records.is_recorded_epoch(epoch, config["epochs"], config["record_every"]):
             records.save_record(out_dir, epoch, (epoch - 1) * steps + steps,
                                 config["scheme"], recorded)
-            plots.draw_epoch_panels(out_dir, epoch)
+            if config["panels"]:
+                plots.draw_epoch_panels(out_dir, epoch)
             if writer is not None:
                 record = records.load_record(records.record_path(out_dir, epoch))
         records.write_metrics(out_dir, rows, num_layers)
@@ -334,7 +335,8 @@ def run(config):
                      "%.1fs", config["scheme"], epoch, config["epochs"], row["train_loss"],
                      row["train_acc"], row["test_loss"], row["test_acc"], row["seconds"])
 
-    plots.draw_panels(out_dir, only_missing=True)
+    if config["panels"]:
+        plots.draw_panels(out_dir, only_missing=True)
     records.write_status(out_dir, "complete", epoch=config["epochs"])
     return rows
 
