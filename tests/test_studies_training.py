@@ -120,9 +120,11 @@ def test_weightnorm(tmp_path):
            "--timing_steps=1", "--timing_size=32")
     summary = read(tmp_path, "summary.csv", ["scheme", "final_train_acc", "final_test_acc",
                                              "best_test_acc", "median_ms_per_step",
-                                             "time_relative_to_none"])
+                                             "time_relative_to_none",
+                                             "time_relative_to_weight"])
     by_scheme = {r["scheme"]: r for r in summary}
     assert float(by_scheme["none"]["time_relative_to_none"]) == 1.0
+    assert float(by_scheme["weight"]["time_relative_to_weight"]) == 1.0
     assert float(by_scheme["weight"]["median_ms_per_step"]) > 0
     timing = read(tmp_path, "timing.csv", ["round", "scheme", "seconds_per_step"])
     assert sorted((r["round"], r["scheme"]) for r in timing) == [
