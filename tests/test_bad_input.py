@@ -1,0 +1,175 @@
+"""Issue 4 section 5-6: every bad input is refused before any work with one line on
+stderr naming the flag or file, a non-zero exit code, and no traceback.
+
+The cases run train's ``main`` in this process on a private FlagValues (the code path of
+the command line after absl's parsing); one real subprocess proves the whole command."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+import stl10_fixture
+from experiments import common, train
+from tfnorm import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--image_size=16", "--train_limit=40", "--test_limit=20", "--epochs=1",
+        "--noprogress", "--nopanels"]
+
+
+def run_train(argv, monkeypatch, capsys):
+    """(exit code, stderr lines) of ``experiments.train`` with ``argv``."""
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    monkeypatch.setattr(train, "FLAGS", flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        common.parse_flags_or_fail(["train"] + argv, flag_values)
+        train.main(["train"])
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def assert_refused(argv, expected, monkeypatch, capsys):
+    code, lines = run_train(argv, monkeypatch, capsys)
+    assert code == common.EXIT_BAD_INPUT
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--epochs=0"], "--epochs=0: must be a positive integer"),
+    (["--epochs=-3"], "--epochs=-3: must be a positive integer"),
+    (["--batch_size=0"], "--batch_size=0: must be a positive integer"),
+    (["--learning_rate=0"], "--learning_rate=0.0: must be a positive finite number"),
+    (["--learning_rate=-0.01"], "--learning_rate=-0.01: must be a positive"),
+    (["--scheme=batchnorm"], "--scheme=batchnorm: unknown scheme"),
+    (["--dataset=cifar10"], "--dataset=cifar10: unknown dataset"),
+    (["--optimizer=rmsprop"], "--optimizer=rmsprop: unknown optimizer"),
+    (["--scheme=group", "--groups=3"], "--groups=3: does not divide the network width 16"),
+    (["--groups=0"], "--groups=0: does not divide"),
+    (["--epochs=ten"], "flag --epochs=ten"),
+    (["--record_every=0"], "--record_every=0: must be a positive integer"),
+])
+def test_bad_flag_values_are_refused_before_any_work(argv, expected, tmp_path, monkeypatch,
+                                                     capsys):
+    out_dir = tmp_path / "run"
+    assert_refused(argv + [f"--out_dir={out_dir}"], expected, monkeypatch, capsys)
+    assert not out_dir.exists()  # nothing was done
+
+
+def test_missing_out_dir(monkeypatch, capsys):
+    assert_refused([], "--out_dir: required", monkeypatch, capsys)
+
+
+def test_unwritable_out_dir(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert_refused([f"--out_dir={blocker}/run"], f"--out_dir {blocker}/run: cannot be written",
+                   monkeypatch, capsys)
+
+
+def test_missing_stl10_archive(tmp_path, monkeypatch, capsys):
+    archive = tmp_path / "stl10_binary.tar.gz"
+    assert_refused(["--dataset=stl10", f"--stl10_archive={archive}",
+                    f"--out_dir={tmp_path}/run"], f"--stl10_archive {archive}: no such file",
+                   monkeypatch, capsys)
+
+
+def test_truncated_stl10_archive(tmp_path, monkeypatch, capsys):
+    archive = stl10_fixture.write_stl10_archive(tmp_path / "stl10_binary.tar.gz")
+    line = assert_refused(["--dataset=stl10", f"--stl10_archive={archive}",
+                           f"--out_dir={tmp_path}/run"], f"--stl10_archive {archive}: ",
+                          monkeypatch, capsys)
+    assert "truncated" in line
+
+
+def test_wrongly_named_stl10_archive(tmp_path, monkeypatch, capsys):
+    archive = tmp_path / "stl10.zip"
+    archive.write_bytes(b"PK")
+    line = assert_refused(["--dataset=stl10", f"--stl10_archive={archive}",
+                           f"--out_dir={tmp_path}/run"], f"--stl10_archive {archive}: ",
+                          monkeypatch, capsys)
+    assert data.STL10_ARCHIVE_NAME in line
+
+
+def test_stl10_unavailable_says_how_to_get_it_and_never_falls_back(tmp_path, monkeypatch,
+                                                                     capsys):
+    with stl10_fixture.no_network():
+        line = assert_refused(["--dataset=stl10", f"--data_dir={tmp_path}/tfds",
+                               f"--out_dir={tmp_path}/run"] + TINY[:-2],
+                              "STL-10", monkeypatch, capsys)
+    assert "--stl10_archive" in line
+    assert not os.path.exists(os.path.join(tmp_path, "run", "metrics.csv"))
+
+
+def test_batch_larger_than_the_training_set(tmp_path, monkeypatch, capsys):
+    assert_refused(TINY + ["--batch_size=50", f"--out_dir={tmp_path}/run"],
+                   "--batch_size=50: larger than the 40 training images of digits",
+                   monkeypatch, capsys)
+
+
+def write_run_dir(run_dir, **changes):
+    """A run directory whose config.json says the tiny run was started with ``changes``."""
+    from tfnorm import records
+    values = {"image_size": 16, "train_limit": 40, "test_limit": 20, "epochs": 1,
+              "out_dir": str(run_dir)}
+    values.update(changes)
+    records.write_config(str(run_dir), common.resolve(values), {})
+
+
+def test_out_dir_with_a_different_run_is_refused_and_overwrite_replaces_it(
+        tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    write_run_dir(run_dir, learning_rate=0.5)
+    line = assert_refused(TINY + [f"--out_dir={run_dir}"],
+                          f"--out_dir {run_dir} holds a run with a different configuration "
+                          "(--learning_rate=0.5 there, 0.001 here); pass --overwrite",
+                          monkeypatch, capsys)
+    assert line
+    config = common.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
+                             "epochs": 1, "out_dir": str(run_dir), "overwrite": True})
+    common.validate(config)  # accepted: the run will be replaced
+
+
+def make_checkpoint(run_dir):
+    import tensorflow as tf
+    checkpoint = tf.train.Checkpoint(epoch=tf.Variable(1, dtype=tf.int64),
+                                     weights=tf.Variable(tf.ones([1000])))
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), 2)
+    return manager.save(checkpoint_number=1)
+
+
+def test_corrupt_checkpoint_data_names_the_file_and_the_way_out(tmp_path, monkeypatch,
+                                                                capsys):
+    run_dir = tmp_path / "run"
+    write_run_dir(run_dir)
+    prefix = make_checkpoint(str(run_dir))
+    data_file = prefix + ".data-00000-of-00001"
+    with open(data_file, "r+b") as f:
+        f.truncate(100)
+    line = assert_refused(TINY + [f"--out_dir={run_dir}"],
+                          f"checkpoint {data_file} is corrupt or unreadable", monkeypatch,
+                          capsys)
+    assert f"delete {run_dir}/checkpoints" in line and "--overwrite" in line
+
+
+def test_corrupt_checkpoint_state_file(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    write_run_dir(run_dir)
+    make_checkpoint(str(run_dir))
+    state = run_dir / "checkpoints" / "checkpoint"
+    state.write_bytes(b"\x00\xff garbage {{{")
+    assert_refused(TINY + [f"--out_dir={run_dir}"], f"checkpoint file {state} is corrupt",
+                   monkeypatch, capsys)
+
+
+def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments.train", "--scheme=group",
+                             "--groups=5", f"--out_dir={tmp_path}/run"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == common.EXIT_BAD_INPUT
+    assert result.stderr.splitlines() == [
+        "error: --groups=5: does not divide the network width 16 (use 1, 2, 4, 8 or 16)"]
