@@ -143,12 +143,14 @@ def avg_pool_backward(dout, cache):
 
 
 def relu_forward(x):
+    """The cache is the 0/1 mask of the active units, so the backward is one multiply
+    (a select, tf.where, costs about five multiplies on CPU)."""
     out = tf.nn.relu(x)
-    return out, out
+    return out, tf.sign(out)
 
 
-def relu_backward(dout, out):
-    return tf.where(out > 0, dout, tf.zeros_like(dout))
+def relu_backward(dout, mask):
+    return dout * mask
 
 
 def leaky_relu_forward(x, alpha=0.2):
