@@ -1,0 +1,220 @@
+"""tfnorm.distributed: synchronized normalizations and the distributed step.
+
+The equivalence tests need several logical CPU devices, which must be configured
+before TensorFlow initializes: they run tests/distributed_worker.py in a subprocess.
+The rest runs here, under the default strategy (one replica)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfnorm
+from tfnorm import distributed, norms
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOLERANCE = 1e-10
+BATCH_SCHEMES = ("batch", "meanonly", "noisybatch")  # those with running statistics
+
+
+def _worker_results(*cases, devices):
+    command = [sys.executable, os.path.join(HERE, "distributed_worker.py"),
+               f"--devices={devices}"] + [f"--case={case}" for case in cases]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def replica_results():
+    # One process for both cases: TensorFlow's start-up is paid once.
+    return _worker_results("2/20/eager/all/",
+                           "3/20/graph/noisybatch/affine,noise,depth=3,size=16",
+                           devices=3)
+
+
+def _check_case(errors, schemes):
+    assert sorted(errors) == sorted(schemes)
+    for scheme, quantities in errors.items():
+        quantities = dict(quantities)
+        statistics = quantities.pop("statistics_count")
+        for name, error in quantities.items():
+            assert error <= TOLERANCE, f"{scheme}: {name} relative error {error:.3g}"
+        expected = {"loss", "gradients", "step_loss", "accuracy", "layer_stats",
+                    "histogram_summaries", "histogram_totals", "weights"}
+        assert expected <= set(quantities), f"{scheme}: compared only {sorted(quantities)}"
+        if scheme in BATCH_SCHEMES:
+            assert statistics > 0 and "running_statistics" in quantities, scheme
+
+
+def test_two_replicas_of_ten_equal_one_replica_of_twenty_for_every_scheme(replica_results):
+    errors = dict(replica_results["2/20/eager/all/"])
+    errors.pop("cpu_seconds")
+    _check_case(errors, tfnorm.SCHEMES)
+
+
+def test_three_uneven_replicas_compiled_with_affine_and_noise(replica_results):
+    # 20 rows over 3 replicas: 6, 7, 7. Compiled (tf.function), learnable gamma/beta,
+    # and a second noise after each normalization.
+    errors = dict(replica_results["3/20/graph/noisybatch/affine,noise,depth=3,size=16"])
+    errors.pop("cpu_seconds")
+    _check_case(errors, ["noisybatch"])
+
+
+# ----------------------------------------------------------------------------
+# In this process: the pure maths, the swap, and the checks.
+
+
+def _random(shape, seed):
+    return tf.constant(np.random.default_rng(seed).normal(size=shape), tf.float64)
+
+
+def _identity_sum(tensors):
+    return list(tensors)
+
+
+def test_sync_standardize_with_one_replica_is_the_local_maths():
+    x, dxhat = _random([5, 3, 4, 6], 0), _random([5, 3, 4, 6], 1)
+    axes = [0, 1, 2]
+    xhat, cache = distributed.sync_standardize_forward(x, axes, 1e-5, _identity_sum)
+    expected_xhat, expected_cache = norms.standardize_forward(x, axes, 1e-5)
+    np.testing.assert_allclose(xhat, expected_xhat, rtol=1e-12, atol=1e-13)
+    for got, want in zip(cache[3:], expected_cache[3:]):  # mean, variance
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(distributed.sync_standardize_backward(dxhat, cache, _identity_sum),
+                               norms.standardize_backward(dxhat, expected_cache),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_sync_center_with_one_replica_is_the_local_maths():
+    x, dy = _random([4, 7], 2), _random([4, 7], 3)
+    y, cache = distributed.sync_center_forward(x, [0], _identity_sum)
+    expected_y, expected_cache = norms.center_forward(x, [0])
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(distributed.sync_center_backward(dy, cache, _identity_sum),
+                               norms.center_backward(dy, expected_cache), rtol=1e-12,
+                               atol=1e-14)
+
+
+def test_replica_bounds_cover_the_batch_in_order_with_sizes_one_apart():
+    for count, replicas in ((20, 2), (20, 3), (7, 7), (5, 4)):
+        bounds = [distributed.replica_bounds(count, r, replicas) for r in range(replicas)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == count
+        assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))
+        sizes = [end - start for start, end in bounds]
+        assert max(sizes) - min(sizes) <= 1, (count, replicas, sizes)
+
+
+def test_global_rows_place_a_replica_after_the_ones_before_it():
+    counts = tf.constant([6.0, 7.0, 7.0], tf.float64)
+
+    def summed_counts(tensors):
+        # What the all-reduce of the three replicas' one-hot counts returns.
+        (one_hot,) = tensors
+        assert one_hot.shape == [3]
+        return [counts]
+
+    for replica, expected_offset in ((0, 0), (1, 6), (2, 13)):
+        offset, total = distributed.global_rows(int(counts[replica]), replica, 3, summed_counts)
+        assert (int(offset), int(total)) == (expected_offset, 20)
+
+
+def test_synchronize_swaps_batch_statistics_and_keeps_the_variables():
+    network = tfnorm.article_network("noisybatch", depth=3, affine=True)
+    variables = [id(v) for v in network.trainable_variables + network.statistics]
+    distributed.synchronize(network)
+    assert [id(v) for v in network.trainable_variables + network.statistics] == variables
+    for block in network.blocks[:-1]:
+        parts = block.normalization.parts
+        assert [type(p) for p in parts] == [distributed.SyncBatchNorm,
+                                            distributed.SyncDistributionNoise]
+        assert parts[0].running_mean is block.statistics[0]
+        assert parts[0].gamma is block.normalization.trainable_variables[0]
+    assert distributed.synchronize(network) is network  # idempotent
+    assert type(network.blocks[0].normalization.parts[0]) is distributed.SyncBatchNorm
+
+    meanonly = distributed.synchronize(tfnorm.article_network("meanonly", depth=2))
+    assert type(meanonly.blocks[0].normalization) is distributed.SyncMeanOnlyBatchNorm
+    layer = tfnorm.article_network("layer", depth=2)
+    before = layer.blocks[0].normalization
+    assert distributed.synchronize(layer).blocks[0].normalization is before
+
+
+def test_synchronized_network_without_a_strategy_computes_what_the_plain_one_does():
+    images = tf.random.stateless_uniform([6, 16, 16, 3], [1, 2], dtype=tf.float64)
+    labels = tf.constant([0, 1, 2, 3, 4, 5])
+    for scheme in BATCH_SCHEMES:
+        plain = tfnorm.article_network(scheme, depth=3, dtype=tf.float64)
+        synced = distributed.synchronize(tfnorm.article_network(scheme, depth=3,
+                                                                dtype=tf.float64))
+        loss, grads = plain.gradients(images, labels)
+        synced_loss, synced_grads = synced.gradients(images, labels)
+        np.testing.assert_allclose(synced_loss, loss, rtol=1e-12)
+        for got, want in zip(synced_grads, grads):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-14)
+
+
+def test_synchronized_batch_norm_refuses_a_global_batch_of_one():
+    norm = distributed.synchronized(norms.BatchNorm(3, tf.float64))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="global batch of at least 2"):
+        norm.forward(tf.ones([1, 3], tf.float64), training=True)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("{not json", "not valid JSON"),
+    ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "no cluster.worker"),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
+     "list of 'host:port'"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     "task.index 2"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task.type"),
+])
+def test_bad_tf_config_is_refused_with_one_line(text, message):
+    with pytest.raises(ValueError, match=message) as error:
+        distributed.check_tf_config(text)
+    assert "\n" not in str(error.value)
+
+
+def test_good_tf_config_is_accepted():
+    config = distributed.check_tf_config(
+        '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, '
+        '"task": {"type": "worker", "index": 1}}')
+    assert config["task"]["index"] == 1
+
+
+def test_make_strategy_refuses_bad_names_and_flags():
+    with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
+        distributed.make_strategy("tpu")
+    with pytest.raises(ValueError, match="--cpu_devices applies to --strategy=mirrored"):
+        distributed.make_strategy("none", cpu_devices=2)
+    with pytest.raises(ValueError, match="--cpu_devices must be 0 or more"):
+        distributed.make_strategy("mirrored", cpu_devices=-1)
+    assert distributed.make_strategy("none").num_replicas_in_sync == 1
+
+
+def test_trainer_refuses_a_network_built_outside_the_strategy():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    network = tfnorm.article_network("batch", depth=2)
+    with distributed.scope(strategy):
+        optimizer = tfnorm.make_optimizer("sgd", 0.1)
+    with pytest.raises(ValueError, match="not created under distributed.scope"):
+        distributed.DistributedTrainer(network, optimizer, strategy)
+    with distributed.scope(strategy):
+        network = distributed.synchronize(tfnorm.article_network("batch", depth=2))
+        assert network.trainable_variables[0].aggregation == \
+            tf.VariableAggregation.ONLY_FIRST_REPLICA
+        trainer = distributed.DistributedTrainer(network, optimizer, strategy)
+    assert trainer.num_replicas == 1
+
+
+def test_a_global_batch_smaller_than_the_replicas_is_refused():
+    distributed.check_global_batch(2, 2)
+    with pytest.raises(ValueError, match="--batch_size=1: the global batch is smaller than "
+                                         "the 2 replicas"):
+        distributed.check_global_batch(1, 2)
