@@ -120,22 +120,26 @@ def plot_histograms(hist_rows, init_std, schemes, quantity, out_dir):
     rows = [r for r in hist_rows if r["init_std"] == init_std and r["stage"] == "trained"
             and r["quantity"] == quantity]
     layer_ids = sorted({r["layer"] for r in rows})
-    fig, axes = study.figure(len(schemes), len(layer_ids), width=2.4, height=1.7)
+    fig, axes = study.figure(len(schemes), len(layer_ids), width=2.4, height=1.7, sharex="col")
     for i, scheme in enumerate(schemes):
         for j, layer in enumerate(layer_ids):
             ax = axes[i][j]
             cell = [r for r in rows if r["scheme"] == scheme and r["layer"] == layer]
-            lows = np.array([r["bin_low"] for r in cell])
-            highs = np.array([r["bin_high"] for r in cell])
-            ax.bar(lows, [r["count"] for r in cell], width=highs - lows, align="edge")
+            edges = [r["bin_low"] for r in cell] + [cell[-1]["bin_high"]]
+            ax.stairs([r["count"] for r in cell], edges, fill=True)
+            if quantity == "activation_input":
+                # Beyond +-atanh(threshold) the unit is saturated.
+                edge = np.arctanh(FLAGS.saturation_threshold)
+                for x in (-edge, edge):
+                    ax.axvline(x, color="r", lw=0.6, ls="--")
             ax.tick_params(labelsize=6)
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(f"layer {layer}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(scheme, fontsize=8)
-    what = ("tanh input (pre-activation after the normalization)" if quantity == "activation_input"
-            else "tanh output")
+    what = ("tanh input (pre-activation after the normalization; red: saturation edges)"
+            if quantity == "activation_input" else "tanh output")
     fig.suptitle(f"{what}, init std {init_std:g}, after training", fontsize=9)
     name = "preactivation" if quantity == "activation_input" else "activation"
     return study.save_figure(fig, out_dir, f"{name}_{init_std:g}.png")
@@ -188,7 +192,7 @@ def run():
                     _, epochs = study.train_and_evaluate(
                         name, trainer, dataset, epochs=FLAGS.epochs,
                         batch_size=FLAGS.batch_size, seed=FLAGS.seed, log=logging.info)
-                    epoch_rows += [dict(init_std=init_std, **row) for row in epochs]
+                    epoch_rows += [dict(row, scheme=scheme, init_std=init_std) for row in epochs]
                 stats, hists = measure(network, probe_images, probe_labels,
                                        dict(key, stage=stage))
                 stat_rows += stats
