@@ -78,7 +78,7 @@ flags.DEFINE_string("conv_depths", "2,4,8,16,32,50",
                     "Depths of the conv nets (depth 1 is linear: one conv, no activation).")
 flags.DEFINE_integer("conv_width", 16, "Channels of the conv nets.")
 flags.DEFINE_integer("conv_seeds", 1, "Conv networks per (architecture, depth).")
-flags.DEFINE_string("figure_depths", "1,8,24,50",
+flags.DEFINE_string("figure_depths", "1,2,8,24,50",
                     "Depths whose gradients the gradient figure shows (those present).")
 
 
@@ -249,7 +249,7 @@ def plot_gradients(rows, family, figure_depths, out_dir):
             if row == len(depths) - 1:
                 ax.set_xlabel("input x" if family == "dense" else "line position t", fontsize=8)
             if col == 0:
-                ax.set_ylabel("df/dx", fontsize=8)
+                ax.set_ylabel("df/dx" if family == "dense" else "df(x(t))/dt", fontsize=8)
     fig.suptitle(f"{family} nets: gradient of the output along the line (seed {FLAGS.seed})",
                  fontsize=10)
     return study.save_figure(fig, out_dir, f"gradients_{family}.png")
