@@ -1,0 +1,119 @@
+"""experiments.compare on two short runs: figures, summaries and results_dir; --jobs=2
+(subprocesses) gives the same summary as --jobs=1 (this process); complete runs are
+reused."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import common, compare
+from tfnorm import io, plots, records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMES = ("none", "batch")
+TRAIN_FLAGS = dict(epochs=2, image_size=16, train_limit=60, test_limit=40, progress=False)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """The command line with --jobs=2, and the same grid with jobs=1 in this process."""
+    root = tmp_path_factory.mktemp("compare")
+    out_dir, results_dir = str(root / "runs"), str(root / "results")
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.compare", f"--schemes={','.join(SCHEMES)}",
+         f"--out_dir={out_dir}", f"--results_dir={results_dir}", "--jobs=2"]
+        + common.to_command_line(TRAIN_FLAGS, list(TRAIN_FLAGS)),
+        cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    base = common.resolve(dict(TRAIN_FLAGS, out_dir=str(root / "in_process")))
+    configs = compare.plan(base, list(SCHEMES), 1, 0)
+    compare.train_all(configs, jobs=1)
+    compare.write_outputs(base, configs)
+    return out_dir, results_dir, base["out_dir"], configs
+
+
+def test_figures_and_summaries_are_written(compared):
+    out_dir, results_dir, _, _ = compared
+    for name in ("accuracy.png", "nonzero.png", "summary.csv", "summary.md"):
+        assert os.path.getsize(os.path.join(out_dir, name)) > 0
+        with open(os.path.join(out_dir, name), "rb") as a, \
+                open(os.path.join(results_dir, name), "rb") as b:
+            assert a.read() == b.read()
+    assert sorted(os.listdir(os.path.join(results_dir, "panels"))) == sorted(
+        f"{scheme}_layer{layer}.png" for scheme in SCHEMES for layer in range(1, 7))
+    rows = io.read_csv(os.path.join(out_dir, "summary.csv"))
+    assert [row["scheme"] for row in rows] == list(SCHEMES)
+    assert list(rows[0]) == list(compare.SUMMARY_COLUMNS)
+    markdown = open(os.path.join(out_dir, "summary.md")).read()
+    assert "| none |" in markdown and "| batch |" in markdown
+
+
+def test_summary_agrees_with_each_runs_metrics(compared):
+    out_dir, _, _, _ = compared
+    for row in io.read_csv(os.path.join(out_dir, "summary.csv")):
+        metrics = records.read_metrics(compare.run_dir(out_dir, row["scheme"], 0))
+        test_acc = [m["test_acc"] for m in metrics]
+        train_acc = [m["train_acc"] for m in metrics]
+        assert float(row["final_test_acc"]) == test_acc[-1]
+        assert float(row["best_test_acc"]) == max(test_acc)
+        assert int(row["best_test_epoch"]) == int(np.argmax(test_acc)) + 1
+        reached = [m["epoch"] for m in metrics if m["train_acc"] >= 0.95]
+        assert row["first_epoch_train_acc_95"] == (str(reached[0]) if reached else "")
+        assert float(row["final_train_acc"]) == train_acc[-1]
+        assert row["status"] == "complete"
+
+
+def test_jobs_2_gives_the_same_summary_as_jobs_1(compared):
+    out_dir, _, in_process_dir, _ = compared
+    for name in ("summary.csv", "summary.md"):
+        with open(os.path.join(out_dir, name)) as a, \
+                open(os.path.join(in_process_dir, name)) as b:
+            assert a.read() == b.read()
+    for scheme in SCHEMES:
+        a = records.read_metrics(compare.run_dir(out_dir, scheme, 0))
+        b = records.read_metrics(compare.run_dir(in_process_dir, scheme, 0))
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \
+            [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+
+
+def test_complete_runs_are_reused(compared):
+    _, _, in_process_dir, configs = compared
+    metrics = [os.path.join(c["out_dir"], "metrics.csv") for c in configs]
+    before = [os.path.getmtime(m) for m in metrics]
+    compare.train_all(configs, jobs=1)
+    assert [os.path.getmtime(m) for m in metrics] == before
+
+
+def test_summarize_takes_means_over_seeds_and_reports_divergence():
+    nan = float("nan")
+    curves = {"batch": {
+        "epochs": np.arange(1, 4),
+        "train_acc": np.array([[0.5, 0.94, 0.99], [0.6, 0.97, 0.98]]),
+        "test_acc": np.array([[0.4, 0.6, 0.5], [0.5, 0.7, 0.7]]),
+        "nonzero": np.ones((2, 6, 3)), "seeds": [0, 1],
+        "statuses": [{"state": "complete"}, {"state": "complete"}]},
+        "boxcox": {
+        "epochs": np.arange(1, 4),
+        "train_acc": np.array([[0.2, nan, nan], [0.3, 0.4, 0.5]]),
+        "test_acc": np.array([[0.2, nan, nan], [0.3, 0.35, 0.45]]),
+        "nonzero": np.ones((2, 6, 3)), "seeds": [0, 1],
+        "statuses": [{"state": "diverged", "epoch": 2}, {"state": "complete"}]}}
+    batch, boxcox = compare.summarize(curves)
+    assert batch["first_epoch_train_acc_95"] == 2  # mean 0.955 at epoch 2
+    assert batch["final_test_acc"] == pytest.approx(0.6)
+    assert (batch["final_test_acc_min"], batch["final_test_acc_max"]) == (0.5, 0.7)
+    assert batch["best_test_acc"] == pytest.approx(0.65) and batch["best_test_epoch"] == 2
+    assert boxcox["status"] == "seed 0 diverged at epoch 2"
+    assert boxcox["final_test_acc"] == pytest.approx(0.45)
+    assert boxcox["first_epoch_train_acc_95"] is None
+    figure = plots.accuracy_figure(curves)
+    # One min-max band per scheme and panel (two seeds).
+    assert sum(len(ax.collections) for ax in figure.axes) == 4
+
+
+def test_unknown_scheme_is_refused():
+    with pytest.raises(common.ConfigError, match="--schemes: unknown scheme 'bn'"):
+        compare.parse_schemes("none,bn")
