@@ -119,6 +119,7 @@ def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
     rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.1 * e, "test_loss": 1.0,
              "test_acc": 0.5, "seconds": 1.0} for e in (1, 2, 3)]
     records.write_metrics(run_dir, rows, num_layers=0)
+    os.makedirs(os.path.join(run_dir, "panels"))
     for epoch in (1, 3):
         records.save_record(run_dir, epoch, epoch, "none", dict(
             counts=np.zeros((1, 4, 2)), ranges=np.zeros((1, 4, 2)),
