@@ -21,11 +21,15 @@ import glob
 import os
 import re
 
-import numpy as np
-from absl import app, flags, logging
+import matplotlib
 
-from experiments import study
-from tfnorm import io
+matplotlib.use("Agg")  # figures only go to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from experiments import study  # noqa: E402
+from tfnorm import io  # noqa: E402
 
 FLAGS = flags.FLAGS
 COLUMN = re.compile(r"^nonzero_grad_frac_(\d+)$")
@@ -117,8 +121,13 @@ def plot(curves, summary, out_dir):
     schemes = list(curves)
     num_layers = max(c["nonzero"].shape[1] for c in curves.values())
     colors = study.scheme_colors(schemes)
-    fig, axes = study.figure(1, num_layers + 1, width=2.6, height=3.0)
-    axes = axes[0]
+    # Layers in a grid of up to 3 columns, the summary panel to the right of it, full height.
+    cols = min(3, num_layers)
+    rows = -(-num_layers // cols)
+    fig = plt.figure(figsize=(3.0 * (cols + 1) + 0.5, 2.6 * rows + 0.6))
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [1.3])
+    axes = [fig.add_subplot(grid[layer // cols, layer % cols]) for layer in range(num_layers)]
+    axes.append(fig.add_subplot(grid[:, cols]))
     for layer in range(num_layers):
         ax = axes[layer]
         for scheme, curve in curves.items():
@@ -136,13 +145,15 @@ def plot(curves, summary, out_dir):
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("non-zero fraction of the weight gradient", fontsize=8)
+    for row in range(rows):
+        axes[row * cols].set_ylabel("non-zero fraction", fontsize=8)
     ax = axes[-1]
     for scheme in schemes:
         mine = [r for r in summary if r["scheme"] == scheme]
         ax.plot([r["layer"] for r in mine], [r["mean_over_training"] for r in mine], "o-",
                 ms=3, color=colors[scheme], label=scheme)
-    ax.set_title("mean over training", fontsize=9)
+    ax.set_title("mean over training, per layer", fontsize=9)
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     ax.set_xlabel("layer", fontsize=8)
     ax.set_xticks(range(1, num_layers + 1))
     ax.tick_params(labelsize=7)
