@@ -9,9 +9,12 @@ With --dataset=stl10 the defaults are the article's: batch 20, learning rate 0.0
 his Adam ('article_adam': constant bias correction, eps 1e-9), 200 epochs, file order,
 no augmentation. Rerunning the same command after a kill resumes from the last
 checkpoint and ends with the same metrics.csv (all but the wall-clock 'seconds').
-The run directory's layout is described in tfnorm/records.py.
+The run directory's layout is described in tfnorm/records.py. --strategy=mirrored
+(local GPUs, or --cpu_devices=N) and --strategy=multiworker (TF_CONFIG) split each batch
+over replicas with the same results (tfnorm/distributed.py).
 """
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -39,6 +42,14 @@ def define_flags(flag_values=flags.FLAGS):
                          "noise.", flag_values=flag_values)
     flags.DEFINE_string("out_dir", None, "Run directory (created; resumed if it holds this "
                         "run).", flag_values=flag_values)
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multiworker"],
+                      "Where the steps run (tfnorm.distributed): none, one device; mirrored, "
+                      "one replica per local GPU (or per --cpu_devices); multiworker, the "
+                      "machines of TF_CONFIG. Same results, the batch split over replicas.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("cpu_devices", 0, "With --strategy=mirrored: split the CPU into N "
+                         "logical devices, one replica each (0: the local GPUs).",
+                         flag_values=flag_values)
 
 
 class Divergence(Exception):
@@ -91,18 +102,26 @@ def load_data(config):
                             test_images=arrays["test"][0], test_labels=arrays["test"][1])
 
 
-def build(config):
-    """The network, optimizer, trainer and checkpoint of a run."""
+def build(config, strategy=None):
+    """The network, optimizer, trainer and checkpoint of a run; with a tf.distribute
+    ``strategy``, mirrored variables, synchronized batch statistics and the distributed
+    step (tfnorm.distributed)."""
     import tensorflow as tf
 
     import tfnorm
-    from tfnorm import training
-    network = tfnorm.article_network(config["scheme"], seed=config["seed"],
-                                     groups=config["groups"], affine=config["affine"],
-                                     boxcox_lambda=config["boxcox_lambda"])
-    optimizer = tfnorm.make_optimizer(config["optimizer"], config["learning_rate"])
-    trainer = training.Trainer(network, optimizer, bins=config["bins"])
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    from tfnorm import distributed, training
+    with distributed.scope(strategy) if strategy else contextlib.nullcontext():
+        network = tfnorm.article_network(config["scheme"], seed=config["seed"],
+                                         groups=config["groups"], affine=config["affine"],
+                                         boxcox_lambda=config["boxcox_lambda"])
+        optimizer = tfnorm.make_optimizer(config["optimizer"], config["learning_rate"])
+        if strategy:
+            distributed.synchronize(network)
+            trainer = distributed.DistributedTrainer(network, optimizer, strategy,
+                                                     bins=config["bins"])
+        else:
+            trainer = training.Trainer(network, optimizer, bins=config["bins"])
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     # Everything a step changes: weights, running statistics and noise counters, the
     # optimizer's slots and step count; and how many epochs are done.
     checkpoint = tf.train.Checkpoint(
@@ -189,10 +208,13 @@ def _quiet_checkpoint_logging():
         absl_logger.addFilter(_NoCheckpointChatter())
 
 
-def run(config):
+def run(config, strategy=None, placement=None):
     """Train (or resume) the run ``config`` describes (``common.resolve``, validated by
     ``common.validate``). Returns the metrics rows. Raises common.ConfigError for bad input
-    found only now (data, checkpoint), Divergence on NaN/Inf."""
+    found only now (data, checkpoint), Divergence on NaN/Inf.
+
+    ``strategy``: a tf.distribute strategy (``make_strategy``) or None; ``placement``: its
+    flags for config.json. Not part of the run's identity: a run may resume elsewhere."""
     import numpy as np
     import tensorflow as tf
     import tqdm
@@ -208,7 +230,7 @@ def run(config):
     if config["overwrite"]:
         records.clear_run(out_dir)
     dataset = load_data(config)
-    network, trainer, checkpoint, epoch_done = build(config)
+    network, trainer, checkpoint, epoch_done = build(config, strategy)
     num_layers = len(network.blocks)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, records.CHECKPOINT_DIR), max_to_keep=2)
@@ -231,7 +253,7 @@ def run(config):
         logging.info("resuming %s from epoch %d", out_dir, completed)
     else:
         completed = 0
-        records.write_config(out_dir, config, versions())
+        records.write_config(out_dir, dict(config, **(placement or {})), versions())
         if any(block.layer.weight_norm for block in network.blocks):
             first_images, _ = next(iter(epoch_batches(1)))
             network.initialize_from_batch(first_images)
@@ -341,13 +363,30 @@ def run(config):
     return rows
 
 
+def make_strategy(name, cpu_devices, batch_size):
+    """The tf.distribute strategy of --strategy (None for 'none'), its flags checked."""
+    from tfnorm import distributed
+    try:
+        strategy = distributed.make_strategy(name, cpu_devices)
+        if batch_size:
+            distributed.check_global_batch(batch_size, strategy.num_replicas_in_sync)
+    except ValueError as error:
+        raise common.ConfigError(str(error)) from None
+    return None if name == "none" else strategy
+
+
 def main(argv):
     if len(argv) > 1:
         common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = common.resolve(common.flag_values(FLAGS, TRAIN_FLAGS))
     try:
+        # First: logical CPU devices and the multi-worker runtime must be set up before
+        # TensorFlow initializes its devices.
+        strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_devices, config["batch_size"])
         common.validate(config)
-        run(config)
+        placement = (dict(strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices)
+                     if strategy else None)
+        run(config, strategy, placement)
     except common.ConfigError as error:
         common.fail(str(error))
     except Divergence as error:

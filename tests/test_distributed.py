@@ -6,6 +6,7 @@ The rest runs here, under the default strategy (one replica)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tfnorm
-from tfnorm import distributed, norms
+from tfnorm import distributed, norms, records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOLERANCE = 1e-10
@@ -218,3 +219,88 @@ def test_a_global_batch_smaller_than_the_replicas_is_refused():
     with pytest.raises(ValueError, match="--batch_size=1: the global batch is smaller than "
                                          "the 2 replicas"):
         distributed.check_global_batch(1, 2)
+
+
+# ----------------------------------------------------------------------------
+# experiments.train --strategy=multiworker: two local workers against one process.
+
+ROOT = os.path.dirname(HERE)
+TINY_RUN = ["--scheme=batch", "--epochs=1", "--image_size=16", "--train_limit=100",
+            "--test_limit=50", "--nopanels", "--noprogress"]
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def _free_loopback_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _train(out_dir, *flags, tf_config=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", f"--out_dir={out_dir}", *TINY_RUN, *flags],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _metrics(out_dir):
+    return records.read_metrics(str(out_dir))
+
+
+def test_two_workers_on_loopback_end_with_the_metrics_of_one_process(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_loopback_ports(2)]}
+    processes = {"single": _train(tmp_path / "single")}
+    for index in range(2):
+        processes[f"worker{index}"] = _train(
+            tmp_path / f"worker{index}", "--strategy=multiworker",
+            tf_config={"cluster": cluster, "task": {"type": "worker", "index": index}})
+    outputs = {}
+    try:
+        for name, process in processes.items():
+            outputs[name], _ = process.communicate(timeout=600)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for name, process in processes.items():
+        assert process.returncode == 0, f"{name}:\n{outputs.get(name, '')[-3000:]}"
+
+    single = _metrics(tmp_path / "single")
+    assert len(single) == 1
+    for index in range(2):
+        worker = _metrics(tmp_path / f"worker{index}")
+        assert [row["epoch"] for row in worker] == [1]
+        for key in METRICS:
+            # float32, and the all-reduce adds the replicas' sums in another order.
+            assert worker[0][key] == pytest.approx(single[0][key], rel=1e-5), key
+        stored = records.read_config(str(tmp_path / f"worker{index}"))
+        assert stored["strategy"] == "multiworker"
+    # Both workers hold the same all-reduced numbers.
+    assert ([_metrics(tmp_path / "worker0")[0][k] for k in METRICS]
+            == [_metrics(tmp_path / "worker1")[0][k] for k in METRICS])
+
+
+def test_train_refuses_bad_strategy_flags_with_one_line(monkeypatch):
+    from experiments import common, train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    tf.constant(0)  # TensorFlow's devices are initialized from here on
+    for args, message in (
+            (("none", 2, 20), "--cpu_devices applies to --strategy=mirrored only"),
+            (("multiworker", 0, 20), "--strategy=multiworker needs the TF_CONFIG"),
+            # This process has long initialized TensorFlow: too late for logical devices.
+            (("mirrored", 2, 20), "--cpu_devices: TensorFlow's devices are already "
+                                  "initialized")):
+        with pytest.raises(common.ConfigError, match=message) as error:
+            train.make_strategy(*args)
+        assert "\n" not in str(error.value)
+    assert train.make_strategy("none", 0, 20) is None
