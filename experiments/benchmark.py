@@ -7,7 +7,7 @@ every round) with medians over the timed rounds:
   A  tfnorm's hand-written step, ``Trainer.train_step`` (it also moves the running
      statistics and returns per-layer statistics and finite checks every step);
   B  tf.GradientTape over ``Network.loss`` of the same network, then the same
-     (compiled) hand-written Adam update as A;
+     hand-written Adam update as A (``optimizer.apply``);
   C  A and B, each compiled whole with jit_compile=True (C_A, C_B);
   D  a floor: the same convolutions forward and backward alone (conv2d,
      conv2d_backprop_filter, conv2d_backprop_input; no input gradient for the first
@@ -58,26 +58,33 @@ LEARNING_RATE = 0.0008
 ARTICLE_EPSILON = 1e-8
 
 
-def define_flags():
+def define_flags(flag_values=FLAGS):
+    """The command line's flags (defined only when run as a script; tests pass their own)."""
+    fv = {"flag_values": flag_values}
     flags.DEFINE_string("schemes", ",".join(tfnorm.SCHEMES),
-                        "Comma-separated schemes to time (default: all).")
-    flags.DEFINE_integer("rounds", 60, "Timed rounds per scheme (each times every variant once).")
-    flags.DEFINE_integer("warmup", 5, "Untimed rounds first (tracing, compiling, caches).")
-    flags.DEFINE_integer("batch_size", 20, "Batch size of the timed steps (the article's 20).")
-    flags.DEFINE_integer("image_size", 96, "Image height and width (STL-10: 96).")
-    flags.DEFINE_boolean("jit", True, "Also time C: A and B compiled with jit_compile=True.")
-    flags.DEFINE_boolean("keras", True, "Also time E: a Keras 3 model, where Keras has the scheme.")
+                        "Comma-separated schemes to time (default: all).", **fv)
+    flags.DEFINE_integer("rounds", 60, "Timed rounds per scheme (each times every variant "
+                         "once).", **fv)
+    flags.DEFINE_integer("warmup", 5, "Untimed rounds first (tracing, compiling, caches).", **fv)
+    flags.DEFINE_integer("batch_size", 20, "Batch size of the timed steps (the article's 20).", **fv)
+    flags.DEFINE_integer("image_size", 96, "Image height and width (STL-10: 96).", **fv)
+    flags.DEFINE_boolean("jit", True, "Also time C: A and B compiled with jit_compile=True.", **fv)
+    flags.DEFINE_boolean("keras", True, "Also time E: a Keras 3 model, where Keras has the "
+                         "scheme.", **fv)
     flags.DEFINE_string("epoch_schemes", "batch",
                         "Schemes whose epoch, recording cost and tf.data step are measured "
-                        "('all', or comma-separated; empty: none).")
-    flags.DEFINE_integer("train_images", 5000, "Training images of the synthetic epoch (STL-10: 5000).")
-    flags.DEFINE_integer("test_images", 8000, "Test images of the synthetic epoch (STL-10: 8000).")
-    flags.DEFINE_integer("eval_batch", 500, "Batch size of the test pass (the driver's for 8000).")
+                        "('all', or comma-separated; empty: none).", **fv)
+    flags.DEFINE_integer("train_images", 5000, "Training images of the synthetic epoch "
+                         "(STL-10: 5000).", **fv)
+    flags.DEFINE_integer("test_images", 8000, "Test images of the synthetic epoch "
+                         "(STL-10: 8000).", **fv)
+    flags.DEFINE_integer("eval_batch", 500, "Batch size of the test pass (the driver's for "
+                         "8000).", **fv)
     flags.DEFINE_integer("pipeline_rounds", 8, "Interleaved rounds of the tf.data vs in-memory "
-                         "comparison (each round times --pipeline_steps steps of both).")
-    flags.DEFINE_integer("pipeline_steps", 25, "Steps per round of the tf.data comparison.")
-    flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and the weights.")
-    flags.DEFINE_string("out_dir", "results", "Where benchmark.md and benchmark.json go.")
+                         "comparison (each round times --pipeline_steps steps of both).", **fv)
+    flags.DEFINE_integer("pipeline_steps", 25, "Steps per round of the tf.data comparison.", **fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and the weights.", **fv)
+    flags.DEFINE_string("out_dir", "results", "Where benchmark.md and benchmark.json go.", **fv)
 
 
 def _schemes(text, flag, allow_empty=False):
@@ -93,31 +100,33 @@ def _schemes(text, flag, allow_empty=False):
     return names
 
 
-def check_flags():
-    """Every flag checked before any work; ConfigError names the first bad one."""
+def check_flags(flag_values=FLAGS):
+    """Every flag checked before any work; ConfigError names the first bad one.
+    Returns the run's configuration (a dict)."""
+    values = flag_values
     config = {
-        "schemes": _schemes(FLAGS.schemes, "schemes"),
-        "epoch_schemes": _schemes(FLAGS.epoch_schemes, "epoch_schemes", allow_empty=True),
+        "schemes": _schemes(values.schemes, "schemes"),
+        "epoch_schemes": _schemes(values.epoch_schemes, "epoch_schemes", allow_empty=True),
     }
     for name in ("rounds", "batch_size", "image_size", "train_images", "test_images",
                  "eval_batch", "pipeline_rounds", "pipeline_steps"):
-        value = getattr(FLAGS, name)
+        value = getattr(values, name)
         if value < 1:
             raise common.ConfigError(f"--{name}={value}: must be a positive integer")
         config[name] = value
-    if FLAGS.warmup < 1:
-        raise common.ConfigError(f"--warmup={FLAGS.warmup}: must be at least 1 (the first "
+    if values.warmup < 1:
+        raise common.ConfigError(f"--warmup={values.warmup}: must be at least 1 (the first "
                                  "call traces and compiles)")
     # Batch statistics and the image size: 4 stride-2 convolutions take 96 to 6.
-    if FLAGS.batch_size < 2:
-        raise common.ConfigError(f"--batch_size={FLAGS.batch_size}: batch statistics need "
+    if values.batch_size < 2:
+        raise common.ConfigError(f"--batch_size={values.batch_size}: batch statistics need "
                                  "at least 2 images")
-    if config["epoch_schemes"] and FLAGS.train_images < FLAGS.batch_size:
-        raise common.ConfigError(f"--train_images={FLAGS.train_images}: fewer than one batch "
-                                 f"of {FLAGS.batch_size}")
-    config.update(warmup=FLAGS.warmup, jit=FLAGS.jit, keras=FLAGS.keras, seed=FLAGS.seed,
-                  out_dir=FLAGS.out_dir)
-    common.check_writable(FLAGS.out_dir, "--out_dir")
+    if config["epoch_schemes"] and values.train_images < values.batch_size:
+        raise common.ConfigError(f"--train_images={values.train_images}: fewer than one batch "
+                                 f"of {values.batch_size}")
+    config.update(warmup=values.warmup, jit=values.jit, keras=values.keras, seed=values.seed,
+                  out_dir=values.out_dir)
+    common.check_writable(values.out_dir, "--out_dir")
     return config
 
 
@@ -169,24 +178,24 @@ def make_optimizer():
     return optimizers.make_optimizer("article_adam", LEARNING_RATE)
 
 
-def hand_step(scheme, seed, jit_compile=False):
-    """A: the Trainer's compiled step."""
+def hand_trainer(scheme, seed, jit_compile=False):
+    """A: the Trainer, whose compiled ``train_step`` is timed."""
     network = tfnorm.article_network(scheme, seed=seed)
-    trainer = training.Trainer(network, make_optimizer(), jit_compile=jit_compile)
-    return trainer.train_step
+    return training.Trainer(network, make_optimizer(), jit_compile=jit_compile)
 
 
 def tape_step(scheme, seed, jit_compile=False):
-    """B: the tape over Network.loss of the same network, then the Trainer's update."""
+    """B: the tape over Network.loss of the same network, then the same Adam update."""
     network = tfnorm.article_network(scheme, seed=seed)
-    trainer = training.Trainer(network, make_optimizer())
+    optimizer = make_optimizer()
     variables = network.trainable_variables
+    optimizer.build(variables)
 
     def step(images, labels):
         with tf.GradientTape() as tape:
             loss = network.loss(images, labels)
         grads = tape.gradient(loss, variables)
-        trainer.apply_gradients(grads)
+        optimizer.apply(variables, grads)
         return loss
 
     return tf.function(step, jit_compile=jit_compile)
@@ -294,11 +303,12 @@ def median_ms(samples):
 
 def time_scheme(scheme, config):
     images, labels = synthetic_batch(config["batch_size"], config["image_size"], config["seed"])
-    variants = {"A": hand_step(scheme, config["seed"]),
+    trainer = hand_trainer(scheme, config["seed"])
+    variants = {"A": trainer.train_step,
                 "B": tape_step(scheme, config["seed"]),
                 "D": convolution_floor(scheme, config["seed"])}
     if config["jit"]:
-        variants["C_A"] = hand_step(scheme, config["seed"], jit_compile=True)
+        variants["C_A"] = hand_trainer(scheme, config["seed"], jit_compile=True).train_step
         variants["C_B"] = tape_step(scheme, config["seed"], jit_compile=True)
     if config["keras"] and scheme in KERAS_SCHEMES:
         variants["E"] = keras_step(scheme, config["seed"], config["image_size"])
@@ -308,7 +318,7 @@ def time_scheme(scheme, config):
     row["A/D"] = row["A"] / row["D"]
     row["A_min"], row["B_min"], row["D_min"] = (1e3 * min(times[k]) for k in ("A", "B", "D"))
     row["rounds"] = config["rounds"]
-    return row
+    return row, trainer
 
 
 # ----------------------------------------------------------------------------
@@ -321,14 +331,15 @@ def synthetic_dataset(count, image_size, seed):
     return images, generator.integers(0, 10, count).astype(np.int32)
 
 
-def measure_epoch(scheme, config):
+def measure_epoch(scheme, config, trainer=None):
     """The driver's epoch on STL-10-shaped synthetic data, the recording step's extra
-    cost, and tf.data against in-memory batches."""
+    cost, and tf.data against in-memory batches. ``trainer``: the one A was timed with,
+    if any (its steps are compiled already; its weights do not change the cost)."""
     batch, size, seed = config["batch_size"], config["image_size"], config["seed"]
     train_x, train_y = synthetic_dataset(config["train_images"], size, seed)
     test_x, test_y = synthetic_dataset(config["test_images"], size, seed + 1)
-    network = tfnorm.article_network(scheme, seed=seed)
-    trainer = training.Trainer(network, make_optimizer())
+    if trainer is None:
+        trainer = hand_trainer(scheme, seed)
     steps = len(train_y) // batch
     train_batches = data.batches(train_x, train_y, batch)
     test_batches = data.batches(test_x, test_y, config["eval_batch"], drop_remainder=False)
@@ -461,13 +472,16 @@ def run(config, command):
                           "record_fraction_of_epoch": TARGET_RECORD_FRACTION,
                           "pipeline_gap": TARGET_PIPELINE_GAP,
                           "epoch_seconds": TARGET_EPOCH_SECONDS}}
+    trainers = {}
     for scheme in config["schemes"]:
-        row = time_scheme(scheme, config)
+        row, trainer = time_scheme(scheme, config)
+        if scheme in config["epoch_schemes"]:
+            trainers[scheme] = trainer
         result["schemes"][scheme] = row
         logging.info("%s: A %.2f ms, B %.2f ms, A/B %.3f, D %.2f ms, A/D %.3f", scheme,
                      row["A"], row["B"], row["A/B"], row["D"], row["A/D"])
     for scheme in config["epoch_schemes"]:
-        result["epochs"][scheme] = measure_epoch(scheme, config)
+        result["epochs"][scheme] = measure_epoch(scheme, config, trainers.get(scheme))
         logging.info("%s epoch: %s", scheme, result["epochs"][scheme])
     result["load_end"] = load_average()
     io.write_json(os.path.join(config["out_dir"], "benchmark.json"), result)
@@ -475,18 +489,18 @@ def run(config, command):
     return result
 
 
-def main(argv):
+def main(argv, flag_values=FLAGS):
     if len(argv) > 1:
         common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config = check_flags()
+        config = check_flags(flag_values)
     except common.ConfigError as error:
         common.fail(str(error))
     tf.config.experimental.enable_op_determinism()
     command = "python -m experiments.benchmark " + " ".join(
-        f"--{name}={getattr(FLAGS, name)}" for name in sorted(_FLAG_NAMES)
-        if FLAGS[name].present)
-    run(config, command.strip())
+        f"--{name}={flag_values[name].value}" for name in _FLAG_NAMES
+        if flag_values[name].present)
+    return run(config, command.strip())
 
 
 _FLAG_NAMES = ("schemes", "rounds", "warmup", "batch_size", "image_size", "jit", "keras",

@@ -1,0 +1,95 @@
+"""experiments.benchmark on a tiny setting: the JSON and the markdown are well formed and
+hold the same numbers; bad flags stop with one line before any work. Not a timing test:
+the numbers are only checked to be measured (positive, finite, consistent ratios)."""
+
+import json
+import math
+import os
+
+import pytest
+from absl import flags
+
+from experiments import benchmark
+
+TINY = dict(schemes="batch", rounds=2, warmup=1, batch_size=4, image_size=16, jit=False,
+            keras=False, epoch_schemes="batch", train_images=12, test_images=8, eval_batch=4,
+            pipeline_rounds=1, pipeline_steps=2)
+
+
+def parsed_flags(**values):
+    """The benchmark's flags in their own FlagValues, parsed from a command line."""
+    flag_values = flags.FlagValues()
+    benchmark.define_flags(flag_values)
+    argv = ["benchmark"]
+    for name, value in values.items():
+        argv.append(f"--{name}" if value is True else f"--no{name}" if value is False
+                    else f"--{name}={value}")
+    flag_values(argv)
+    return flag_values
+
+
+def _positive(value):
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
+    result = benchmark.main(["benchmark"], parsed_flags(out_dir=tmp_path, **TINY))
+
+    with open(tmp_path / "benchmark.json") as f:
+        stored = json.load(f)
+    assert stored["machine"]["cores"] == os.cpu_count()
+    assert stored["machine"]["tensorflow"]
+    assert list(stored["schemes"]) == ["batch"]
+    row = stored["schemes"]["batch"]
+    for key in ("A", "B", "D", "A_min", "B_min", "D_min"):
+        assert _positive(row[key]), (key, row[key])
+    assert row["A/B"] == pytest.approx(row["A"] / row["B"])
+    assert row["A/D"] == pytest.approx(row["A"] / row["D"])
+    assert "C_A" not in row and "E" not in row  # --nojit --nokeras
+    assert row == pytest.approx(result["schemes"]["batch"])
+
+    epoch = stored["epochs"]["batch"]
+    assert epoch["train_steps"] == TINY["train_images"] // TINY["batch_size"]
+    assert epoch["test_images"] == TINY["test_images"]
+    for key in ("epoch_seconds", "train_seconds", "record_step_ms", "train_step_ms",
+                "pipeline_step_ms", "memory_step_ms"):
+        assert _positive(epoch[key]), (key, epoch[key])
+    assert epoch["train_seconds"] < epoch["epoch_seconds"]
+
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert stored["machine"]["cpu"] in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| batch |")]
+    assert len(table) == 2  # the step table and the epoch table
+    cells = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert float(cells[1]) == pytest.approx(row["A"], abs=0.006)
+    assert float(cells[2]) == pytest.approx(row["B"], abs=0.006)
+    assert float(cells[3]) == pytest.approx(row["A/B"], abs=0.006)
+    assert cells[6] == cells[7] == cells[8] == "-"  # C_A, C_B, E not measured
+    epoch_cells = [cell.strip() for cell in table[1].strip("|").split("|")]
+    assert float(epoch_cells[1]) == pytest.approx(epoch["epoch_seconds"], abs=0.006)
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (dict(schemes="batch,nonsense"), "--schemes"),
+    (dict(rounds=0), "--rounds"),
+    (dict(batch_size=1), "--batch_size"),
+    (dict(epoch_schemes="batch", train_images=3), "--train_images"),
+])
+def test_bad_flags_stop_with_one_line_before_any_work(tmp_path, capsys, overrides, named):
+    out_dir = tmp_path / "out"
+    flag_values = parsed_flags(out_dir=out_dir, **{**TINY, **overrides})
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["benchmark"], flag_values)
+    assert exit_info.value.code != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], lines
+    assert not (out_dir / "benchmark.json").exists()
+
+
+def test_unwritable_out_dir_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["benchmark"], parsed_flags(out_dir=blocker / "out", **TINY))
+    assert exit_info.value.code != 0
+    assert "--out_dir" in capsys.readouterr().err
