@@ -308,25 +308,16 @@ class SyncDistributionNoise(_Adopting, norms.DistributionNoise):
     """Santurkar et al.'s noise drawn for the global batch and sliced by replica, so
     example i of the global batch gets the same noise on any number of replicas."""
 
-    def forward(self, x, training=True):
-        self.check(x, training)
-        if not training:
-            return x, None
-        local_count = tf.shape(x)[0]
+    def draw(self, batch, dtype=None):
+        """This replica's rows of the global batch's noise (s, m), each (batch, C)."""
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            offset, global_count = 0, local_count
-        else:
-            offset, global_count = global_rows(local_count, context.replica_id_in_sync_group,
-                                               context.num_replicas_in_sync, replica_sum,
-                                               x.dtype)
-        s, m = norms.santurkar_noise([global_count, self.channels],
-                                     tf.stack([tf.constant(self.seed, tf.int64), self.step]),
-                                     x.dtype)
-        rows = slice(offset, offset + local_count)
-        expand = [-1] + [1] * (x.shape.rank - 2) + [self.channels]
-        return norms.scale_shift_forward(x, tf.reshape(s[rows], expand),
-                                         tf.reshape(m[rows], expand))
+            return super().draw(batch, dtype)
+        offset, global_count = global_rows(batch, context.replica_id_in_sync_group,
+                                           context.num_replicas_in_sync, replica_sum,
+                                           dtype or self.dtype)
+        s, m = super().draw(global_count, dtype)
+        return s[offset:offset + batch], m[offset:offset + batch]
 
 
 _SYNCHRONIZED = ((norms.BatchNorm, SyncBatchNorm),
