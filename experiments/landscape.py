@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, logging
 
 from experiments import study
-from tfnorm import optimizers, training
+from tfnorm import optimizers
 from tfnorm.probes import landscape
 
 FLAGS = study.FLAGS
@@ -37,8 +37,8 @@ study.flags.DEFINE_integer("every", 10, "Probe every this many training steps.")
 def run_scheme(scheme, dataset, sizes):
     network = study.build_network(scheme, dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                                   init_std=FLAGS.init_std)
-    trainer = training.Trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
-                                                                  FLAGS.learning_rate))
+    trainer = study.make_trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
+                                                                    FLAGS.learning_rate))
     probe = landscape.NetworkLandscape(network)
     rows, point_rows = [], []
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import app, logging
 
 from experiments import study
-from tfnorm import optimizers, training
+from tfnorm import optimizers
 
 FLAGS = study.FLAGS
 VARIANTS = ("none", "batch", "noisybatch", "none+noise")
@@ -49,8 +49,8 @@ def activation_percentiles(network, images, layer_index):
 
 def run_variant(variant, dataset):
     network = build(variant, dataset)
-    trainer = training.Trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
-                                                                  FLAGS.learning_rate))
+    trainer = study.make_trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
+                                                                    FLAGS.learning_rate))
     fixed_images = study.first_batch(dataset, FLAGS.batch_size, FLAGS.seed)[0]
     activation_rows = []
 

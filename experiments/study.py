@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 import tfnorm  # noqa: E402
-from tfnorm import data, io, optimizers  # noqa: E402
+from tfnorm import data, io, optimizers, training  # noqa: E402
 
 FLAGS = flags.FLAGS
 EXIT_BAD_INPUT = 2
@@ -83,6 +83,11 @@ def define_training_flags(*, epochs, batch_size, optimizer, learning_rate, schem
     flags.DEFINE_float("learning_rate", learning_rate, "Learning rate.")
     flags.DEFINE_string("schemes", schemes,
                         f"Comma-separated schemes (of {', '.join(tfnorm.SCHEMES)}), or 'all'.")
+
+
+def make_trainer(network, optimizer):
+    """The studies' training step: a tfnorm.training.Trainer."""
+    return training.Trainer(network, optimizer)
 
 
 def parse_schemes(text, allowed=tfnorm.SCHEMES, flag="--schemes"):

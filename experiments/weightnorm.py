@@ -3,10 +3,10 @@
 Trains the article network as 'weight' (every conv w = g v/||v|| + b, initialized from
 the first batch so each layer's output starts standardized), 'meanonly' (weight norm
 plus mean-only batch norm, the paper's best), 'batch' and 'none', and draws the
-accuracy curves. Then times one training step of each, interleaved (every round runs
-each scheme's steps in a rotated order) on a fixed batch of --timing_size images, and
-reports the median time per step relative to 'none' (the paper: batch norm about 16%
-slower per step than weight norm).
+accuracy curves. Then times one training step of each trained network, interleaved
+(every round runs each scheme's steps in a rotated order) on a fixed batch of
+--timing_size images, and reports the median time per step relative to 'none' and to
+'weight' (the paper: batch norm about 16% slower per step than weight norm).
 
     python -m experiments.weightnorm               # digits, ~2 minutes on 2 cores
     python -m experiments.weightnorm --dataset=stl10 --stl10_archive=/path/stl10_binary.tar.gz
@@ -21,9 +21,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, logging
 
-import tfnorm
 from experiments import study
-from tfnorm import optimizers, training
+from tfnorm import optimizers
 
 FLAGS = study.FLAGS
 
@@ -38,26 +37,23 @@ study.flags.DEFINE_integer("timing_steps", 5, "Timed steps per scheme in each ro
 
 def make_trainer(scheme, dataset):
     network = study.build_network(scheme, dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
-    return training.Trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
-                                                               FLAGS.learning_rate))
+    return study.make_trainer(network, optimizers.make_optimizer(FLAGS.optimizer,
+                                                                 FLAGS.learning_rate))
 
 
-def time_steps(schemes, num_classes):
+def time_steps(trainers, num_classes):
     """Per round and scheme, the mean seconds per training step over --timing_steps steps.
 
-    Every scheme trains a fresh network on the same random batch; the order of schemes
-    rotates from round to round so that a slow moment of the machine is shared out."""
+    trainers: scheme -> Trainer (the trained ones: a step costs the same whatever the
+    weights). Every scheme steps on the same random batch; the order of schemes rotates
+    from round to round so that a slow moment of the machine is shared out."""
     rng = np.random.default_rng(FLAGS.seed)
     size = FLAGS.timing_size
     images = tf.constant(rng.uniform(0, 1, (FLAGS.batch_size, size, size, 3)), tf.float32)
     labels = tf.constant(rng.integers(0, num_classes, FLAGS.batch_size), tf.int32)
-    trainers = {}
+    schemes = list(trainers)
     for scheme in schemes:
-        network = tfnorm.article_network(scheme, num_classes=num_classes, seed=FLAGS.seed)
-        network.initialize_from_batch(images)
-        trainers[scheme] = training.Trainer(
-            network, optimizers.make_optimizer(FLAGS.optimizer, FLAGS.learning_rate))
-        for _ in range(3):  # tracing and warm-up
+        for _ in range(3):  # tracing for this image size, and warm-up
             float(trainers[scheme].train_step(images, labels)["loss"])
     rows = []
     for round_index in range(FLAGS.timing_rounds):
@@ -129,14 +125,15 @@ def main(argv):
     schemes = study.run_checked(check_flags)
     dataset = study.run_checked(study.load_data)
     study.write_config(FLAGS.out_dir)
-    step_rows, epoch_rows = [], []
+    step_rows, epoch_rows, trainers = [], [], {}
     for scheme in schemes:
+        trainers[scheme] = make_trainer(scheme, dataset)
         steps, epochs = study.run_checked(
-            study.train_and_evaluate, scheme, make_trainer(scheme, dataset), dataset,
+            study.train_and_evaluate, scheme, trainers[scheme], dataset,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed, log=logging.info)
         step_rows += steps
         epoch_rows += epochs
-    timing_rows = time_steps(schemes, dataset.num_classes)
+    timing_rows = time_steps(trainers, dataset.num_classes)
     timing = relative_times(timing_rows, schemes, "none")
     # The paper's comparison: each scheme's step time over weight norm's, paired by round.
     against_weight = (relative_times(timing_rows, schemes, "weight") if "weight" in schemes
