@@ -36,7 +36,8 @@ def parse_layers(text, depth):
     try:
         layers = [int(part) for part in text.split(",")]
     except ValueError:
-        raise study.StudyError(f"--layers: expected comma-separated integers, got {text!r}")
+        raise study.StudyError(
+            f"--layers: expected comma-separated integers, got {text!r}") from None
     for layer in layers:
         study.require(1 <= layer <= depth,
                       f"--layers: layer {layer} is outside the network's layers 1..{depth}")
