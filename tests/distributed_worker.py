@@ -2,7 +2,7 @@
 before TensorFlow initializes): R replicas against one replica on the whole batch.
 
     python tests/distributed_worker.py --devices=3 --case=2/20/eager/all/ \
-        --case=3/20/graph/noisybatch/affine,noise,depth=3,size=16
+        --case=3/20/graph/noisybatch/affine,noise,depth=2,size=16
 
 A case is replicas/global batch/eager or graph/schemes (comma-separated, or all)/
 options (affine, noise, depth=D, size=S: the network's depth and the image side). For
