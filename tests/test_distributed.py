@@ -160,10 +160,10 @@ def test_synchronized_network_without_a_strategy_computes_what_the_plain_one_doe
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-14)
 
 
-def test_synchronized_batch_norm_refuses_a_global_batch_of_one():
-    norm = distributed.synchronized(norms.BatchNorm(3, tf.float64))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="global batch of at least 2"):
-        norm.forward(tf.ones([1, 3], tf.float64), training=True)
+def test_synchronized_batch_statistics_on_one_replica_refuse_a_batch_of_one():
+    for local in (norms.BatchNorm(3, tf.float64), norms.MeanOnlyBatchNorm(3, tf.float64)):
+        with pytest.raises(ValueError, match="batch of at least 2 examples"):
+            distributed.synchronized(local).forward(tf.ones([1, 3], tf.float64), training=True)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -175,21 +175,20 @@ def sync_moments(x, axes, reduce_sum):
     """Mean and biased variance over ``axes`` of x on every replica together, in two
     passes (sum x and the count, then sum (x - mean)^2) as tf.nn.moments does.
 
-    x: (N_r, ...). Returns (mean, variance, count), mean and variance with ``axes``
-    kept as size 1, count the global number of elements per statistic."""
+    x: (N_r, ...). Returns (mean, variance) with ``axes`` kept as size 1."""
     total, count = reduce_sum([tf.reduce_sum(x, axis=axes, keepdims=True),
                                _local_count(x, axes, x.dtype)])
     mean = total / count
     (squares,) = reduce_sum([tf.reduce_sum(tf.math.squared_difference(x, mean), axis=axes,
                                            keepdims=True)])
-    return mean, squares / count, count
+    return mean, squares / count
 
 
 def sync_standardize_forward(x, axes, eps, reduce_sum):
     """xhat = (x - mean) / sqrt(var + eps) with the statistics over ``axes`` of every
     replica's x. Returns (xhat, cache), the cache laid out as
     ``norms.standardize_forward``'s: (xhat, inv_std, axes, mean, variance)."""
-    mean, variance, _ = sync_moments(x, axes, reduce_sum)
+    mean, variance = sync_moments(x, axes, reduce_sum)
     inv_std = tf.math.rsqrt(variance + eps)
     xhat = (x - mean) * inv_std
     return xhat, (xhat, inv_std, tuple(axes), mean, variance)
@@ -237,6 +236,11 @@ def global_rows(local_count, replica_id, num_replicas, reduce_sum, dtype=tf.floa
 # Synchronized normalizations: subclasses of the local ones that take over their state
 
 
+def _one_replica():
+    context = tf.distribute.get_replica_context()
+    return context is None or context.num_replicas_in_sync == 1
+
+
 class _Adopting:
     @classmethod
     def adopt(cls, local):
@@ -245,31 +249,24 @@ class _Adopting:
         synced.__dict__.update(local.__dict__)
         return synced
 
-    def _check_global_batch(self, count):
-        """Batch statistics need two examples in the global batch (any replica may hold one)."""
-        return [tf.debugging.assert_greater_equal(
-            count, tf.cast(2, count.dtype),
-            message=f"{self.name} normalization in training needs a global batch of at "
-                    "least 2 examples")]
+    def check(self, x, training):
+        """On one replica, the local checks (a batch of two at least). On several, a
+        replica may hold a single example: the global batch still has one per replica
+        (``check_global_batch``), so two at least."""
+        if _one_replica():
+            return super().check(x, training)
+        return norms.Normalization.check(self, x, training)
 
 
 class SyncBatchNorm(_Adopting, norms.BatchNorm):
     """Batch norm whose statistics cover the global batch of every replica."""
 
-    def check(self, x, training):
-        norms.Normalization.check(self, x, training)
-        return []
-
     def forward(self, x, training=True):
         if not training:
             return super().forward(x, training)
-        self.check(x, training)
-        axes = list(range(x.shape.rank - 1))
-        mean, variance, count = sync_moments(x, axes, replica_sum)
-        with tf.control_dependencies(self._check_global_batch(count)):
-            inv_std = tf.math.rsqrt(variance + self.epsilon)
-            xhat = (x - mean) * inv_std
-        cache = (xhat, inv_std, tuple(axes), mean, variance)
+        with tf.control_dependencies(self.check(x, training)):
+            xhat, cache = sync_standardize_forward(x, list(range(x.shape.rank - 1)),
+                                                   self.epsilon, replica_sum)
         return self._affine_forward(xhat), (training, cache)
 
     def backward(self, dy, cache):
@@ -283,15 +280,11 @@ class SyncBatchNorm(_Adopting, norms.BatchNorm):
 class SyncMeanOnlyBatchNorm(_Adopting, norms.MeanOnlyBatchNorm):
     """Mean-only batch norm whose mean covers the global batch of every replica."""
 
-    def check(self, x, training):
-        norms.Normalization.check(self, x, training)
-        return []
-
     def forward(self, x, training=True):
         if not training:
             return super().forward(x, training)
-        self.check(x, training)
-        y, cache = sync_center_forward(x, list(range(x.shape.rank - 1)), replica_sum)
+        with tf.control_dependencies(self.check(x, training)):
+            y, cache = sync_center_forward(x, list(range(x.shape.rank - 1)), replica_sum)
         if self.affine:
             y = y + self.beta
         return y, (training, cache)
@@ -310,9 +303,9 @@ class SyncDistributionNoise(_Adopting, norms.DistributionNoise):
 
     def draw(self, batch, dtype=None):
         """This replica's rows of the global batch's noise (s, m), each (batch, C)."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
+        if _one_replica():
             return super().draw(batch, dtype)
+        context = tf.distribute.get_replica_context()
         offset, global_count = global_rows(batch, context.replica_id_in_sync_group,
                                            context.num_replicas_in_sync, replica_sum,
                                            dtype or self.dtype)
