@@ -173,3 +173,13 @@ def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):
     assert result.returncode == common.EXIT_BAD_INPUT
     assert result.stderr.splitlines() == [
         "error: --groups=5: does not divide the network width 16 (use 1, 2, 4, 8 or 16)"]
+
+
+def test_a_relative_out_dir_with_a_sound_checkpoint_is_accepted(tmp_path, monkeypatch):
+    """Regression: tf returns the checkpoint path already under the (relative) folder."""
+    monkeypatch.chdir(tmp_path)
+    write_run_dir("runs/run")
+    make_checkpoint("runs/run")
+    config = common.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
+                             "epochs": 1, "out_dir": "runs/run"})
+    common.validate(config)

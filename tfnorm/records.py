@@ -195,9 +195,7 @@ def check_checkpoint(run_dir):
             raise RunDirError(f"checkpoint folder {folder} has no readable 'checkpoint' state "
                               f"file; {way_out}")
         return None
-    prefix = state.model_checkpoint_path
-    if not os.path.isabs(prefix):
-        prefix = os.path.join(folder, prefix)
+    prefix = state.model_checkpoint_path  # tf already put relative paths under folder
     try:
         reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_shape_map():
