@@ -14,8 +14,10 @@ same as with --jobs=1, which trains in this process.
 """
 
 import concurrent.futures
+import ctypes
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -105,13 +107,44 @@ def _train_here(config):
         logging.warning("%s", error)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent():
+    """A preexec_fn that makes a training subprocess get SIGKILL when this process dies,
+    however it dies (Linux's prctl PR_SET_PDEATHSIG), so that a killed compare leaves no
+    training behind; None where there is no prctl. The child loses nothing: rerunning
+    compare resumes it from its last checkpoint.
+
+    The signal comes when the thread that started the child ends: the pool's thread
+    waits in subprocess.run for the child, so it outlives it unless the process dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    death_signal = ctypes.c_ulong(signal.SIGKILL)
+
+    def set_death_signal():
+        # Between fork and exec, with other threads' locks possibly held: only the
+        # system calls, everything prepared in the parent.
+        prctl(PR_SET_PDEATHSIG, death_signal)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+
+    return set_death_signal
+
+
 def _train_subprocess(config):
     """experiments.train in a subprocess; its output is kept in <run>/train.log."""
     from tfnorm import io
     command = ([sys.executable, "-m", "experiments.train"]
                + common.to_command_line(dict(config, progress=False), train.TRAIN_FLAGS))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(command, capture_output=True, text=True, cwd=root)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root,
+                            preexec_fn=_die_with_parent())
     io.write_text(os.path.join(config["out_dir"], "train.log"), result.stdout + result.stderr)
     if result.returncode == common.EXIT_DIVERGED:
         logging.warning("%s", result.stderr.strip().splitlines()[-1])

@@ -211,10 +211,23 @@ def _quiet_checkpoint_logging():
 def run(config, strategy=None, placement=None):
     """Train (or resume) the run ``config`` describes (``common.resolve``, validated by
     ``common.validate``). Returns the metrics rows. Raises common.ConfigError for bad input
-    found only now (data, checkpoint), Divergence on NaN/Inf.
+    found only now (data, checkpoint, another process training in --out_dir), Divergence
+    on NaN/Inf.
 
     ``strategy``: a tf.distribute strategy (``make_strategy``) or None; ``placement``: its
     flags for config.json. Not part of the run's identity: a run may resume elsewhere."""
+    from tfnorm import records
+    with contextlib.ExitStack() as stack:
+        # Held until the run ends: everything below may rewrite or delete what is in
+        # out_dir, which only the one process training the run may do.
+        try:
+            stack.enter_context(records.lock_run_dir(config["out_dir"]))
+        except records.RunDirError as error:
+            raise common.ConfigError(str(error)) from None
+        return _run_locked(config, strategy, placement)
+
+
+def _run_locked(config, strategy, placement):
     import numpy as np
     import tensorflow as tf
     import tqdm

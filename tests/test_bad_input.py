@@ -183,3 +183,36 @@ def test_a_relative_out_dir_with_a_sound_checkpoint_is_accepted(tmp_path, monkey
     config = common.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
                              "epochs": 1, "out_dir": "runs/run"})
     common.validate(config)
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+with open(sys.argv[1], "a+") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\\n")
+    lock.flush()
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_run_dir_locked_by_another_live_process_is_refused(tmp_path, monkeypatch,
+                                                             capsys):
+    """Another process training into --out_dir (here: one holding its lock) must not be
+    joined by a second one writing the same files."""
+    from tfnorm import records
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER,
+                               str(run_dir / records.LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert_refused(TINY + [f"--out_dir={run_dir}"],
+                       f"--out_dir {run_dir}: in use by another process (pid {holder.pid})",
+                       monkeypatch, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (run_dir / "metrics.csv").exists()

@@ -117,3 +117,73 @@ def test_summarize_takes_means_over_seeds_and_reports_divergence():
 def test_unknown_scheme_is_refused():
     with pytest.raises(common.ConfigError, match="--schemes: unknown scheme 'bn'"):
         compare.parse_schemes("none,bn")
+
+
+def _living_children(pid):
+    """Pids of the live (not zombie) processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if fields[0] != "Z" and int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def _is_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
+def test_a_killed_compare_leaves_no_training_behind_and_reruns(tmp_path):
+    """SIGKILL to compare while its training subprocess runs: the child dies with it (it
+    would otherwise keep writing the run directory), and the same command then completes,
+    reusing the run that was already finished."""
+    import signal
+    import time
+    out_dir = str(tmp_path / "runs")
+    flags = dict(TRAIN_FLAGS, panels=False)
+    base = common.resolve(dict(flags, out_dir=out_dir))
+    compare.train_all(compare.plan(base, ["none"], 1, 0), jobs=1)
+    finished = os.path.join(compare.run_dir(out_dir, "none", 0), "metrics.csv")
+    finished_mtime = os.path.getmtime(finished)
+    command = ([sys.executable, "-m", "experiments.compare", "--schemes=none,batch",
+                f"--out_dir={out_dir}", "--jobs=2"]
+               + common.to_command_line(flags, list(flags)))
+    parent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        deadline = time.time() + 120
+        while not children and parent.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            children = _living_children(parent.pid)
+        assert children, "compare started no training subprocess"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while any(map(_is_alive, children)) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_is_alive, children)), "a training outlived its compare"
+    finally:
+        parent.kill()
+        parent.wait()
+        for child in filter(_is_alive, children):
+            os.kill(child, signal.SIGKILL)
+
+    # The rerun, in this process (what main does after parsing the flags): the training
+    # still in a subprocess.
+    configs = compare.plan(base, ["none", "batch"], 1, 0)
+    compare.train_all(configs, jobs=2)
+    compare.write_outputs(base, configs)
+    assert os.path.getmtime(finished) == finished_mtime
+    assert records.read_status(compare.run_dir(out_dir, "batch", 0))["state"] == "complete"
+    assert os.path.exists(os.path.join(out_dir, "summary.csv"))

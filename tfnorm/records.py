@@ -11,6 +11,7 @@ A run directory (``--out_dir`` of ``experiments.train``) holds::
     panels/                layer<i>_epoch<NNNN>.png four-panel figures, layer<i>.gif
     status.json            written when the run ends: complete, or diverged with the message
     tensorboard/           only with --tensorboard
+    run.lock               flock-ed by the process training the run (``lock_run_dir``)
 
 Epochs count from 1: the row and the record of epoch e describe the state after e
 passes over the training set (the article's epoch 199 is our epoch 200).
@@ -21,6 +22,7 @@ is the truth: rows and records of later epochs are dropped on resume
 """
 
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -37,6 +39,7 @@ RECORDS_DIR = "records"
 PANELS_DIR = "panels"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = "run.lock"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, STATUS_FILE)
 RUN_DIRS = (RECORDS_DIR, PANELS_DIR, CHECKPOINT_DIR, TENSORBOARD_DIR)
 
@@ -54,6 +57,36 @@ of that step; step counts training steps from 1 over the whole run."""
 
 class RunDirError(Exception):
     """The run directory cannot be used as asked; the message names the file and the way out."""
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir):
+    """Hold an exclusive lock on ``run_dir`` for the ``with`` block, so that two processes
+    never train into the same directory; RunDirError if another process holds it.
+
+    flock on LOCK_FILE: the OS releases it when its holder dies, however it dies, so a
+    killed run never leaves a stale lock behind (the file itself stays: deleting it
+    would let a waiting process and a new one each lock a different file)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, LOCK_FILE), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+            raise RunDirError(f"--out_dir {run_dir}: in use by {who} training this run; wait "
+                              "for it to end or stop it, or choose another --out_dir") from None
+        # The holder's pid, only for the message above.
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def metrics_columns(num_layers):
