@@ -242,6 +242,7 @@ def _run_locked(config, strategy, placement):
     np.random.seed(config["seed"])
     if config["overwrite"]:
         records.clear_run(out_dir)
+    records.remove_interrupted_writes(out_dir)
     dataset = load_data(config)
     network, trainer, checkpoint, epoch_done = build(config, strategy)
     num_layers = len(network.blocks)

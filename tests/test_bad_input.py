@@ -166,6 +166,54 @@ def test_corrupt_checkpoint_state_file(tmp_path, monkeypatch, capsys):
                    monkeypatch, capsys)
 
 
+# What a kill during the first checkpoint save leaves (no 'checkpoint' state file yet):
+# while TF writes the shards; after it merged them, while it writes the state file.
+INTERRUPTED_FIRST_SAVES = {
+    "shards": ["ckpt-0_temp/part-00000-of-00001.index",
+               "ckpt-0_temp/part-00000-of-00001.data-00000-of-00001"],
+    "state file": ["ckpt-0.index", "ckpt-0.data-00000-of-00001", "checkpoint.tmp0123abcd"],
+}
+
+
+def write_files(folder, names):
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+
+
+@pytest.mark.parametrize("layout", sorted(INTERRUPTED_FIRST_SAVES))
+def test_a_run_killed_during_its_first_checkpoint_save_starts_again(layout, tmp_path,
+                                                                    monkeypatch):
+    """The rerun of the same command: accepted, the leftovers removed, the run trained."""
+    from tfnorm import records
+    run_dir = tmp_path / "run"
+    write_run_dir(run_dir)
+    write_files(run_dir / "checkpoints", INTERRUPTED_FIRST_SAVES[layout])
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["train"] + TINY + [f"--out_dir={run_dir}"])
+    monkeypatch.setattr(train, "FLAGS", flag_values)
+    train.main(["train"])
+    assert [row["epoch"] for row in records.read_metrics(str(run_dir))] == [1]
+    assert records.read_status(str(run_dir))["state"] == "complete"
+    left = os.listdir(run_dir / "checkpoints")
+    assert not [name for name in left if "_temp" in name or ".tmp" in name], left
+
+
+def test_checkpoint_files_without_a_state_file_are_refused(tmp_path, monkeypatch, capsys):
+    """Only a first save's leftovers are no checkpoint: a later checkpoint that lost its
+    state file is refused, not silently restarted."""
+    run_dir = tmp_path / "run"
+    write_run_dir(run_dir)
+    make_checkpoint(str(run_dir))
+    os.remove(run_dir / "checkpoints" / "checkpoint")
+    line = assert_refused(TINY + [f"--out_dir={run_dir}"],
+                          f"checkpoint folder {run_dir}/checkpoints has no readable "
+                          "'checkpoint' state file", monkeypatch, capsys)
+    assert f"delete {run_dir}/checkpoints" in line and "--overwrite" in line
+
+
 def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "experiments.train", "--scheme=group",
                              "--groups=5", f"--out_dir={tmp_path}/run"], cwd=ROOT,

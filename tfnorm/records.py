@@ -43,6 +43,16 @@ LOCK_FILE = "run.lock"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, STATUS_FILE)
 RUN_DIRS = (RECORDS_DIR, PANELS_DIR, CHECKPOINT_DIR, TENSORBOARD_DIR)
 
+# What a killed tf.train.CheckpointManager.save leaves in the checkpoint folder: the
+# shards' folder <prefix>_temp (older TF: <prefix>_temp_<hex>), tensor_bundle's
+# <file>.tempstate<n>, the state file's checkpoint.tmp<hex>. TF says they "can be safely
+# removed"; they are never a checkpoint.
+_INTERRUPTED_SAVE = re.compile(
+    r"^.+_temp(_[0-9a-f]+)?$|\.tempstate\d+$|^checkpoint\.tmp[0-9a-f]+$")
+# train's first save, the initial state (epoch 0): its files without a state file mean
+# the save was killed after writing them, before the state file (written last).
+_FIRST_CHECKPOINT = re.compile(r"^ckpt-0\.(index|data-\d+-of-\d+)$")
+
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 _RECORD_NAME = re.compile(r"^epoch_(\d{4,})\.npz$")
 
@@ -209,6 +219,21 @@ def clear_run(run_dir):
         shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
 
 
+def remove_interrupted_writes(run_dir):
+    """Delete what writes killed halfway left in ``run_dir``: the temporary files of
+    checkpoint saves. Only under ``lock_run_dir``: a live run's are in use."""
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if _INTERRUPTED_SAVE.search(name):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+
 def check_checkpoint(run_dir):
     """Read every tensor of the latest checkpoint; RunDirError naming the file if any fails."""
     import tensorflow as tf
@@ -224,7 +249,11 @@ def check_checkpoint(run_dir):
         raise RunDirError(f"checkpoint file {state_file} is corrupt "
                           f"({type(error).__name__}); {way_out}") from None
     if state is None or not state.model_checkpoint_path:
-        if os.listdir(folder):
+        # A kill during the first save is no checkpoint: the run starts from scratch
+        # (remove_interrupted_writes clears the leftovers). Anything else is a real
+        # checkpoint that lost its state file: refused, never silently restarted.
+        if not all(_INTERRUPTED_SAVE.search(name) or _FIRST_CHECKPOINT.match(name)
+                   for name in os.listdir(folder)):
             raise RunDirError(f"checkpoint folder {folder} has no readable 'checkpoint' state "
                               f"file; {way_out}")
         return None
