@@ -219,3 +219,20 @@ def test_a_divergent_boxcox_run_exits_non_zero_with_one_line(tmp_path, monkeypat
                                 "layer ")
     assert "not finite" in lines[-1] and "no epoch was completed" in lines[-1]
     assert records.read_status(str(out_dir))["state"] == "diverged"
+
+
+def test_a_run_removes_what_interrupted_writes_left(tmp_path):
+    """tfnorm.io's temporary files of writes killed halfway (".<name>.<random>.tmp") go
+    when the run starts again; anything else in the directory stays."""
+    run_dir = tmp_path / "run"
+    leftovers = [run_dir / ".metrics.csv.k3j_x9a2.tmp", run_dir / ".status.json.abcdefgh.tmp",
+                 run_dir / "records" / ".epoch_0001.npz.0a1b2c3d.tmp",
+                 run_dir / "panels" / ".layer1_epoch0001.png.zzzzzzzz.tmp"]
+    kept = [run_dir / "notes.tmp", run_dir / ".hidden.tmp", run_dir / "records" / "mine.txt"]
+    for path in leftovers + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    train.run(common.resolve(dict(FLAGS, epochs=1, train_limit=40, test_limit=20,
+                                  out_dir=str(run_dir))))
+    assert [path for path in leftovers if path.exists()] == []
+    assert all(path.exists() for path in kept)

@@ -7,9 +7,15 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
+
+
+# atomic_open's temporary files: ".<target's name>.<mkstemp's 8 random characters>.tmp".
+_TEMPORARY_PREFIX, _TEMPORARY_SUFFIX = ".", ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def _default_mode():
@@ -24,8 +30,8 @@ def atomic_open(path, mode="w"):
     """Like open(path, mode) for writing, but the file appears whole or not at all."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_TEMPORARY_PREFIX + os.path.basename(path) + ".",
+                               suffix=_TEMPORARY_SUFFIX, dir=directory)
     try:
         os.chmod(tmp, _default_mode())
         with os.fdopen(fd, mode) as f:
@@ -37,6 +43,18 @@ def atomic_open(path, mode="w"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def remove_temporary_files(directory):
+    """Delete the temporary files that writes killed halfway left in ``directory`` (not
+    its subfolders). Only when nothing writes there: a live write's file is in use."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if _TEMPORARY_NAME.match(name) and os.path.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def write_text(path, text):

@@ -220,8 +220,12 @@ def clear_run(run_dir):
 
 
 def remove_interrupted_writes(run_dir):
-    """Delete what writes killed halfway left in ``run_dir``: the temporary files of
-    checkpoint saves. Only under ``lock_run_dir``: a live run's are in use."""
+    """Delete what writes killed halfway left in ``run_dir``: tfnorm.io's temporary files
+    in the folders a run writes through it, and the temporary files of checkpoint saves.
+    Only under ``lock_run_dir``: a live run's are in use."""
+    for folder in (run_dir, os.path.join(run_dir, RECORDS_DIR),
+                   os.path.join(run_dir, PANELS_DIR)):
+        io.remove_temporary_files(folder)
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     if not os.path.isdir(folder):
         return
