@@ -18,6 +18,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -195,6 +196,26 @@ def _tensorboard_epoch(writer, row, record, num_layers):
     writer.flush()
 
 
+def _rebuild_tensorboard(out_dir, rows, num_layers):
+    """A new tensorboard folder holding the completed epochs (``rows``, from metrics.csv,
+    and their records), and its writer for the epochs to come. Event files can only be
+    appended to, so writing on after a resume would show the redone epochs twice; every
+    value there comes from metrics.csv and the records, so rewriting it loses nothing
+    (and fills it in for a run started without --tensorboard)."""
+    import tensorflow as tf
+
+    from tfnorm import records
+    folder = os.path.join(out_dir, records.TENSORBOARD_DIR)
+    shutil.rmtree(folder, ignore_errors=True)
+    writer = tf.summary.create_file_writer(folder)
+    recorded = set(records.record_epochs(out_dir))
+    for row in rows:
+        record = (records.load_record(records.record_path(out_dir, row["epoch"]))
+                  if row["epoch"] in recorded else None)
+        _tensorboard_epoch(writer, row, record, num_layers)
+    return writer
+
+
 class _NoCheckpointChatter:
     """TF's checkpoint saver logs one INFO line per save through absl; drop those."""
 
@@ -277,8 +298,7 @@ def _run_locked(config, strategy, placement):
     rows = records.read_metrics(out_dir)
     records.write_status(out_dir, "running", epoch=completed)
 
-    writer = (tf.summary.create_file_writer(os.path.join(out_dir, records.TENSORBOARD_DIR))
-              if config["tensorboard"] else None)
+    writer = _rebuild_tensorboard(out_dir, rows, num_layers) if config["tensorboard"] else None
     steps = len(train_labels) // config["batch_size"]
     eval_batch = _eval_batch_size(len(dataset.test_labels))
     test_batches = data.batches(dataset.test_images, dataset.test_labels, eval_batch,

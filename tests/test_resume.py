@@ -236,3 +236,29 @@ def test_a_run_removes_what_interrupted_writes_left(tmp_path):
                                   out_dir=str(run_dir))))
     assert [path for path in leftovers if path.exists()] == []
     assert all(path.exists() for path in kept)
+
+
+def test_a_resumed_run_shows_each_epoch_once_in_tensorboard(tmp_path):
+    """A kill after epoch 2 wrote its TensorBoard values, before its checkpoint: the resume
+    redoes epoch 2, and TensorBoard (rebuilt from metrics.csv and the records) holds it
+    once, like every other epoch."""
+    import collections
+
+    import tensorflow as tf
+    run_dir = str(tmp_path / "run")
+    config = common.resolve(dict(FLAGS, epochs=2, train_limit=40, test_limit=20,
+                                 tensorboard=True, out_dir=run_dir))
+    train.run(config)
+    rewind_checkpoint(run_dir, 1)
+    train.run(config)
+    folder = os.path.join(run_dir, "tensorboard")
+    written = collections.Counter()
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            for value in event.summary.value:
+                written[value.tag, event.step] += 1
+    tags = {tag for tag, _ in written}
+    assert {"train_acc", "layer1/nonzero_grad_frac", "layer6/update"} <= tags
+    # Both epochs are recorded (the first and the last): every tag at each, once.
+    assert set(written) == {(tag, step) for tag in tags for step in (1, 2)}
+    assert set(written.values()) == {1}, [key for key, n in written.items() if n > 1][:5]
