@@ -387,6 +387,8 @@ def _run_locked(config, strategy, placement):
             _tensorboard_epoch(writer, row, record, num_layers)
         epoch_done.assign(epoch)
         manager.save(checkpoint_number=epoch)
+        # After the checkpoint: the status never claims an epoch a resume would redo.
+        records.write_status(out_dir, "running", epoch=epoch)
         logging.info("%s epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | "
                      "%.1fs", config["scheme"], epoch, config["epochs"], row["train_loss"],
                      row["train_acc"], row["test_loss"], row["test_acc"], row["seconds"])

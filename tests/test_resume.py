@@ -262,3 +262,21 @@ def test_a_resumed_run_shows_each_epoch_once_in_tensorboard(tmp_path):
     # Both epochs are recorded (the first and the last): every tag at each, once.
     assert set(written) == {(tag, step) for tag in tags for step in (1, 2)}
     assert set(written.values()) == {1}, [key for key, n in written.items() if n > 1][:5]
+
+
+def test_status_follows_every_epoch_while_the_run_is_in_progress(tmp_path, monkeypatch):
+    """What status.json says while an epoch writes its metrics: the epoch before it."""
+    run_dir = str(tmp_path / "run")
+    seen = []
+    write_metrics = records.write_metrics
+
+    def spy(run_dir, rows, num_layers):
+        status = records.read_status(run_dir)
+        seen.append((status["state"], status["epoch"]))
+        write_metrics(run_dir, rows, num_layers)
+
+    monkeypatch.setattr(records, "write_metrics", spy)
+    train.run(common.resolve(dict(FLAGS, epochs=3, train_limit=40, test_limit=20,
+                                  out_dir=run_dir)))
+    assert seen == [("running", 0), ("running", 1), ("running", 2)]
+    assert records.read_status(run_dir) == {"state": "complete", "epoch": 3}

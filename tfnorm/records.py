@@ -9,7 +9,8 @@ A run directory (``--out_dir`` of ``experiments.train``) holds::
                            epoch's last step as fixed-bin histograms plus summary statistics
     checkpoints/           tf.train.CheckpointManager (network, statistics, optimizer, epoch)
     panels/                layer<i>_epoch<NNNN>.png four-panel figures, layer<i>.gif
-    status.json            written when the run ends: complete, or diverged with the message
+    status.json            running with the last completed epoch (after each), then
+                           complete, or diverged with the message
     tensorboard/           only with --tensorboard
     run.lock               flock-ed by the process training the run (``lock_run_dir``)
 
