@@ -323,6 +323,7 @@ def _run_locked(config, strategy, placement):
                              message=message)
         raise Divergence(message)
 
+    panels = plots.FourPanels() if config["panels"] else None  # one figure, redrawn
     for epoch in range(completed + 1, config["epochs"] + 1):
         start = time.time()
         losses, accuracies, layer_stats = [], [], []
@@ -379,7 +380,7 @@ def _run_locked(config, strategy, placement):
             records.save_record(out_dir, epoch, (epoch - 1) * steps + steps,
                                 config["scheme"], recorded)
             if config["panels"]:
-                plots.draw_epoch_panels(out_dir, epoch)
+                plots.draw_epoch_panels(out_dir, epoch, panels)
             if writer is not None:
                 record = records.load_record(records.record_path(out_dir, epoch))
         records.write_metrics(out_dir, rows, num_layers)
@@ -394,6 +395,7 @@ def _run_locked(config, strategy, placement):
                      row["train_acc"], row["test_loss"], row["test_acc"], row["seconds"])
 
     if config["panels"]:
+        panels.close()
         plots.draw_panels(out_dir, only_missing=True)
     records.write_status(out_dir, "complete", epoch=config["epochs"])
     return rows
