@@ -341,3 +341,20 @@ def test_batches_with_seed_are_a_fixed_permutation_per_epoch():
     np.testing.assert_array_equal(epoch_order(seed=3, epoch=0), first)
     assert not np.array_equal(epoch_order(seed=3, epoch=1), first)
     assert not np.array_equal(epoch_order(seed=4, epoch=0), first)
+
+
+def test_raw_batches_scaled_in_a_compiled_step_equal_numpys_division_by_255():
+    # Every uint8 value: the scaling inside a tf.function (where TF's graph optimizer would
+    # turn "/ 255" into "* (1/255)") and in the pipeline give numpy's float32 x / 255.
+    images = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=-1)
+    labels = np.arange(4, dtype=np.int32)
+    exact = images / np.float32(255)
+    raw, raw_labels = next(iter(data.batches(images, labels, 4, dtype=tf.uint8)))
+    assert raw.dtype == tf.uint8 and raw_labels.dtype == tf.int32
+    np.testing.assert_array_equal(raw.numpy(), images)
+    in_step = tf.function(lambda x: tf.nn.relu(data.to_unit_range(x)))(raw)
+    np.testing.assert_array_equal(in_step.numpy(), exact)
+    scaled, _ = next(iter(data.batches(images, labels, 4)))
+    np.testing.assert_array_equal(scaled.numpy(), exact)
+    # Images that are not uint8 are taken as scaled already.
+    np.testing.assert_array_equal(data.to_unit_range(scaled).numpy(), exact)

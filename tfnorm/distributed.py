@@ -50,7 +50,7 @@ import os
 
 import tensorflow as tf
 
-from tfnorm import losses, norms, training
+from tfnorm import data, losses, norms, training
 from tfnorm.network import Backprop, LayerGradients
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -428,6 +428,7 @@ class DistributedTrainer:
     def _run(self, replica_fn, images, labels, **kwargs):
         if images.shape[0] is not None and replica_fn is not self._replica_eval:
             check_global_batch(images.shape[0], self.num_replicas)
+        images = data.to_unit_range(images, self.network.trainable_variables[0].dtype)
         per_replica = self.strategy.run(functools.partial(replica_fn, **kwargs),
                                         args=(images, labels))
         # Every replica holds the same (all-reduced) values: the first local one speaks.
@@ -445,8 +446,9 @@ class DistributedTrainer:
         dtype = net.trainable_variables[0].dtype
         result = replica_backprop(net, local_images, local_labels, global_count,
                                   first_passed_gradient=record)
-        old_weights = [tf.identity(w) for w in net.layer_weights] if record else None
-        with tf.control_dependencies(net.update_statistics(result.caches)):
+        # The weights the gradient was taken at, read before the update (as in Trainer).
+        old_weights = [tf.identity(w) for w in net.layer_weights]
+        with tf.control_dependencies(net.update_statistics(result.caches) + old_weights):
             updates = self.optimizer.apply(net.trainable_variables, result.grads)
         layer_updates = [updates[i] for i in net.weight_indices]
 
@@ -462,8 +464,8 @@ class DistributedTrainer:
 
         stats, finite = [], [tf.reduce_all(tf.math.is_finite(result.loss))]
         block_vars = 0
-        for block, layer, update, squares in zip(net.blocks, result.layers, layer_updates,
-                                                 passed_squares):
+        for block, layer, old, update, squares in zip(net.blocks, result.layers, old_weights,
+                                                      layer_updates, passed_squares):
             n = len(block.trainable_variables)
             grads = result.grads[block_vars:block_vars + n]
             block_vars += n
@@ -474,7 +476,7 @@ class DistributedTrainer:
                       else tf.constant(float("nan"), tf.float64))
             stats.append(tf.stack([
                 tf.cast(training.nonzero_fraction(layer.weight_gradient), tf.float64),
-                _norm(layer.weight_gradient), passed, _norm(layer.weights), _norm(update)]))
+                _norm(layer.weight_gradient), passed, _norm(old), _norm(update)]))
         out = {"loss": result.loss,
                "accuracy": global_correct / tf.cast(global_count, dtype),
                "layer_stats": tf.stack(stats),

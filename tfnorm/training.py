@@ -8,7 +8,7 @@ only by the recording step.
 
 import tensorflow as tf
 
-from tfnorm import losses
+from tfnorm import data, losses
 
 # Columns of the per-step layer statistics, in order.
 LAYER_STATS = ("nonzero_grad_frac", "weight_grad_norm", "passed_grad_norm", "weights_norm",
@@ -59,7 +59,8 @@ def _all_finite(tensors):
 
 
 class Trainer:
-    """Owns the compiled steps for one network and optimizer.
+    """Owns the compiled steps for one network and optimizer. Every step takes images as
+    uint8 (scaled by 1/255 inside the step, see ``data.to_unit_range``) or already scaled.
 
     ``train_step(images, labels)`` -> dict(loss, accuracy, layer_stats[L, 5], finite[L + 1]);
     ``record_step`` also returns histograms: counts[L, 4, bins], ranges[L, 4, 2],
@@ -79,25 +80,29 @@ class Trainer:
 
     def _step(self, images, labels, record):
         net = self.network
+        images = data.to_unit_range(images, net.trainable_variables[0].dtype)
         result = net.backprop(images, labels, first_passed_gradient=record)
-        old_weights = [tf.identity(w) for w in net.layer_weights] if record else None
-        with tf.control_dependencies(net.update_statistics(result.caches)):
+        # The weights the gradient was taken at (the panels' and the metrics' "weights"),
+        # read before the update moves them.
+        old_weights = [tf.identity(w) for w in net.layer_weights]
+        with tf.control_dependencies(net.update_statistics(result.caches) + old_weights):
             updates = self.optimizer.apply(net.trainable_variables, result.grads)
         layer_updates = [updates[i] for i in net.weight_indices]
         stats, finite = [], [tf.reduce_all(tf.math.is_finite(result.loss))]
+        # The recording step is never compiled with XLA.
+        norm = _norm if record else self._norm
         block_vars = 0
-        for block, layer, update in zip(net.blocks, result.layers, layer_updates):
+        for block, layer, old, update in zip(net.blocks, result.layers, old_weights,
+                                             layer_updates):
             n = len(block.trainable_variables)
             grads = result.grads[block_vars:block_vars + n]
             block_vars += n
             finite.append(_all_finite(grads + block.trainable_variables))
-            # The recording step is never compiled with XLA.
-            norm = _norm if record else self._norm
             passed = (norm(layer.passed_gradient) if layer.passed_gradient is not None
                       else tf.constant(float("nan"), tf.float64))
             stats.append(tf.stack([
                 tf.cast(nonzero_fraction(layer.weight_gradient), tf.float64),
-                norm(layer.weight_gradient), passed, norm(layer.weights), norm(update)]))
+                norm(layer.weight_gradient), passed, norm(old), norm(update)]))
         out = {"loss": result.loss,
                "accuracy": losses.accuracy(result.logits, labels),
                "layer_stats": tf.stack(stats),
@@ -116,6 +121,7 @@ class Trainer:
 
     def _eval(self, images, labels):
         """Returns (sum of losses, number correct) on a batch, in evaluation mode."""
+        images = data.to_unit_range(images, self.network.trainable_variables[0].dtype)
         logits, _, _ = self.network.forward(images, training=False)
         loss, _ = losses.softmax_cross_entropy_forward(logits, labels)
         batch = tf.cast(tf.shape(labels)[0], loss.dtype)

@@ -1,0 +1,115 @@
+"""tfnorm.training.Trainer: one compiled step is the hand-written gradient plus the update
+(against tf.GradientTape), its per-layer statistics are what they say (against numpy on
+the same gradients, weights and updates), the recording step's histograms hold every entry,
+and raw uint8 images scaled inside the step train exactly as images scaled beforehand."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfnorm
+from tfnorm import data, optimizers, training
+
+LEARNING_RATE = 0.05
+
+
+def make_batch(dtype=np.uint8, batch=4, side=32, seed=0):
+    generator = np.random.default_rng(seed)
+    images = generator.integers(0, 256, (batch, side, side, 3)).astype(np.uint8)
+    labels = generator.integers(0, 10, batch).astype(np.int32)
+    return tf.constant(images), tf.constant(labels)
+
+
+def make_trainer(scheme, dtype=tf.float64, optimizer="sgd"):
+    network = tfnorm.article_network(scheme, dtype=dtype, seed=2)
+    return training.Trainer(network, optimizers.make_optimizer(optimizer, LEARNING_RATE),
+                            bins=16)
+
+
+@pytest.mark.parametrize("scheme", ["none", "batch", "boxcox", "noisybatch"])
+def test_a_step_applies_the_tape_gradient(scheme):
+    images, labels = make_batch()
+    trainer = make_trainer(scheme)
+    network = trainer.network
+    before = [v.numpy() for v in network.trainable_variables]
+    scaled = data.to_unit_range(images, tf.float64)
+    with tf.GradientTape() as tape:
+        loss = network.loss(scaled, labels)
+    tape_grads = tape.gradient(loss, network.trainable_variables)
+    out = trainer.train_step(images, labels)
+    np.testing.assert_allclose(out["loss"].numpy(), loss.numpy(), rtol=1e-12)
+    for var, old, grad in zip(network.trainable_variables, before, tape_grads):
+        expected = old - LEARNING_RATE * grad.numpy()
+        scale = max(np.abs(LEARNING_RATE * grad.numpy()).max(), 1e-300)
+        assert np.abs(var.numpy() - expected).max() / scale <= 1e-8, var.name
+    assert out["finite"].numpy().all() and out["finite"].shape == (len(network.blocks) + 1,)
+
+
+@pytest.mark.parametrize("scheme", ["batch", "weight"])
+def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
+    images, labels = make_batch(seed=1)
+    trainer = make_trainer(scheme, optimizer="adam")
+    network = trainer.network
+    trainer.train_step(images, labels)  # Adam's second step: updates are not -lr * sign
+    scaled = data.to_unit_range(images, tf.float64)
+    result = network.backprop(scaled, labels, first_passed_gradient=True)
+    weights = [w.numpy() for w in network.layer_weights]
+    out = trainer.record_step(images, labels)
+    stats = out["layer_stats"].numpy()
+    assert stats.shape == (len(network.blocks), len(training.LAYER_STATS))
+    column = {name: i for i, name in enumerate(training.LAYER_STATS)}
+    for index, layer in enumerate(result.layers):
+        gradient = layer.weight_gradient.numpy()
+        update = network.layer_weights[index].numpy() - weights[index]
+        row = stats[index]
+        np.testing.assert_allclose(row[column["nonzero_grad_frac"]],
+                                   np.count_nonzero(gradient) / gradient.size, rtol=1e-15)
+        np.testing.assert_allclose(row[column["weight_grad_norm"]], np.linalg.norm(gradient),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(row[column["passed_grad_norm"]],
+                                   np.linalg.norm(layer.passed_gradient.numpy()), rtol=1e-10)
+        np.testing.assert_allclose(row[column["weights_norm"]], np.linalg.norm(weights[index]),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(row[column["update_norm"]], np.linalg.norm(update),
+                                   rtol=1e-6)
+        # The histograms count every entry of each quantity, over [min, max].
+        sizes = [gradient.size, layer.passed_gradient.numpy().size, weights[index].size,
+                 update.size]
+        np.testing.assert_array_equal(out["counts"].numpy()[index].sum(axis=1), sizes)
+        np.testing.assert_allclose(out["ranges"].numpy()[index, 2],
+                                   [weights[index].min(), weights[index].max()], rtol=1e-12)
+
+
+def test_the_plain_step_leaves_out_only_the_first_layers_passed_gradient():
+    images, labels = make_batch()
+    stats = make_trainer("layer").train_step(images, labels)["layer_stats"].numpy()
+    passed = stats[:, training.LAYER_STATS.index("passed_grad_norm")]
+    assert np.isnan(passed[0]) and np.isfinite(passed[1:]).all()
+
+
+@pytest.mark.parametrize("scheme", ["batch", "group"])
+def test_raw_images_train_exactly_as_images_scaled_beforehand(scheme):
+    images, labels = make_batch(seed=3)
+    raw, scaled = make_trainer(scheme, tf.float32), make_trainer(scheme, tf.float32)
+    scaled_images = tf.constant(images.numpy() / np.float32(255))
+    for _ in range(2):
+        raw_out = raw.train_step(images, labels)
+        scaled_out = scaled.train_step(scaled_images, labels)
+        assert raw_out["loss"].numpy() == scaled_out["loss"].numpy()
+    for a, b in zip(raw.network.trainable_variables + raw.network.statistics,
+                    scaled.network.trainable_variables + scaled.network.statistics):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    raw_eval = [t.numpy() for t in raw.eval_step(images, labels)]
+    scaled_eval = [t.numpy() for t in scaled.eval_step(scaled_images, labels)]
+    assert raw_eval == scaled_eval
+
+
+def test_a_non_finite_weight_is_flagged_at_its_layer():
+    images, labels = make_batch()
+    trainer = make_trainer("none")
+    trainer.network.layer_weights[2].assign(
+        tf.tensor_scatter_nd_update(trainer.network.layer_weights[2], [[0, 0, 0, 0]],
+                                    [np.inf]))
+    finite = trainer.train_step(images, labels)["finite"].numpy()
+    assert not finite[0]  # the loss
+    assert not finite[3]  # layer 3's weights (and gradients)
