@@ -13,7 +13,7 @@ from experiments import benchmark
 
 TINY = dict(schemes="batch", rounds=2, warmup=1, batch_size=4, image_size=16, jit=False,
             keras=False, epoch_schemes="batch", train_images=12, test_images=8, eval_batch=4,
-            pipeline_rounds=1, pipeline_steps=2)
+            epoch_repeats=3, pipeline_rounds=1, pipeline_steps=2)
 
 
 def parsed_flags(**values):
@@ -52,9 +52,16 @@ def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
     assert epoch["train_steps"] == TINY["train_images"] // TINY["batch_size"]
     assert epoch["test_images"] == TINY["test_images"]
     for key in ("epoch_seconds", "train_seconds", "record_step_ms", "train_step_ms",
-                "pipeline_step_ms", "memory_step_ms"):
+                "record_save_ms", "panels_ms", "pipeline_step_ms", "memory_step_ms"):
         assert _positive(epoch[key]), (key, epoch[key])
     assert epoch["train_seconds"] < epoch["epoch_seconds"]
+    assert len(epoch["epoch_seconds_all"]) == 3
+    assert epoch["epoch_seconds"] == sorted(epoch["epoch_seconds_all"])[1]  # the median
+    # Recording = the record step's extra time + saving the record + drawing its panels.
+    assert epoch["record_fraction_of_epoch"] == pytest.approx(
+        epoch["record_step_fraction_of_epoch"] + epoch["panels_fraction_of_epoch"])
+    assert epoch["panels_fraction_of_epoch"] == pytest.approx(
+        (epoch["record_save_ms"] + epoch["panels_ms"]) / 1e3 / epoch["epoch_seconds"])
 
     markdown = (tmp_path / "benchmark.md").read_text()
     assert stored["machine"]["cpu"] in markdown
