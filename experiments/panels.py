@@ -20,10 +20,11 @@ def define_flags(flag_values=flags.FLAGS):
 def redraw(run_dir):
     """Returns (panel PNG paths, GIF paths)."""
     from tfnorm import plots, records
-    panels = []
+    paths, figure = [], plots.FourPanels()
     for epoch in records.record_epochs(run_dir):
-        panels += plots.draw_epoch_panels(run_dir, epoch)
-    return panels, plots.write_gifs(run_dir)
+        paths += plots.draw_epoch_panels(run_dir, epoch, figure)
+    figure.close()
+    return paths, plots.write_gifs(run_dir)
 
 
 def main(argv):
