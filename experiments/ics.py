@@ -80,7 +80,7 @@ def draw(rows, epoch_rows, schemes, layers):
     fig, axes = study.figure(1 + len(layers), 2, width=5.0, height=2.8)
     for scheme in schemes:
         mine = [r for r in epoch_rows if r["scheme"] == scheme]
-        epochs = [r["epoch"] + 1 for r in mine]
+        epochs = [r["epoch"] for r in mine]
         axes[0][0].plot(epochs, [r["train_acc"] for r in mine], "-o", color=colors[scheme],
                         label=scheme, ms=3)
         axes[0][1].plot(epochs, [r["test_acc"] for r in mine], "-o", color=colors[scheme],

@@ -66,7 +66,7 @@ def run_variant(variant, dataset):
     def step_fn(step, epoch, images, labels):
         out = trainer.train_step(images, labels)
         if (step + 1) % steps_per_epoch == 0:
-            record_activations(epoch + 1)
+            record_activations(epoch)
         return out
 
     step_rows, epoch_rows = study.train_and_evaluate(
@@ -95,7 +95,7 @@ def draw(step_rows, epoch_rows, activation_rows, variants, steps_per_epoch):
                         smooth([r["train_acc"] for r in steps], steps_per_epoch),
                         color=colors[variant], label=variant, lw=1)
         epochs = [r for r in epoch_rows if r["scheme"] == variant]
-        axes[0][1].plot([r["epoch"] + 1 for r in epochs], [r["test_acc"] for r in epochs], "-o",
+        axes[0][1].plot([r["epoch"] for r in epochs], [r["test_acc"] for r in epochs], "-o",
                         color=colors[variant], label=variant, ms=3)
         acts = [r for r in activation_rows if r["scheme"] == variant]
         x = [r["epoch"] for r in acts]

@@ -183,17 +183,19 @@ def evaluate(trainer, dataset, batch_size):
 def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=None,
                        step_fn=None):
     """Train ``epochs`` epochs; returns one row per step (loss, accuracy) and one per epoch
-    (mean train loss/accuracy, test loss/accuracy, seconds), each tagged with ``name``.
+    (mean train loss/accuracy, test loss/accuracy, seconds), each tagged with ``name``;
+    epochs are numbered 1..epochs.
 
     trainer: has ``train_step`` and ``eval_step`` (a tfnorm.training.Trainer); step_fn:
     optional ``step_fn(step, epoch, images, labels)`` -> dict with loss and accuracy, run
     instead of ``trainer.train_step`` (a study probes some steps there)."""
     step_rows, epoch_rows = [], []
     step = 0
-    for epoch in range(epochs):
+    # Epochs count from 1, as in the driver's metrics.csv (epoch 0 is "before training").
+    for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         losses, accuracies = [], []
-        for images, labels in train_batches(dataset, batch_size, epoch, seed):
+        for images, labels in train_batches(dataset, batch_size, epoch - 1, seed):
             if step_fn is None:
                 out = trainer.train_step(images, labels)
             else:

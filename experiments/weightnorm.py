@@ -86,7 +86,7 @@ def draw(epoch_rows, timing, schemes, baseline):
     fig, axes = study.figure(1, 3, width=4.6, height=3.4)
     for scheme in schemes:
         mine = [r for r in epoch_rows if r["scheme"] == scheme]
-        epochs = [r["epoch"] + 1 for r in mine]
+        epochs = [r["epoch"] for r in mine]
         axes[0][0].plot(epochs, [r["train_acc"] for r in mine], "-o", ms=3,
                         color=colors[scheme], label=scheme)
         axes[0][1].plot(epochs, [r["test_acc"] for r in mine], "-o", ms=3,

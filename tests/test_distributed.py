@@ -255,9 +255,13 @@ def _metrics(out_dir):
     return records.read_metrics(str(out_dir))
 
 
-def test_two_workers_on_loopback_end_with_the_metrics_of_one_process(tmp_path):
+def test_two_workers_and_two_cpu_replicas_end_with_the_metrics_of_one_process(tmp_path):
+    """The command lines a user runs: --strategy=multiworker as two processes on
+    127.0.0.1, --strategy=mirrored on two logical CPU devices, and one plain process."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_loopback_ports(2)]}
-    processes = {"single": _train(tmp_path / "single")}
+    processes = {"single": _train(tmp_path / "single"),
+                 "mirrored": _train(tmp_path / "mirrored", "--strategy=mirrored",
+                                    "--cpu_devices=2")}
     for index in range(2):
         processes[f"worker{index}"] = _train(
             tmp_path / f"worker{index}", "--strategy=multiworker",
@@ -284,6 +288,12 @@ def test_two_workers_on_loopback_end_with_the_metrics_of_one_process(tmp_path):
             assert worker[0][key] == pytest.approx(single[0][key], rel=1e-5), key
         stored = records.read_config(str(tmp_path / f"worker{index}"))
         assert stored["strategy"] == "multiworker"
+    mirrored = _metrics(tmp_path / "mirrored")
+    assert [row["epoch"] for row in mirrored] == [1]
+    for key in METRICS:
+        assert mirrored[0][key] == pytest.approx(single[0][key], rel=1e-5), key
+    stored = records.read_config(str(tmp_path / "mirrored"))
+    assert (stored["strategy"], stored["cpu_devices"]) == ("mirrored", 2)
     # Both workers hold the same all-reduced numbers.
     assert ([_metrics(tmp_path / "worker0")[0][k] for k in METRICS]
             == [_metrics(tmp_path / "worker1")[0][k] for k in METRICS])

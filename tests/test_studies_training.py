@@ -12,6 +12,8 @@ import pytest
 from experiments import study
 from tfnorm import io
 
+import stl10_fixture
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--limit=40", "--batch_size=10", "--epochs=1"]  # 4 steps per epoch
 
@@ -57,8 +59,8 @@ def test_ics(tmp_path):
                                       "gradient_norm", "shifted_gradient_norm",
                                       "relative_distance", "loss"])
     # Steps 0 and 2 of 4, two layers.
-    assert sorted((r["scheme"], r["step"], r["layer"]) for r in rows) == sorted(
-        ("batch", str(t), str(l)) for t in (0, 2) for l in (1, 3))
+    assert sorted((r["scheme"], r["step"], r["epoch"], r["layer"]) for r in rows) == sorted(
+        ("batch", str(t), "1", str(l)) for t in (0, 2) for l in (1, 3))
     first = [r for r in rows if r["layer"] == "1"]
     third = [r for r in rows if r["layer"] == "3"]
     # Layer 1 has no earlier layer to move: no shift at all.
@@ -66,7 +68,7 @@ def test_ics(tmp_path):
     np.testing.assert_allclose(floats(first, "cosine"), 1.0, atol=1e-6)
     assert np.all(floats(third, "distance") > 0.0)
     assert np.all(np.abs(floats(third, "cosine")) <= 1.0 + 1e-9)
-    read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
+    assert [r["epoch"] for r in read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)] == ["1"]
     read(tmp_path, "summary.csv", ["scheme", "layer", "median_distance",
                                    "median_relative_distance", "median_cosine"])
     assert_png(tmp_path / "ics.png")
@@ -131,6 +133,24 @@ def test_weightnorm(tmp_path):
         ("0", "none"), ("0", "weight"), ("1", "none"), ("1", "weight")]
     read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
     assert_png(tmp_path / "weightnorm.png")
+
+
+def test_a_study_on_stl10_through_the_real_tfds_builder(tmp_path):
+    with stl10_fixture.fake_stl10(tmp_path, n_train=20, n_test=10) as data_dir:
+        pass  # the data_dir stays prepared; the subprocess must not need the network
+    out_dir = tmp_path / "out"
+    result = run_study("ics", str(out_dir), "--dataset=stl10", f"--data_dir={data_dir}",
+                       "--limit=20", "--batch_size=10", "--epochs=1", "--schemes=batch",
+                       "--layers=2", "--every=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read(out_dir, "ics.csv", ["scheme", "step", "epoch", "layer", "distance", "cosine",
+                                     "gradient_norm", "shifted_gradient_norm",
+                                     "relative_distance", "loss"])
+    assert [r["step"] for r in rows] == ["0", "1"]
+    assert np.all(floats(rows, "distance") > 0.0)
+    epochs = read(out_dir, "accuracy.csv", EPOCH_COLUMNS)
+    assert [r["epoch"] for r in epochs] == ["1"]
+    assert io.read_json(out_dir / "config.json")["flags"]["dataset"] == "stl10"
 
 
 def test_bad_flag_is_one_line_before_any_work(tmp_path):
