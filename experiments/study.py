@@ -249,7 +249,7 @@ def write_csv(out_dir, name, rows):
 def write_config(out_dir, extra=None):
     """config.json: every flag of the script, the library versions, and ``extra``."""
     own_flags = [f for module, module_flags in FLAGS.flags_by_module_dict().items()
-                 if not module.startswith("absl") for f in module_flags]
+                 if not module.startswith(("absl", "tensorflow")) for f in module_flags]
     values = {f.name: f.value for f in own_flags}
     config = dict(flags=values, tensorflow=tf.__version__, numpy=np.__version__,
                   **(extra or {}))
