@@ -73,7 +73,8 @@ class ConfigError(Exception):
 def define_run_flags(flag_values=flags.FLAGS):
     """The training flags that train and compare share (compare passes them on)."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("dataset", "digits", f"One of {', '.join(data.DATASETS)}.", **fv)
+    flags.DEFINE_enum("dataset", "digits", list(data.DATASETS),
+                      "digits (bundled with scikit-learn) or stl10 (tensorflow-datasets).", **fv)
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (STL-10).", **fv)
     flags.DEFINE_string("stl10_archive", None,
                         f"A local {data.STL10_ARCHIVE_NAME} for offline machines "

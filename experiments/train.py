@@ -24,6 +24,7 @@ import time
 
 from absl import app, flags, logging
 
+import tfnorm
 from experiments import common
 
 FLAGS = flags.FLAGS
@@ -38,9 +39,8 @@ def define_flags(flag_values=flags.FLAGS):
     """The command line's flags (defined only when run as a script, so that compare can
     import ``run`` and define its own)."""
     common.define_run_flags(flag_values)
-    flags.DEFINE_string("scheme", "none", "Normalization scheme: none, batch, layer, "
-                        "instance, group, boxcox, weight, meanonly or noisybatch.",
-                        flag_values=flag_values)
+    flags.DEFINE_enum("scheme", "none", list(tfnorm.SCHEMES), "Normalization scheme.",
+                      flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data order and the "
                          "noise.", flag_values=flag_values)
     flags.DEFINE_string("out_dir", None, "Run directory (created; resumed if it holds this "
