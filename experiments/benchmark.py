@@ -535,7 +535,7 @@ def main(argv, flag_values=FLAGS):
     command = "python -m experiments.benchmark " + " ".join(
         f"--{name}={flag_values[name].value}" for name in _FLAG_NAMES
         if flag_values[name].present)
-    return run(config, command.strip())
+    run(config, command.strip())  # app.run exits with main's return value: None is 0
 
 
 _FLAG_NAMES = ("schemes", "rounds", "warmup", "batch_size", "image_size", "jit", "keras",
