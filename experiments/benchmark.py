@@ -351,8 +351,10 @@ def measure_epoch(scheme, config, trainer=None):
 
     def epoch():
         start = time.perf_counter()
-        for step, (images, labels) in enumerate(train_batches, start=1):
-            out = (trainer.record_step if step == steps else trainer.train_step)(images, labels)
+        batches = iter(train_batches)
+        for step in range(1, steps + 1):
+            out = (trainer.record_step_from if step == steps else trainer.train_step_from)(
+                batches)
             # The driver reads these every step.
             for key in ("finite", "loss", "accuracy", "layer_stats"):
                 out[key].numpy()
@@ -369,6 +371,9 @@ def measure_epoch(scheme, config, trainer=None):
     for images, labels in train_batches.take(1):
         _finish(trainer.train_step(images, labels))
         _finish(trainer.record_step(images, labels))
+    batches = iter(train_batches)
+    _finish(trainer.train_step_from(batches))
+    _finish(trainer.record_step_from(batches))
     for images, labels in test_batches:
         _finish(trainer.eval_step(images, labels))
     # Whole epochs move with whatever else the machine does: the median of a few.
@@ -399,12 +404,12 @@ def measure_epoch(scheme, config, trainer=None):
     k = config["pipeline_steps"]
     memory = [(tf.identity(x), tf.identity(y)) for x, y in train_batches.take(k)]
     pipeline = iter(train_batches.repeat())
+    _finish(trainer.train_step_from(pipeline))  # traced for this iterator, if need be
     pipeline_steps, memory_steps = [], []
     for _ in range(config["pipeline_rounds"]):
         start = time.perf_counter()
         for _ in range(k):
-            images, labels = next(pipeline)
-            _finish(trainer.train_step(images, labels)["loss"])
+            _finish(trainer.train_step_from(pipeline)["loss"])
         pipeline_steps.append((time.perf_counter() - start) / k)
         start = time.perf_counter()
         for images, labels in memory:
@@ -473,12 +478,12 @@ def markdown(result):
             f"## Epoch of STL-10's size (synthetic data: {config['train_images']} train, "
             f"{config['test_images']} test images; median of {config['epoch_repeats']} epochs)",
             "",
-            "Train: the driver's loop over the tf.data pipeline (raw uint8 batches, scaled in "
-            "the step), record_step at the last step; "
+            "Train: the driver's loop over the tf.data pipeline (raw uint8 batches, fetched "
+            "and scaled inside the compiled step), record_step at the last step; "
             f"test: eval_step in batches of {config['eval_batch']}. Recording, as a fraction of "
             "the epoch: record_step's extra time over train_step, plus saving the record and "
             "drawing the epoch's four-panel figure of every layer (the driver's default with "
-            "--record_every=1). tf.data: the step fed by data.batches against the same "
+            "--record_every=1). tf.data: train_step_from on data.batches against train_step on the same "
             "batches already in memory.",
             "",
             "| scheme | epoch s | train s | test s | epoch <= 10 s | train step ms | record step ms "

@@ -309,14 +309,15 @@ def _run_locked(config, strategy, placement):
                                 dtype=tf.uint8, drop_remainder=False)
     stat_index = {name: i for i, name in enumerate(LAYER_STATS)}
 
-    def stop_diverged(epoch, step, images, labels, finite=None):
+    def stop_diverged(epoch, step, finite=None):
         """Replay the epoch up to the failing step from the last checkpoint (runs are
-        deterministic), find where the first non-finite value appears, and stop."""
+        deterministic), find where the first non-finite value appears on that step's
+        batch, and stop."""
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        for replayed, (x, y) in enumerate(epoch_batches(epoch), start=1):
+        for replayed, (images, labels) in enumerate(epoch_batches(epoch), start=1):
             if replayed == step:
                 break
-            trainer.train_step(x, y)
+            trainer.train_step(images, labels)
         layer, what = locate_divergence(network, images, labels, finite)
         kept = (f"epochs 1-{epoch - 1} are kept in {out_dir}" if epoch > 1
                 else f"no epoch was completed in {out_dir}")
@@ -335,19 +336,20 @@ def _run_locked(config, strategy, placement):
                              f"{config['epochs']}", leave=False, file=sys.stderr,
                              disable=None if config["progress"] else True,
                              dynamic_ncols=True)
-        for step, (images, labels) in enumerate(epoch_batches(epoch), start=1):
+        batches = iter(epoch_batches(epoch))  # the steps fetch their batch in the graph
+        for step in range(1, steps + 1):
             # The last step of every epoch records: it alone computes layer 1's passed
             # gradient and the histograms.
             last = step == steps
             try:
-                out = (trainer.record_step if last else trainer.train_step)(images, labels)
+                out = (trainer.record_step_from if last else trainer.train_step_from)(batches)
                 finite = out["finite"].numpy()
             except tf.errors.InvalidArgumentError:  # an in-graph check (Box-Cox's input)
                 progress.close()
-                stop_diverged(epoch, step, images, labels)
+                stop_diverged(epoch, step)
             if not finite.all():
                 progress.close()
-                stop_diverged(epoch, step, images, labels, finite)
+                stop_diverged(epoch, step, finite)
             losses.append(float(out["loss"].numpy()))
             accuracies.append(float(out["accuracy"].numpy()))
             layer_stats.append(out["layer_stats"].numpy())

@@ -113,3 +113,23 @@ def test_a_non_finite_weight_is_flagged_at_its_layer():
     finite = trainer.train_step(images, labels)["finite"].numpy()
     assert not finite[0]  # the loss
     assert not finite[3]  # layer 3's weights (and gradients)
+
+
+def test_steps_from_an_iterator_take_one_batch_each_and_equal_the_steps_on_it():
+    batches = [make_batch(seed=seed) for seed in (3, 4, 5)]
+    fed, fetched = make_trainer("batch"), make_trainer("batch")
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (tf.stack([b[0] for b in batches]), tf.stack([b[1] for b in batches])))
+    iterator = iter(dataset)
+    for index, (images, labels) in enumerate(batches):
+        last = index == len(batches) - 1
+        expected = (fed.record_step if last else fed.train_step)(images, labels)
+        got = (fetched.record_step_from if last else fetched.train_step_from)(iterator)
+        assert sorted(got) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
+    for a, b in zip(fed.network.trainable_variables + fed.network.statistics,
+                    fetched.network.trainable_variables + fetched.network.statistics):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(tf.errors.OutOfRangeError):  # all three batches were taken
+        fetched.train_step_from(iterator)

@@ -421,6 +421,13 @@ class DistributedTrainer:
         self.eval_step = compiled(functools.partial(self._run, self._replica_eval))
         self.gradients = compiled(functools.partial(self._run, self._replica_gradients))
 
+    def train_step_from(self, iterator):
+        """``train_step`` on the iterator's next global batch (as ``Trainer``'s)."""
+        return self.train_step(*next(iterator))
+
+    def record_step_from(self, iterator):
+        return self.record_step(*next(iterator))
+
     @property
     def num_replicas(self):
         return self.strategy.num_replicas_in_sync

@@ -66,7 +66,9 @@ class Trainer:
     ``record_step`` also returns histograms: counts[L, 4, bins], ranges[L, 4, 2],
     summaries[L, 4, 6] over QUANTITIES, and computes layer 1's passed gradient.
     ``finite``: the loss, then per layer whether its gradients and weights are finite
-    after the step (a divergence check that costs one reduction per variable)."""
+    after the step (a divergence check that costs one reduction per variable).
+    ``train_step_from(iterator)`` / ``record_step_from(iterator)``: the same steps on the
+    next batch of a tf.data iterator, fetched inside the graph."""
 
     def __init__(self, network, optimizer, bins=DEFAULT_BINS, jit_compile=False):
         self.network, self.optimizer, self.bins = network, optimizer, int(bins)
@@ -77,6 +79,10 @@ class Trainer:
         self.record_step = tf.function(lambda x, y: self._step(x, y, record=True),
                                        jit_compile=False)
         self.eval_step = tf.function(self._eval, jit_compile=jit_compile)
+        # The same steps taking their batch from a tf.data iterator inside the graph:
+        # fetching it in Python costs ~0.7 ms a step on 2 cores (~5% of an article step).
+        self.train_step_from = tf.function(lambda it: self.train_step(*next(it)))
+        self.record_step_from = tf.function(lambda it: self.record_step(*next(it)))
 
     def _step(self, images, labels, record):
         net = self.network
