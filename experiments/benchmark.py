@@ -483,8 +483,8 @@ def markdown(result):
             f"test: eval_step in batches of {config['eval_batch']}. Recording, as a fraction of "
             "the epoch: record_step's extra time over train_step, plus saving the record and "
             "drawing the epoch's four-panel figure of every layer (the driver's default with "
-            "--record_every=1). tf.data: train_step_from on data.batches against train_step on the same "
-            "batches already in memory.",
+            "--record_every=1). tf.data: train_step_from on data.batches against "
+            "train_step on the same batches already in memory.",
             "",
             "| scheme | epoch s | train s | test s | epoch <= 10 s | train step ms | record step ms "
             "| record + panels ms | recording / epoch | <= 10% | tf.data step ms | "

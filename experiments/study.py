@@ -163,9 +163,10 @@ def load_data():
 
 
 def train_batches(dataset, batch_size, epoch, seed):
-    """The training batches of ``epoch``: a fixed shuffle per (seed, epoch)."""
+    """The training batches of ``epoch`` (from 1): a fixed shuffle per (seed, epoch)."""
+    # data.batches keys its shuffle on epoch - 1: the orders of the published results.
     return data.batches(dataset.train_images, dataset.train_labels, batch_size,
-                        shuffle_seed=seed, epoch=epoch)
+                        shuffle_seed=seed, epoch=epoch - 1)
 
 
 def evaluate(trainer, dataset, batch_size):
@@ -195,7 +196,7 @@ def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         losses, accuracies = [], []
-        for images, labels in train_batches(dataset, batch_size, epoch - 1, seed):
+        for images, labels in train_batches(dataset, batch_size, epoch, seed):
             if step_fn is None:
                 out = trainer.train_step(images, labels)
             else:
@@ -221,8 +222,8 @@ def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=
 
 
 def first_batch(dataset, batch_size, seed):
-    """The first training batch of epoch 0 (e.g. for weight normalization's init)."""
-    return next(iter(train_batches(dataset, batch_size, 0, seed)))
+    """The first training batch of epoch 1 (e.g. for weight normalization's init)."""
+    return next(iter(train_batches(dataset, batch_size, 1, seed)))
 
 
 def build_network(scheme, dataset, *, batch_size, seed, **options):
