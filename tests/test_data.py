@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 import stl10_fixture
 from stl10_fixture import fake_stl10_dir  # noqa: F401  (a pytest fixture)
-from tfnorm import data
+from tfnorm import catalog, data
 
 N_TRAIN, N_TEST, N_UNLABELLED = 8, 6, 2
 SIDE = stl10_fixture.IMAGE_SIDE
@@ -188,7 +188,7 @@ def test_stl10_archive_flag_prepares_through_tfds_manual_dir(tmp_path, download_
     archive = stl10_fixture.write_stl10_archive(
         tmp_path / "archive" / data.STL10_ARCHIVE_NAME, n_train=4, n_test=3)
     (registered,) = tfds.builder_cls("stl10").url_infos.values()
-    with mock.patch.object(data, "STL10_ARCHIVE_BYTES", os.path.getsize(archive)), \
+    with mock.patch.object(catalog, "STL10_ARCHIVE_BYTES", os.path.getsize(archive)), \
             mock.patch.object(checksums, "compute_url_info", return_value=registered):
         loaded = data.load("stl10", data_dir=str(tmp_path / "tfds"), stl10_archive=archive)
     expected = stl10_fixture.stl10_arrays(n_train=4, n_test=3)

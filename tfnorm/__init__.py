@@ -1,11 +1,30 @@
 """tfnorm: normalization schemes with every gradient written by hand, in TensorFlow 2.
 
-Public API: ``SCHEMES``, ``article_network``, ``Network`` (see ``tfnorm.network``).
+Public API: ``SCHEMES`` (the registry, ``tfnorm.schemes``), ``article_network``,
+``Network`` (see ``tfnorm.network``).
+
+Importing ``tfnorm`` imports no TensorFlow: the names below that need it load
+``tfnorm.network`` on first use, so that a command line can check its flags against
+``SCHEMES`` before paying TensorFlow's start-up.
 """
 
-from tfnorm.network import (SCHEMES, Backprop, Block, LayerGradients, Network, WeightLayer,
-                            article_network, check_scheme, mlp_network)
-from tfnorm.optimizers import make_optimizer
+import importlib
 
-__all__ = ["SCHEMES", "Backprop", "Block", "LayerGradients", "Network", "WeightLayer",
-           "article_network", "check_scheme", "mlp_network", "make_optimizer"]
+from tfnorm.schemes import SCHEMES
+
+_LAZY = {"Backprop": "network", "Block": "network", "LayerGradients": "network",
+         "Network": "network", "WeightLayer": "network", "article_network": "network",
+         "check_scheme": "network", "mlp_network": "network",
+         "make_optimizer": "optimizers"}
+
+__all__ = ["SCHEMES"] + sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tfnorm.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tfnorm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

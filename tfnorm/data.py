@@ -35,13 +35,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-DATASETS = ("digits", "stl10")
-STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
-STL10_ARCHIVE_NAME = "stl10_binary.tar.gz"
-STL10_ARCHIVE_BYTES = 2_640_397_119
-STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship",
-                 "truck")
-_GZIP_MAGIC = b"\x1f\x8b"
+from tfnorm.catalog import (DATASETS, STL10_ARCHIVE_BYTES, STL10_ARCHIVE_NAME,  # noqa: F401
+                            STL10_CLASSES, STL10_URL, DataError, how_to_get_stl10,
+                            one_line, check_stl10_archive)
+
 # Resizing in chunks bounds the float32 copy tf.image.resize makes (13000 STL-10 images at
 # once would need 1.4 GB).
 _RESIZE_CHUNK = 1000
@@ -50,20 +47,6 @@ Dataset = collections.namedtuple(
     "Dataset", ["name", "train_images", "train_labels", "test_images", "test_labels",
                 "num_classes", "class_names"])
 Dataset.__doc__ = "Images uint8 (N, H, W, 3), labels int32 (N,) in 0..num_classes-1."
-
-
-class DataError(Exception):
-    """The data cannot be had; the message says why and what to do."""
-
-
-def _one_line(error, limit=300):
-    """``Type: message`` of a foreign exception on one line, cut to ``limit`` characters."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:limit]
-
-
-def _how_to_get_stl10():
-    return (f"download {STL10_ARCHIVE_NAME} (2.6 GB) from {STL10_URL} and pass "
-            f"--stl10_archive=/path/to/{STL10_ARCHIVE_NAME}, or use --dataset=digits")
 
 
 def load(name, *, data_dir=None, stl10_archive=None, image_size=None, test_fraction=0.3,
@@ -124,32 +107,6 @@ def load_digits(image_size=32, test_fraction=0.3, seed=0):
         rgb, labels, test_size=test_fraction, random_state=seed, stratify=labels)
     return Dataset("digits", train_x, train_y, test_x, test_y, 10,
                    tuple(str(i) for i in range(10)))
-
-
-def check_stl10_archive(path, what="--stl10_archive"):
-    """Refuse a missing, misnamed, truncated or non-gzip archive with one line naming
-    ``what`` (the flag, by default) and the path. Reads two bytes, so it costs nothing."""
-    prefix = f"{what} {path}"
-    if not os.path.exists(path):
-        raise DataError(f"{prefix}: no such file; {_how_to_get_stl10()}")
-    if os.path.isdir(path):
-        raise DataError(f"{prefix}: is a directory, expected the file {STL10_ARCHIVE_NAME}")
-    if os.path.basename(path) != STL10_ARCHIVE_NAME:
-        raise DataError(f"{prefix}: tfds only finds the archive under its own name; rename "
-                        f"it to {STL10_ARCHIVE_NAME}")
-    size = os.path.getsize(path)
-    if size != STL10_ARCHIVE_BYTES:
-        what = ("truncated: an interrupted download?" if size < STL10_ARCHIVE_BYTES
-                else "too large: not the STL-10 archive")
-        raise DataError(f"{prefix}: {size:,} bytes, expected {STL10_ARCHIVE_BYTES:,} ({what}); "
-                        f"download it again from {STL10_URL}")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(len(_GZIP_MAGIC))
-    except OSError as error:
-        raise DataError(f"{prefix}: cannot be read ({error.strerror})") from error
-    if magic != _GZIP_MAGIC:
-        raise DataError(f"{prefix}: not a gzip file; download it again from {STL10_URL}")
 
 
 class _DropTfdsChatter(python_logging.Filter):
@@ -230,7 +187,7 @@ def _prepare_stl10(builder, stl10_archive, download):
             check_stl10_archive(stl10_archive, what)
         elif not download:
             raise DataError(f"STL-10 is not prepared in {data_dir} and no archive was given: "
-                            f"{_how_to_get_stl10()}")
+                            f"{how_to_get_stl10()}")
     source = stl10_archive or STL10_URL
     logging.info("STL-10: preparing %s into %s (once; about 10 minutes on 2 cores)", source,
                  data_dir)
@@ -239,13 +196,13 @@ def _prepare_stl10(builder, stl10_archive, download):
         with _quiet_tfds():
             builder.download_and_prepare(download_config=config)
     except Exception as error:  # tfds raises many kinds; each means "not available"
-        detail = _one_line(error)
+        detail = one_line(error)
         if "checksum" in detail.lower() and stl10_archive:
             raise DataError(f"{what} {stl10_archive}: its sha256 is not the STL-10 "
                             f"archive's (a corrupt file); download it again from "
                             f"{STL10_URL}") from error
         raise DataError(f"STL-10 could not be prepared from {source} into {data_dir} "
-                        f"({detail}); {_how_to_get_stl10()}") from error
+                        f"({detail}); {how_to_get_stl10()}") from error
 
 
 def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=False):
@@ -278,7 +235,7 @@ def load_stl10(data_dir=None, stl10_archive=None, image_size=None, download=Fals
             test_x, test_y = _read_split(builder, "test")
     except Exception as error:  # a damaged prepared copy: tfds raises many kinds
         raise DataError(f"STL-10 prepared in {builder.data_dir} cannot be read "
-                        f"({_one_line(error)}); delete that folder "
+                        f"({one_line(error)}); delete that folder "
                         f"and run again to prepare it anew") from error
     if image_size:
         train_x, test_x = _resize(train_x, image_size), _resize(test_x, image_size)

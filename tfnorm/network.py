@@ -14,9 +14,8 @@ import collections
 import tensorflow as tf
 
 from tfnorm import checks, layers, losses, norms
+from tfnorm.schemes import SCHEMES
 
-SCHEMES = ("none", "batch", "layer", "instance", "group", "boxcox", "weight", "meanonly",
-           "noisybatch")
 
 ARTICLE_CHANNELS = (16, 16, 16, 16, 16)
 ARTICLE_STRIDES = (2, 2, 2, 2, 1, 1)

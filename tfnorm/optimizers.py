@@ -3,6 +3,8 @@ returns the applied updates (new - old), which the four-panel plots show."""
 
 import tensorflow as tf
 
+from tfnorm.catalog import OPTIMIZERS
+
 
 class Optimizer:
     def __init__(self, learning_rate):
@@ -91,7 +93,6 @@ class Adam(Optimizer):
         return -self.learning_rate * m_hat / (tf.sqrt(v_hat) + self.epsilon)
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "article_adam")
 
 
 def make_optimizer(name, learning_rate):

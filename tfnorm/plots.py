@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tfnorm import io, records  # noqa: E402
-from tfnorm.training import QUANTITIES, SUMMARY_STATS  # noqa: E402
+from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 
 PANEL_TITLES = {
     "weight_gradient": "gradient w.r.t. the weights",

@@ -31,7 +31,15 @@ import shutil
 import numpy as np
 
 from tfnorm import io
-from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
+
+# Columns of the per-step layer statistics, in order.
+LAYER_STATS = ("nonzero_grad_frac", "weight_grad_norm", "passed_grad_norm", "weights_norm",
+               "update_norm")
+# The four quantities of the article's panels, in panel order.
+QUANTITIES = ("weight_gradient", "passed_gradient", "weights", "update")
+# Summary statistics stored beside each histogram.
+SUMMARY_STATS = ("mean", "std", "min", "max", "norm", "nonzero_frac")
+DEFAULT_BINS = 50  # the article's histograms
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"

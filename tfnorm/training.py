@@ -9,15 +9,8 @@ only by the recording step.
 import tensorflow as tf
 
 from tfnorm import data, losses
-
-# Columns of the per-step layer statistics, in order.
-LAYER_STATS = ("nonzero_grad_frac", "weight_grad_norm", "passed_grad_norm", "weights_norm",
-               "update_norm")
-# The four quantities of the article's panels, in panel order.
-QUANTITIES = ("weight_gradient", "passed_gradient", "weights", "update")
-# Summary statistics stored beside each histogram.
-SUMMARY_STATS = ("mean", "std", "min", "max", "norm", "nonzero_frac")
-DEFAULT_BINS = 50  # the article's histograms
+from tfnorm.records import (DEFAULT_BINS, LAYER_STATS, QUANTITIES,  # noqa: F401
+                            SUMMARY_STATS)
 
 
 def nonzero_fraction(x):

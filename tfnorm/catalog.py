@@ -1,0 +1,57 @@
+"""What the command line can name, and check, before TensorFlow is imported: the
+datasets, the STL-10 archive, the optimizers. No TensorFlow here (``tfnorm.data`` and
+``tfnorm.optimizers`` build the things these names stand for); the schemes have their own
+registry, ``tfnorm.schemes``.
+"""
+
+import os
+
+DATASETS = ("digits", "stl10")
+STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
+STL10_ARCHIVE_NAME = "stl10_binary.tar.gz"
+STL10_ARCHIVE_BYTES = 2_640_397_119
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship",
+                 "truck")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "article_adam")
+
+
+class DataError(Exception):
+    """The data cannot be had; the message says why and what to do."""
+
+
+def one_line(error, limit=300):
+    """``Type: message`` of a foreign exception on one line, cut to ``limit`` characters."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:limit]
+
+
+def how_to_get_stl10():
+    return (f"download {STL10_ARCHIVE_NAME} (2.6 GB) from {STL10_URL} and pass "
+            f"--stl10_archive=/path/to/{STL10_ARCHIVE_NAME}, or use --dataset=digits")
+
+
+def check_stl10_archive(path, what="--stl10_archive"):
+    """Refuse a missing, misnamed, truncated or non-gzip archive with one line naming
+    ``what`` (the flag, by default) and the path. Reads two bytes, so it costs nothing."""
+    prefix = f"{what} {path}"
+    if not os.path.exists(path):
+        raise DataError(f"{prefix}: no such file; {how_to_get_stl10()}")
+    if os.path.isdir(path):
+        raise DataError(f"{prefix}: is a directory, expected the file {STL10_ARCHIVE_NAME}")
+    if os.path.basename(path) != STL10_ARCHIVE_NAME:
+        raise DataError(f"{prefix}: tfds only finds the archive under its own name; rename "
+                        f"it to {STL10_ARCHIVE_NAME}")
+    size = os.path.getsize(path)
+    if size != STL10_ARCHIVE_BYTES:
+        what = ("truncated: an interrupted download?" if size < STL10_ARCHIVE_BYTES
+                else "too large: not the STL-10 archive")
+        raise DataError(f"{prefix}: {size:,} bytes, expected {STL10_ARCHIVE_BYTES:,} ({what}); "
+                        f"download it again from {STL10_URL}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_GZIP_MAGIC))
+    except OSError as error:
+        raise DataError(f"{prefix}: cannot be read ({error.strerror})") from error
+    if magic != _GZIP_MAGIC:
+        raise DataError(f"{prefix}: not a gzip file; download it again from {STL10_URL}")
