@@ -20,10 +20,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+import matplotlib.pyplot as plt
+import numpy as np
 
-from experiments import common, train
+from experiments import cli, train
+from tfnorm import io, plots, records
+from tfnorm.records import LAYER_STATS
 
 FLAGS = flags.FLAGS
 
@@ -31,7 +36,7 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=flags.FLAGS):
     """The command line's flags (defined only when run as a script)."""
     fv = {"flag_values": flag_values}
-    common.define_run_flags(flag_values)
+    cli.define_run_flags(flag_values)
     flags.DEFINE_string("schemes", None, "Comma-separated schemes (default: all of "
                         "tfnorm.SCHEMES).", **fv)
     flags.DEFINE_integer("seeds", 1, "Runs per scheme, with seeds seed, seed+1, ...", **fv)
@@ -62,22 +67,6 @@ def run_dir(out_dir, scheme, seed):
     return os.path.join(out_dir, scheme, f"seed_{seed}")
 
 
-def parse_schemes(text):
-    import tfnorm
-    if text is None:
-        return list(tfnorm.SCHEMES)
-    schemes = [s.strip() for s in text.split(",") if s.strip()]
-    if not schemes:
-        raise common.ConfigError("--schemes: empty")
-    for scheme in schemes:
-        if scheme not in tfnorm.SCHEMES:
-            raise common.ConfigError(f"--schemes: unknown scheme {scheme!r}; expected some of "
-                                     f"{', '.join(tfnorm.SCHEMES)}")
-    if len(set(schemes)) != len(schemes):
-        raise common.ConfigError("--schemes: a scheme is named twice")
-    return schemes
-
-
 def plan(base, schemes, seeds, first_seed):
     """The configuration of every run of the grid, each validated (before any work)."""
     configs = []
@@ -85,14 +74,13 @@ def plan(base, schemes, seeds, first_seed):
         for seed in range(first_seed, first_seed + seeds):
             config = dict(base, scheme=scheme, seed=seed,
                           out_dir=run_dir(base["out_dir"], scheme, seed))
-            common.validate(config)
+            cli.validate(config)
             configs.append(config)
     return configs
 
 
 def _is_finished(config):
     """Complete or diverged with this configuration: nothing to train."""
-    from tfnorm import records
     if config["overwrite"]:
         return False
     status = records.read_status(config["out_dir"])
@@ -101,9 +89,10 @@ def _is_finished(config):
 
 
 def _train_here(config):
+    from tfnorm import runner  # TensorFlow loads here, after every flag was checked
     try:
-        train.run(config)
-    except train.Divergence as error:
+        runner.run(config)
+    except runner.Divergence as error:
         logging.warning("%s", error)
 
 
@@ -139,18 +128,40 @@ def _die_with_parent():
 
 def _train_subprocess(config):
     """experiments.train in a subprocess; its output is kept in <run>/train.log."""
-    from tfnorm import io
     command = ([sys.executable, "-m", "experiments.train"]
-               + common.to_command_line(dict(config, progress=False), train.TRAIN_FLAGS))
+               + cli.to_command_line(dict(config, progress=False), train.TRAIN_FLAGS))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(command, capture_output=True, text=True, cwd=root,
                             preexec_fn=_die_with_parent())
     io.write_text(os.path.join(config["out_dir"], "train.log"), result.stdout + result.stderr)
-    if result.returncode == common.EXIT_DIVERGED:
+    if result.returncode == cli.EXIT_DIVERGED:
         logging.warning("%s", result.stderr.strip().splitlines()[-1])
     elif result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no message)"]
-        raise common.ConfigError(f"{config['scheme']} seed {config['seed']}: {lines[-1]}")
+        raise cli.ConfigError(f"{config['scheme']} seed {config['seed']}: {lines[-1]}")
+
+
+def _final_test_acc(config):
+    rows = records.read_metrics(config["out_dir"])
+    return f"{rows[-1]['test_acc']:.3f}" if rows else "-"
+
+
+class Progress:
+    """One line after each finished run: [k/N], scheme, seed, final test accuracy, the
+    run's seconds and an estimate of the time left (the mean time of the runs trained so
+    far, times those left, over the runs trained at a time)."""
+
+    def __init__(self, total, done, jobs):
+        self.total, self.done, self.jobs = total, done, jobs
+        self.seconds = []
+
+    def finished(self, config, seconds):
+        self.done += 1
+        self.seconds.append(seconds)
+        left = (self.total - self.done) * sum(self.seconds) / len(self.seconds) / self.jobs
+        logging.info("[%d/%d] %s seed %d: final test acc %s, %.0f s; about %.0f s left",
+                     self.done, self.total, config["scheme"], config["seed"],
+                     _final_test_acc(config), seconds, left)
 
 
 def train_all(configs, jobs):
@@ -158,26 +169,30 @@ def train_all(configs, jobs):
     for config in configs:
         if config not in todo:
             logging.info("reusing %s", config["out_dir"])
+    progress = Progress(len(configs), len(configs) - len(todo), jobs)
     if jobs == 1:
         for config in todo:
             logging.info("training %s seed %d", config["scheme"], config["seed"])
+            start = time.monotonic()
             _train_here(config)
+            progress.finished(config, time.monotonic() - start)
         return
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_train_subprocess, c): c for c in todo}
+        futures = {pool.submit(_timed, _train_subprocess, c): c for c in todo}
         for future in concurrent.futures.as_completed(futures):
-            config = futures[future]
-            future.result()
-            logging.info("finished %s seed %d", config["scheme"], config["seed"])
+            progress.finished(futures[future], future.result())
+
+
+def _timed(function, *args):
+    start = time.monotonic()
+    function(*args)
+    return time.monotonic() - start
 
 
 def collect(configs):
     """Per scheme: epochs, train/test accuracy and per-layer non-zero fractions
     (seeds x ... arrays, NaN past a diverged run's last epoch), and statuses."""
-    import numpy as np
 
-    from tfnorm import records
-    from tfnorm.training import LAYER_STATS
     curves = {}
     for config in configs:
         rows = records.read_metrics(config["out_dir"])
@@ -212,7 +227,6 @@ def _finite_or_none(value):
 
 def summarize(curves):
     """One row per scheme (SUMMARY_COLUMNS); accuracies over the mean-over-seeds curves."""
-    import numpy as np
     rows = []
     for scheme, curve in curves.items():
         train_acc, test_acc = curve["train_acc"], curve["test_acc"]
@@ -288,9 +302,6 @@ def summary_markdown(rows, base, configs):
 
 def write_outputs(base, configs, results_dir=None):
     """Figures and summaries into out_dir (and copies into results_dir). Returns the rows."""
-    import matplotlib.pyplot as plt
-
-    from tfnorm import io, plots, records
     out_dir = base["out_dir"]
     curves = collect(configs)
     rows = summarize(curves)
@@ -326,26 +337,26 @@ def write_outputs(base, configs, results_dir=None):
 
 def main(argv):
     if len(argv) > 1:
-        common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    base = common.resolve(dict(common.flag_values(FLAGS, common.RUN_FLAGS),
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    base = cli.resolve(dict(cli.flag_values(FLAGS, cli.RUN_FLAGS),
                                out_dir=FLAGS.out_dir, seed=FLAGS.seed))
     try:
-        schemes = parse_schemes(FLAGS.schemes)
+        schemes = cli.parse_schemes(FLAGS.schemes)
         if FLAGS.seeds <= 0:
-            raise common.ConfigError(f"--seeds={FLAGS.seeds}: must be a positive integer")
+            raise cli.ConfigError(f"--seeds={FLAGS.seeds}: must be a positive integer")
         if FLAGS.jobs <= 0:
-            raise common.ConfigError(f"--jobs={FLAGS.jobs}: must be a positive integer")
+            raise cli.ConfigError(f"--jobs={FLAGS.jobs}: must be a positive integer")
         if not base["out_dir"]:
-            raise common.ConfigError("--out_dir: required")
-        common.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
-        common.check_writable(base["out_dir"], "--out_dir")
+            raise cli.ConfigError("--out_dir: required")
+        cli.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
+        cli.check_writable(base["out_dir"], "--out_dir")
         if FLAGS.results_dir:
-            common.check_writable(FLAGS.results_dir, "--results_dir")
+            cli.check_writable(FLAGS.results_dir, "--results_dir")
         configs = plan(base, schemes, FLAGS.seeds, FLAGS.seed)
         train_all(configs, FLAGS.jobs)
         rows = write_outputs(base, configs, FLAGS.results_dir)
-    except common.ConfigError as error:
-        common.fail(str(error))
+    except cli.ConfigError as error:
+        cli.fail(str(error))
     for row in rows:
         logging.info("%-10s final test acc %s, epoch to 95%% train %s, %s", row["scheme"],
                      _cell(row["final_test_acc"]), _cell(row["first_epoch_train_acc_95"]),
@@ -355,4 +366,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=common.parse_flags_or_fail)
+    cli.run(main)

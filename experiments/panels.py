@@ -5,9 +5,9 @@
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from experiments import common
+from experiments import cli
 
 FLAGS = flags.FLAGS
 
@@ -30,23 +30,23 @@ def redraw(run_dir):
 def main(argv):
     from tfnorm import records
     if len(argv) > 1:
-        common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     run_dir = FLAGS.run_dir
     if not run_dir:
-        common.fail("--run_dir: required")
+        cli.fail("--run_dir: required")
     if not os.path.isdir(run_dir):
-        common.fail(f"--run_dir {run_dir}: no such directory")
+        cli.fail(f"--run_dir {run_dir}: no such directory")
     if not records.record_epochs(run_dir):
-        common.fail(f"--run_dir {run_dir}: holds no records "
+        cli.fail(f"--run_dir {run_dir}: holds no records "
                     f"({os.path.join(run_dir, records.RECORDS_DIR)}/epoch_NNNN.npz)")
     try:
         panels, gifs = redraw(run_dir)
     except (OSError, ValueError, KeyError) as error:
-        common.fail(f"--run_dir {run_dir}: a record cannot be read ({error})")
+        cli.fail(f"--run_dir {run_dir}: a record cannot be read ({error})")
     logging.info("drew %d panels and %d GIFs in %s", len(panels), len(gifs),
                  os.path.join(run_dir, records.PANELS_DIR))
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=common.parse_flags_or_fail)
+    cli.run(main)

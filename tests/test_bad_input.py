@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 
 import stl10_fixture
-from experiments import common, train
+from experiments import cli, train
 from tfnorm import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,14 +26,14 @@ def run_train(argv, monkeypatch, capsys):
     train.define_flags(flag_values)
     monkeypatch.setattr(train, "FLAGS", flag_values)
     with pytest.raises(SystemExit) as exit_info:
-        common.parse_flags_or_fail(["train"] + argv, flag_values)
+        cli.parse_flags_or_fail(["train"] + argv, flag_values)
         train.main(["train"])
     return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
 
 
 def assert_refused(argv, expected, monkeypatch, capsys):
     code, lines = run_train(argv, monkeypatch, capsys)
-    assert code == common.EXIT_BAD_INPUT
+    assert code == cli.EXIT_BAD_INPUT
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     return lines[0]
@@ -117,7 +117,7 @@ def write_run_dir(run_dir, **changes):
     values = {"image_size": 16, "train_limit": 40, "test_limit": 20, "epochs": 1,
               "out_dir": str(run_dir)}
     values.update(changes)
-    records.write_config(str(run_dir), common.resolve(values), {})
+    records.write_config(str(run_dir), cli.resolve(values), {})
 
 
 def test_out_dir_with_a_different_run_is_refused_and_overwrite_replaces_it(
@@ -129,9 +129,9 @@ def test_out_dir_with_a_different_run_is_refused_and_overwrite_replaces_it(
                           "(--learning_rate=0.5 there, 0.001 here); pass --overwrite",
                           monkeypatch, capsys)
     assert line
-    config = common.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
+    config = cli.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
                              "epochs": 1, "out_dir": str(run_dir), "overwrite": True})
-    common.validate(config)  # accepted: the run will be replaced
+    cli.validate(config)  # accepted: the run will be replaced
 
 
 def make_checkpoint(run_dir):
@@ -218,7 +218,7 @@ def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "experiments.train", "--scheme=group",
                              "--groups=5", f"--out_dir={tmp_path}/run"], cwd=ROOT,
                             capture_output=True, text=True)
-    assert result.returncode == common.EXIT_BAD_INPUT
+    assert result.returncode == cli.EXIT_BAD_INPUT
     assert result.stderr.splitlines() == [
         "error: --groups=5: does not divide the network width 16 (use 1, 2, 4, 8 or 16)"]
 
@@ -228,9 +228,9 @@ def test_a_relative_out_dir_with_a_sound_checkpoint_is_accepted(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     write_run_dir("runs/run")
     make_checkpoint("runs/run")
-    config = common.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
+    config = cli.resolve({"image_size": 16, "train_limit": 40, "test_limit": 20,
                              "epochs": 1, "out_dir": "runs/run"})
-    common.validate(config)
+    cli.validate(config)
 
 
 LOCK_HOLDER = """

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import common, compare
+from experiments import cli, compare
 from tfnorm import io, plots, records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +26,10 @@ def compared(tmp_path_factory):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.compare", f"--schemes={','.join(SCHEMES)}",
          f"--out_dir={out_dir}", f"--results_dir={results_dir}", "--jobs=2"]
-        + common.to_command_line(TRAIN_FLAGS, list(TRAIN_FLAGS)),
+        + cli.to_command_line(TRAIN_FLAGS, list(TRAIN_FLAGS)),
         cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    base = common.resolve(dict(TRAIN_FLAGS, out_dir=str(root / "in_process")))
+    base = cli.resolve(dict(TRAIN_FLAGS, out_dir=str(root / "in_process")))
     configs = compare.plan(base, ["none"], 1, 0)
     compare.train_all(configs, jobs=1)
     compare.write_outputs(base, configs)
@@ -115,7 +115,7 @@ def test_summarize_takes_means_over_seeds_and_reports_divergence():
 
 
 def test_unknown_scheme_is_refused():
-    with pytest.raises(common.ConfigError, match="--schemes: unknown scheme 'bn'"):
+    with pytest.raises(cli.ConfigError, match="--schemes: unknown scheme 'bn'"):
         compare.parse_schemes("none,bn")
 
 
@@ -151,13 +151,13 @@ def test_a_killed_compare_leaves_no_training_behind_and_reruns(tmp_path):
     import time
     out_dir = str(tmp_path / "runs")
     flags = dict(TRAIN_FLAGS, panels=False)
-    base = common.resolve(dict(flags, out_dir=out_dir))
+    base = cli.resolve(dict(flags, out_dir=out_dir))
     compare.train_all(compare.plan(base, ["none"], 1, 0), jobs=1)
     finished = os.path.join(compare.run_dir(out_dir, "none", 0), "metrics.csv")
     finished_mtime = os.path.getmtime(finished)
     command = ([sys.executable, "-m", "experiments.compare", "--schemes=none,batch",
                 f"--out_dir={out_dir}", "--jobs=2"]
-               + common.to_command_line(flags, list(flags)))
+               + cli.to_command_line(flags, list(flags)))
     parent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     children = []

@@ -300,7 +300,7 @@ def test_two_workers_and_two_cpu_replicas_end_with_the_metrics_of_one_process(tm
 
 
 def test_train_refuses_bad_strategy_flags_with_one_line(monkeypatch):
-    from experiments import common, train
+    from experiments import cli, train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     tf.constant(0)  # TensorFlow's devices are initialized from here on
@@ -310,7 +310,7 @@ def test_train_refuses_bad_strategy_flags_with_one_line(monkeypatch):
             # This process has long initialized TensorFlow: too late for logical devices.
             (("mirrored", 2, 20), "--cpu_devices: TensorFlow's devices are already "
                                   "initialized")):
-        with pytest.raises(common.ConfigError, match=message) as error:
+        with pytest.raises(cli.ConfigError, match=message) as error:
             train.make_strategy(*args)
         assert "\n" not in str(error.value)
     assert train.make_strategy("none", 0, 20) is None

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from experiments import common, train
-from tfnorm import records
+from experiments import cli, train
+from tfnorm import records, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # meanonly: weight normalization (with its data-dependent init, which a resume must not
@@ -27,8 +27,8 @@ FLAGS = dict(scheme="meanonly", epochs=3, image_size=16, train_limit=400, test_l
 
 
 def config_for(out_dir):
-    config = common.resolve(dict(FLAGS, out_dir=str(out_dir)))
-    common.validate(config)
+    config = cli.resolve(dict(FLAGS, out_dir=str(out_dir)))
+    cli.validate(config)
     return config
 
 
@@ -49,7 +49,7 @@ def assert_same_run(run_dir, reference_dir):
 
 def command(out_dir):
     return [sys.executable, "-m", "experiments.train", f"--out_dir={out_dir}"] + \
-        common.to_command_line(FLAGS, list(FLAGS))
+        cli.to_command_line(FLAGS, list(FLAGS))
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def poison_weights(run_dir, epoch, layer):
     """Put NaN into ``layer``'s weights in the checkpoint of ``epoch``."""
     import tensorflow as tf
     config = config_for(run_dir)
-    network, _, checkpoint, _ = train.build(config)
+    network, _, checkpoint, _ = runner.build(config)
     prefix = os.path.join(run_dir, "checkpoints", f"ckpt-{epoch}")
     checkpoint.restore(prefix).assert_existing_objects_matched()
     weights = network.layer_weights[layer - 1]
@@ -183,8 +183,8 @@ def test_nan_in_the_weights_stops_at_once_naming_epoch_step_layer_scheme(referen
     shutil.copytree(reference, run_dir)
     rewind_checkpoint(run_dir, 2)
     poison_weights(run_dir, 2, layer=4)
-    with pytest.raises(train.Divergence) as error:
-        train.run(config_for(run_dir))
+    with pytest.raises(runner.Divergence) as error:
+        runner.run(config_for(run_dir))
     message = str(error.value)
     assert message.startswith("scheme meanonly diverged at epoch 3, step 1 of 20, layer 4: "
                               "output not finite in the forward pass")
@@ -212,7 +212,7 @@ def test_a_divergent_boxcox_run_exits_non_zero_with_one_line(tmp_path, monkeypat
     monkeypatch.setattr(train, "FLAGS", flag_values)
     with pytest.raises(SystemExit) as exit_info:
         train.main(["train"])
-    assert exit_info.value.code == common.EXIT_DIVERGED
+    assert exit_info.value.code == cli.EXIT_DIVERGED
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert lines[-1].startswith("error: scheme boxcox diverged at epoch 1, step 1 of 2, "
@@ -232,7 +232,7 @@ def test_a_run_removes_what_interrupted_writes_left(tmp_path):
     for path in leftovers + kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half written")
-    train.run(common.resolve(dict(FLAGS, epochs=1, train_limit=40, test_limit=20,
+    runner.run(cli.resolve(dict(FLAGS, epochs=1, train_limit=40, test_limit=20,
                                   out_dir=str(run_dir))))
     assert [path for path in leftovers if path.exists()] == []
     assert all(path.exists() for path in kept)
@@ -246,11 +246,11 @@ def test_a_resumed_run_shows_each_epoch_once_in_tensorboard(tmp_path):
 
     import tensorflow as tf
     run_dir = str(tmp_path / "run")
-    config = common.resolve(dict(FLAGS, epochs=2, train_limit=40, test_limit=20,
+    config = cli.resolve(dict(FLAGS, epochs=2, train_limit=40, test_limit=20,
                                  tensorboard=True, out_dir=run_dir))
-    train.run(config)
+    runner.run(config)
     rewind_checkpoint(run_dir, 1)
-    train.run(config)
+    runner.run(config)
     folder = os.path.join(run_dir, "tensorboard")
     written = collections.Counter()
     for name in os.listdir(folder):
@@ -276,7 +276,7 @@ def test_status_follows_every_epoch_while_the_run_is_in_progress(tmp_path, monke
         write_metrics(run_dir, rows, num_layers)
 
     monkeypatch.setattr(records, "write_metrics", spy)
-    train.run(common.resolve(dict(FLAGS, epochs=3, train_limit=40, test_limit=20,
+    runner.run(cli.resolve(dict(FLAGS, epochs=3, train_limit=40, test_limit=20,
                                   out_dir=run_dir)))
     assert seen == [("running", 0), ("running", 1), ("running", 2)]
     assert records.read_status(run_dir) == {"state": "complete", "epoch": 3}

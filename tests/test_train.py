@@ -1,4 +1,4 @@
-"""experiments.train end to end (in-process, through ``train.run``): on tiny digits and on
+"""experiments.train end to end (in-process, through ``runner.run``): on tiny digits and on
 the tiny STL-10 prepared by the real tfds builder. Every output of issue 3 section 3
 exists and is consistent with the others."""
 
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import stl10_fixture
-from experiments import common, panels, train
-from tfnorm import records
+from experiments import cli, panels, train
+from tfnorm import records, runner
 from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 LAYERS = 6
@@ -23,8 +23,8 @@ TINY = dict(image_size=16, train_limit=60, test_limit=40, epochs=2, record_every
 
 
 def tiny_config(out_dir, **overrides):
-    config = common.resolve(dict(TINY, out_dir=str(out_dir), **overrides))
-    common.validate(config)
+    config = cli.resolve(dict(TINY, out_dir=str(out_dir), **overrides))
+    cli.validate(config)
     return config
 
 
@@ -32,7 +32,7 @@ def tiny_config(out_dir, **overrides):
 def digits_run(tmp_path_factory):
     config = tiny_config(tmp_path_factory.mktemp("digits_run"), scheme="batch",
                          tensorboard=True)
-    rows = train.run(config)
+    rows = runner.run(config)
     return config, rows
 
 
@@ -144,13 +144,13 @@ def test_tensorboard_scalars_and_histograms(digits_run):
 def test_a_complete_run_is_not_trained_again(digits_run):
     config, rows = digits_run
     before = os.path.getmtime(os.path.join(config["out_dir"], "metrics.csv"))
-    assert train.run(config) == rows
+    assert runner.run(config) == rows
     assert os.path.getmtime(os.path.join(config["out_dir"], "metrics.csv")) == before
     assert records.read_status(config["out_dir"])["state"] == "complete"
 
 
 def test_stl10_defaults_are_the_articles():
-    config = common.resolve({"dataset": "stl10"})
+    config = cli.resolve({"dataset": "stl10"})
     assert (config["epochs"], config["batch_size"], config["learning_rate"],
             config["optimizer"], config["shuffle"], config["image_size"],
             config["bins"]) == (200, 20, 0.0008, "article_adam", False, 96, 50)
@@ -161,7 +161,7 @@ def test_end_to_end_on_tiny_stl10_through_the_real_tfds_builder(tmp_path):
         config = tiny_config(tmp_path / "run", dataset="stl10", data_dir=data_dir,
                              scheme="layer", batch_size=4, epochs=1, image_size=None,
                              train_limit=0, test_limit=0)
-        rows = train.run(config)
+        rows = runner.run(config)
     assert config["optimizer"] == "article_adam" and config["image_size"] == 96
     assert len(rows) == 1 and rows[0]["test_acc"] * 6 == pytest.approx(
         round(rows[0]["test_acc"] * 6))

@@ -17,7 +17,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 OPTIMIZERS = ("sgd", "momentum", "adam", "article_adam")
 
 
-class DataError(Exception):
+class ConfigError(Exception):
+    """Bad input: the message is one line naming the flag or file at fault."""
+
+
+class DataError(ConfigError):
     """The data cannot be had; the message says why and what to do."""
 
 

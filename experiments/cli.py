@@ -1,51 +1,31 @@
-"""What experiments.train and experiments.compare share: the training flags, their
-per-dataset defaults, checking a configuration before any work, and the one-line
-error exit.
+"""The one support module of the scripts: the flag vocabulary they share, checking a
+configuration before any work (and before TensorFlow is imported), the one-line error
+exit with its exit codes, and TensorFlow's start-up banner kept off the terminal.
 
 A run's configuration is a plain dict (``resolve``): every training flag with its
-dataset default filled in. ``train.run(config)`` takes it, so callers (compare, a
-distribution strategy, tests) build one without going through the command line.
+dataset default filled in. ``tfnorm.runner.run(config)`` takes it, so callers (compare,
+a distribution strategy, tests) build one without going through the command line.
+
+Nothing here imports TensorFlow: a bad flag costs no TensorFlow start-up. A script ends
+with ``cli.run(main)``, which keeps the banner out of stderr (``filter_banner``) and
+turns absl's flag errors into one line.
 """
 
+import atexit
 import math
 import os
+import re
 import sys
 import tempfile
+import threading
 
-# TensorFlow's C++ start-up lines (oneDNN, CPU features) say nothing about the run.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
-                  "oneDNN custom operations are on")
+# INFO lines of TensorFlow's C++ runtime say nothing about the run; its warnings and
+# errors (level 1 and up) still reach the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+from absl import app, flags
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its C++ start-up banner filtered out of stderr (TF 2.21
-    prints it through absl before TF_CPP_MIN_LOG_LEVEL applies), so that a bad flag
-    leaves exactly one line there. Anything else TF prints is passed on."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not any(noise in line for noise in _STARTUP_NOISE):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
-
-
-_import_tensorflow_quietly()
-
-from absl import flags  # noqa: E402
-
-import tfnorm  # noqa: E402
-from tfnorm import data, optimizers, records, training  # noqa: E402
+from tfnorm import catalog, records, schemes
 
 # The article's STL-10 setup (REFERENCE.md section 1); digits: a short run that still
 # separates the schemes (see README). None in a flag means "the dataset's default".
@@ -66,25 +46,24 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 
-class ConfigError(Exception):
-    """Bad input: the message is one line naming the flag or file at fault."""
+ConfigError = catalog.ConfigError
 
 
 def define_run_flags(flag_values=flags.FLAGS):
     """The training flags that train and compare share (compare passes them on)."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_enum("dataset", "digits", list(data.DATASETS),
+    flags.DEFINE_enum("dataset", "digits", list(catalog.DATASETS),
                       "digits (bundled with scikit-learn) or stl10 (tensorflow-datasets).", **fv)
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (STL-10).", **fv)
     flags.DEFINE_string("stl10_archive", None,
-                        f"A local {data.STL10_ARCHIVE_NAME} for offline machines "
+                        f"A local {catalog.STL10_ARCHIVE_NAME} for offline machines "
                         "(it becomes tfds's manual_dir).", **fv)
     flags.DEFINE_integer("epochs", None, "Epochs (default: stl10 200, digits 10).", **fv)
     flags.DEFINE_integer("batch_size", None, "Batch size (default 20, the article's).", **fv)
     flags.DEFINE_float("learning_rate", None, "Learning rate (default: stl10 0.0008, "
                        "digits 0.001).", **fv)
     flags.DEFINE_string("optimizer", None,
-                        f"One of {', '.join(optimizers.OPTIMIZERS)} (default: stl10 "
+                        f"One of {', '.join(catalog.OPTIMIZERS)} (default: stl10 "
                         "article_adam, the article's Adam with constant bias correction; "
                         "digits adam).", **fv)
     flags.DEFINE_integer("record_every", None,
@@ -101,7 +80,7 @@ def define_run_flags(flag_values=flags.FLAGS):
     flags.DEFINE_boolean("shuffle", None, "Shuffle the training set each epoch, the order "
                          "a function of (seed, epoch). Default: stl10 no (the article's "
                          "file order), digits yes.", **fv)
-    flags.DEFINE_integer("bins", training.DEFAULT_BINS,
+    flags.DEFINE_integer("bins", records.DEFAULT_BINS,
                          "Histogram bins of the records (the article's 50).", **fv)
     flags.DEFINE_integer("train_limit", 0, "Use only the first N training images (0: all).",
                          **fv)
@@ -127,7 +106,7 @@ def resolve(values):
     config = {name: values.get(name) for name in RUN_FLAGS + ("scheme", "seed", "out_dir")}
     for key, default in (("dataset", "digits"), ("affine", False), ("groups", 4),
                          ("boxcox_lambda", 2.0),
-                         ("bins", training.DEFAULT_BINS), ("train_limit", 0),
+                         ("bins", records.DEFAULT_BINS), ("train_limit", 0),
                          ("test_limit", 0), ("tensorboard", False), ("overwrite", False),
                          ("progress", True), ("panels", True), ("seed", 0),
                          ("scheme", "none")):
@@ -171,15 +150,15 @@ def check_writable(directory, flag="--out_dir"):
 
 def validate(config, *, check_out_dir=True):
     """Raise ConfigError (one line naming the flag) for any bad value, before any work."""
-    if config["dataset"] not in data.DATASETS:
+    if config["dataset"] not in catalog.DATASETS:
         raise ConfigError(f"--dataset={config['dataset']}: unknown dataset; expected one of "
-                          f"{', '.join(data.DATASETS)}")
-    if config["scheme"] not in tfnorm.SCHEMES:
+                          f"{', '.join(catalog.DATASETS)}")
+    if config["scheme"] not in schemes.SCHEMES:
         raise ConfigError(f"--scheme={config['scheme']}: unknown scheme; expected one of "
-                          f"{', '.join(tfnorm.SCHEMES)}")
-    if config["optimizer"] not in optimizers.OPTIMIZERS:
+                          f"{', '.join(schemes.SCHEMES)}")
+    if config["optimizer"] not in catalog.OPTIMIZERS:
         raise ConfigError(f"--optimizer={config['optimizer']}: unknown optimizer; expected one "
-                          f"of {', '.join(optimizers.OPTIMIZERS)}")
+                          f"of {', '.join(catalog.OPTIMIZERS)}")
     for name in ("epochs", "batch_size", "record_every", "image_size", "bins"):
         if not config[name] > 0:
             raise ConfigError(f"--{name}={config[name]}: must be a positive integer")
@@ -194,24 +173,60 @@ def validate(config, *, check_out_dir=True):
     if config["groups"] <= 0 or ARTICLE_WIDTH % config["groups"]:
         raise ConfigError(f"--groups={config['groups']}: does not divide the network width "
                           f"{ARTICLE_WIDTH} (use 1, 2, 4, 8 or 16)")
-    if config["batch_size"] < 2 and config["scheme"] in ("batch", "noisybatch", "meanonly"):
+    if config["batch_size"] < schemes.min_batch_size(config["scheme"]):
         raise ConfigError(f"--batch_size={config['batch_size']}: {config['scheme']} "
                           "normalization needs batches of at least 2")
     if config["stl10_archive"]:
         if config["dataset"] != "stl10":
             raise ConfigError("--stl10_archive: only used with --dataset=stl10")
         try:
-            data.check_stl10_archive(config["stl10_archive"])
-        except data.DataError as error:
+            catalog.check_stl10_archive(config["stl10_archive"])
+        except catalog.DataError as error:
             raise ConfigError(str(error)) from None
     if check_out_dir:
-        if not config["out_dir"]:
-            raise ConfigError("--out_dir: required")
-        check_writable(config["out_dir"])
-        try:
-            records.check_run_dir(config["out_dir"], identity(config), config["overwrite"])
-        except records.RunDirError as error:
-            raise ConfigError(str(error)) from None
+        validate_out_dir(config)
+
+
+def validate_out_dir(config):
+    """--out_dir can be written and holds no other run (creates it)."""
+    if not config["out_dir"]:
+        raise ConfigError("--out_dir: required")
+    check_writable(config["out_dir"])
+    try:
+        records.check_run_dir(config["out_dir"], identity(config), config["overwrite"])
+    except records.RunDirError as error:
+        raise ConfigError(str(error)) from None
+
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+
+
+def check_strategy_flags(strategy, cpu_devices):
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy={strategy}: unknown; expected one of "
+                          f"{', '.join(STRATEGIES)}")
+    if cpu_devices < 0:
+        raise ConfigError(f"--cpu_devices={cpu_devices}: must be 0 or more")
+    if cpu_devices and strategy != "mirrored":
+        raise ConfigError(f"--cpu_devices={cpu_devices}: applies to --strategy=mirrored "
+                          f"only, not {strategy!r}")
+
+
+def parse_schemes(text, allowed=schemes.SCHEMES, flag="--schemes", allow_empty=False):
+    """'a,b' -> ['a', 'b']; None or 'all' -> ``allowed``; unknown or repeated names and an
+    empty list (unless ``allow_empty``) are refused with one line naming ``flag``."""
+    if text is None or text.strip() == "all":
+        return list(allowed)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names and not allow_empty:
+        raise ConfigError(f"{flag}: no scheme given")
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(f"{flag}: unknown scheme {name!r}; expected some of "
+                              f"{', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{flag}: a scheme is named twice in {text!r}")
+    return names
 
 
 def identity(config):
@@ -232,3 +247,81 @@ def parse_flags_or_fail(argv, flag_values=flags.FLAGS):
         return flag_values(argv)
     except flags.Error as error:
         fail(str(error).splitlines()[0])
+
+
+# ----------------------------------------------------------------------------
+# TensorFlow's start-up banner. TF 2.21 prints it through absl before
+# TF_CPP_MIN_LOG_LEVEL applies, once per native library that initializes absl logging:
+# once at `import tensorflow` and again when tensorflow-datasets (or another library)
+# loads its own copy, how often depends on the CPU (twice on an Intel AVX-512 machine,
+# with a cpu_feature_guard pair). These lines say nothing about the run.
+_BANNER_LINES = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are "
+               r"written to STDERR$"),
+    re.compile(r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\."),
+    re.compile(r"^I\d{4} [\d:.]+ +\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary "
+               r"is optimized to use available CPU instructions"),
+    re.compile(r"^To enable the following instructions: .*, in other operations, rebuild "
+               r"TensorFlow with the appropriate compiler flags\.$"),
+)
+
+
+def is_banner(line):
+    """True for a line of TensorFlow's start-up banner (without its line ending)."""
+    return any(pattern.match(line) for pattern in _BANNER_LINES)
+
+
+def pump_filtered(read_fd, write_fd):
+    """Copy bytes from ``read_fd`` to ``write_fd`` until end of file, dropping banner
+    lines. Only native code writes here (its log lines end in a newline), so a partial
+    line is held until its newline or the end of the file."""
+    pending = b""
+    while True:
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        kept = [line + b"\n" for line in lines
+                if not is_banner(line.decode("utf-8", "replace").rstrip("\r"))]
+        if kept:
+            os.write(write_fd, b"".join(kept))
+    if pending and not is_banner(pending.decode("utf-8", "replace")):
+        os.write(write_fd, pending)
+
+
+_filter_state = {}
+
+
+def filter_banner():
+    """From now on, what native code writes to file descriptor 2 goes through a thread
+    that drops the banner lines; Python's ``sys.stderr`` keeps writing to the terminal
+    directly (so tqdm still sees a TTY, and a last error line can never be lost)."""
+    if _filter_state:
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding,
+                      errors=sys.stderr.errors, closefd=False)
+    thread = threading.Thread(target=pump_filtered, args=(read_fd, terminal),
+                              name="tensorflow-banner-filter", daemon=True)
+    thread.start()
+    _filter_state.update(terminal=terminal, thread=thread)
+    atexit.register(_stop_filter)
+
+
+def _stop_filter():
+    """Point fd 2 back at the terminal, which closes the pipe's last writer here, and
+    let the thread pass on what native code wrote last."""
+    os.dup2(_filter_state["terminal"], 2)
+    _filter_state["thread"].join(timeout=2.0)
+
+
+def run(main):
+    """The entry point of every script: banner filter, then absl's app.run with flag
+    errors as one line (exit 2)."""
+    filter_banner()
+    app.run(main, flags_parser=parse_flags_or_fail)
