@@ -116,7 +116,7 @@ def test_summarize_takes_means_over_seeds_and_reports_divergence():
 
 def test_unknown_scheme_is_refused():
     with pytest.raises(cli.ConfigError, match="--schemes: unknown scheme 'bn'"):
-        compare.parse_schemes("none,bn")
+        cli.parse_schemes("none,bn")
 
 
 def _living_children(pid):

@@ -21,14 +21,9 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 import tqdm
 
 import tfnorm
-from tfnorm import data, distributed, plots, records, training
+from tfnorm import data, distributed, loop, plots, records, training
 from tfnorm.catalog import ConfigError
 from tfnorm.records import LAYER_STATS, QUANTITIES
-
-# Measured on 2 cores: 8000 STL-10 test images take ~1.6x longer in batches of 500 than of
-# 100 (a batch's activations no longer fit in the caches).
-EVAL_BATCH = 100
-
 
 class Divergence(Exception):
     """NaN or Inf appeared; the message names the epoch, step, layer and scheme."""
@@ -43,13 +38,6 @@ def versions():
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
-
-
-def _eval_batch_size(count):
-    """The largest divisor of ``count`` up to EVAL_BATCH (one traced shape), unless it is
-    small, then EVAL_BATCH with a remainder batch."""
-    divisor = max(d for d in range(1, min(count, EVAL_BATCH) + 1) if count % d == 0)
-    return divisor if divisor >= EVAL_BATCH // 2 or divisor == count else min(count, EVAL_BATCH)
 
 
 def load_data(config):
@@ -226,13 +214,10 @@ def _run_locked(config, strategy, placement):
     num_layers = len(network.blocks)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, records.CHECKPOINT_DIR), max_to_keep=2)
-    train_images, train_labels = dataset.train_images, dataset.train_labels
-    shuffle_seed = config["seed"] if config["shuffle"] else None
 
     def epoch_batches(epoch):
-        # Raw bytes: the compiled steps scale them (see data.batches).
-        return data.batches(train_images, train_labels, config["batch_size"], dtype=tf.uint8,
-                            shuffle_seed=shuffle_seed, epoch=epoch)
+        return loop.train_batches(dataset, config["batch_size"], epoch, config["seed"],
+                                  shuffle=config["shuffle"])
 
     if manager.latest_checkpoint:
         try:
@@ -258,11 +243,8 @@ def _run_locked(config, strategy, placement):
     records.write_status(out_dir, "running", epoch=completed)
 
     writer = _rebuild_tensorboard(out_dir, rows, num_layers) if config["tensorboard"] else None
-    steps = len(train_labels) // config["batch_size"]
-    eval_batch = _eval_batch_size(len(dataset.test_labels))
-    test_batches = data.batches(dataset.test_images, dataset.test_labels, eval_batch,
-                                dtype=tf.uint8, drop_remainder=False)
-    stat_index = {name: i for i, name in enumerate(LAYER_STATS)}
+    steps = loop.steps_per_epoch(dataset, config["batch_size"])
+    test_batches = loop.test_batches(dataset)
 
     def stop_diverged(epoch, step, finite=None):
         """Replay the epoch up to the failing step from the last checkpoint (runs are
@@ -286,52 +268,25 @@ def _run_locked(config, strategy, placement):
     panels = plots.FourPanels() if config["panels"] else None  # one figure, redrawn
     for epoch in range(completed + 1, config["epochs"] + 1):
         start = time.time()
-        losses, accuracies, layer_stats = [], [], []
         progress = tqdm.tqdm(total=steps, desc=f"{config['scheme']} epoch {epoch}/"
                              f"{config['epochs']}", leave=False, file=sys.stderr,
                              disable=None if config["progress"] else True,
                              dynamic_ncols=True)
-        batches = iter(epoch_batches(epoch))  # the steps fetch their batch in the graph
-        for step in range(1, steps + 1):
+        try:
             # The last step of every epoch records: it alone computes layer 1's passed
             # gradient and the histograms.
-            last = step == steps
-            try:
-                out = (trainer.record_step_from if last else trainer.train_step_from)(batches)
-                finite = out["finite"].numpy()
-            except tf.errors.InvalidArgumentError:  # an in-graph check (Box-Cox's input)
-                progress.close()
-                stop_diverged(epoch, step)
-            if not finite.all():
-                progress.close()
-                stop_diverged(epoch, step, finite)
-            losses.append(float(out["loss"].numpy()))
-            accuracies.append(float(out["accuracy"].numpy()))
-            layer_stats.append(out["layer_stats"].numpy())
-            progress.update()
-            if last:
-                recorded = {k: out[k].numpy() for k in ("counts", "ranges", "summaries",
-                                                        "layer_stats")}
+            result = loop.train_epoch(trainer, epoch_batches(epoch), steps, epoch,
+                                      on_step=progress.update)
+        except loop.NonFinite as error:
+            progress.close()
+            stop_diverged(epoch, error.step, error.finite)
         progress.close()
-
-        test_loss_sum, test_correct = 0.0, 0.0
-        for images, labels in test_batches:
-            loss_sum, correct = trainer.eval_step(images, labels)
-            test_loss_sum += float(loss_sum.numpy())
-            test_correct += float(correct.numpy())
-        test_count = len(dataset.test_labels)
-
-        stats = np.mean(np.stack(layer_stats), axis=0)
-        # Layer 1's passed gradient (to the image) exists only at the recording step.
-        stats[0, stat_index["passed_grad_norm"]] = \
-            recorded["layer_stats"][0, stat_index["passed_grad_norm"]]
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-               "train_acc": float(np.mean(accuracies)),
-               "test_loss": test_loss_sum / test_count, "test_acc": test_correct / test_count,
-               "seconds": time.time() - start}
+        test_loss, test_acc = loop.evaluate(trainer, test_batches, len(dataset.test_labels))
+        row = {"epoch": epoch, "train_loss": result.train_loss, "train_acc": result.train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "seconds": time.time() - start}
         for layer in range(num_layers):
-            for name, index in stat_index.items():
-                row[f"{name}_{layer + 1}"] = float(stats[layer, index])
+            for index, name in enumerate(LAYER_STATS):
+                row[f"{name}_{layer + 1}"] = float(result.layer_stats[layer, index])
         rows.append(row)
 
         # Write order: records, panels, metrics, then the checkpoint last, so a kill in
@@ -339,7 +294,7 @@ def _run_locked(config, strategy, placement):
         record = None
         if records.is_recorded_epoch(epoch, config["epochs"], config["record_every"]):
             records.save_record(out_dir, epoch, (epoch - 1) * steps + steps,
-                                config["scheme"], recorded)
+                                config["scheme"], result.recorded)
             if config["panels"]:
                 plots.draw_epoch_panels(out_dir, epoch, panels)
             if writer is not None:
