@@ -82,11 +82,19 @@ def test_figure_has_a_row_per_scheme_shared_columns_and_symlog_where_scales_diff
     # Gradients span 2e-3 .. 1: symlog; weights are all N(0, 0.05)-like: linear.
     assert axes[-1, 0].get_xscale() == "symlog" and axes[-1, 2].get_xscale() == "linear"
     assert axes[0, 0].get_xlim() == axes[-1, 0].get_xlim()
-    # Each row shows its own scheme's histogram of layer 2, as fractions of its entries.
-    values, edges, _ = axes[list(runs).index("batch"), 1].patches[0].get_data()
+    # Each row shows its own scheme's histogram of layer 2: height x drawn bin width is
+    # the bin's fraction of entries (areas are fractions on the symlog axis too).
+    ax = axes[list(runs).index("batch"), 1]
+    values, edges, _ = ax.patches[0].get_data()
     expected = loaded["batch"].counts[1, 1]
-    np.testing.assert_allclose(values, expected / expected.sum())
+    drawn_widths = np.diff(ax.xaxis.get_transform().transform(edges))
+    np.testing.assert_allclose(values * drawn_widths, expected / expected.sum())
     np.testing.assert_allclose(edges, records.histogram_edges(loaded["batch"], 1, 1))
+    # The typical magnitude shows: the tallest bin of "none" lies ~1000x closer to 0.
+    def peak(name):
+        values, edges, _ = axes[list(runs).index(name), 1].patches[0].get_data()
+        return abs(edges[np.argmax(values)])
+    assert 100 < peak("batch") / peak("none") < 10000
     assert "layer 2, epoch 5, seed 0" in fig._suptitle.get_text()
 
 

@@ -8,8 +8,9 @@ schemes' distributions directly; overlaying nine step histograms on one axis was
 in thought and rejected, as nine outlines on a spike at 0 cannot be told apart.
 A column's axis is symmetric-log when the schemes' scales differ by more than
 ``SYMLOG_RATIO`` (the unnormalized network's gradients are ~1000x smaller than batch
-norm's), linear otherwise. Each histogram is shown as fractions of its entries, so
-runs with different layer sizes read alike; each panel notes its std and non-zero share.
+norm's), linear otherwise. Heights are fractions of entries per unit of the drawn axis
+(see ``cross_scheme_figure``), so runs with different layer sizes read alike and areas
+stay fractions on a symlog axis; each panel notes its std and non-zero share.
 """
 
 import collections
@@ -19,6 +20,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.scale  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfnorm import io, records, schemes  # noqa: E402
@@ -34,6 +37,7 @@ COLUMN_COLORS = {"weight_gradient": "tab:red", "passed_gradient": "tab:purple",
                  "weights": "tab:blue", "update": "tab:green"}
 # Largest/smallest scale of a column above which it gets a symmetric-log axis.
 SYMLOG_RATIO = 30.0
+LINSCALE = 0.5  # width of the linear part of a symlog axis, in decades
 DPI = 100
 
 
@@ -115,8 +119,32 @@ def column_scale(records_by_scheme, layer, q):
     return (min(spreads), max(spreads)) if spreads else (1.0, 1.0)
 
 
+def _axis_transform(symlog, threshold):
+    """x -> position on the drawn axis (identity, or matplotlib's symlog transform)."""
+    if not symlog:
+        return lambda x: np.asarray(x, float)
+    scale = matplotlib.scale.SymmetricalLogScale(None, linthresh=threshold,
+                                                 linscale=LINSCALE)
+    return scale.get_transform().transform
+
+
+def _decade_ticks(threshold, reach, per_side=3):
+    """0 and +-10^k down from ``reach``'s decade, above the linear part (whose labels
+    would run into 0), at most ``per_side`` a side, so the labels do not overlap."""
+    first, last = int(np.floor(np.log10(threshold))) + 1, int(np.floor(np.log10(reach)))
+    stride = max(1, int(np.ceil((last - first + 1) / per_side)))
+    decades = 10.0 ** np.arange(last, first - 1, -stride)[::-1]
+    return np.concatenate([-decades[::-1], [0.0], decades])
+
+
 def cross_scheme_figure(records_by_scheme, layer, seed=None):
-    """Rows: schemes; columns: QUANTITIES; ``layer`` 0-based. Returns the figure."""
+    """Rows: schemes; columns: QUANTITIES; ``layer`` 0-based. Returns the figure.
+
+    Heights are fractions of entries per unit of the drawn axis (a bin's fraction over
+    its drawn width), so areas are fractions on a symlog axis too. Plain fractions per
+    bin would draw the linear bin around 0, which spans decades on a symlog axis, as a
+    flat-topped block hiding the shape; divided by its drawn width it is a low plateau,
+    and the peak sits at the scheme's typical magnitude."""
     names = list(records_by_scheme)
     first = next(iter(records_by_scheme.values()))
     stat = {name: i for i, name in enumerate(SUMMARY_STATS)}
@@ -125,30 +153,36 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
     for q, quantity in enumerate(QUANTITIES):
         smallest, largest = column_scale(records_by_scheme, layer, q)
         symlog = largest / smallest > SYMLOG_RATIO
+        # Linear within a tenth of the smallest scheme's spread: every scheme's bulk
+        # falls in the logarithmic part, where a factor of 10 is one step.
+        threshold = 10.0 ** np.floor(np.log10(smallest / 10))
+        drawn = _axis_transform(symlog, threshold)
         low = min(_edges(r, layer, q)[0] for r in records_by_scheme.values())
         high = max(_edges(r, layer, q)[-1] for r in records_by_scheme.values())
         for row, name in enumerate(names):
             record, ax = records_by_scheme[name], axes[row, q]
             counts = record.counts[layer, q].astype(float)
-            fractions = counts / max(counts.sum(), 1.0)
-            ax.stairs(fractions, _edges(record, layer, q), fill=True, alpha=0.75,
-                      color=COLUMN_COLORS[quantity])
+            edges = _edges(record, layer, q)
+            heights = counts / max(counts.sum(), 1.0) / np.diff(drawn(edges))
+            ax.stairs(heights, edges, fill=True, alpha=0.75, color=COLUMN_COLORS[quantity])
             ax.axvline(0.0, color="0.6", lw=0.6, zorder=0)
             summary = record.summaries[layer, q]
             ax.text(0.98, 0.92, f"std {summary[stat['std']]:.2g}\nnon-zero "
                     f"{summary[stat['nonzero_frac']]:.0%}", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=7, family="monospace")
-            ax.set_ylim(0, max(float(fractions.max()), 1e-9) * 1.25)
+                    ha="right", va="top", fontsize=7, family="monospace",
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1))
+            # Headroom so the note rarely covers a peak.
+            ax.set_ylim(0, max(float(heights.max()), 1e-12) * 1.5)
             ax.tick_params(labelsize=7)
             ax.set_yticks([])
             if q == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
         bottom = axes[-1, q]
         if symlog:
-            # Linear within a tenth of the smallest scheme's spread: every scheme's bulk
-            # falls in the logarithmic part, where a factor of 10 is one step.
-            threshold = 10.0 ** np.floor(np.log10(smallest / 10))
-            bottom.set_xscale("symlog", linthresh=threshold, linscale=0.5)
+            bottom.set_xscale("symlog", linthresh=threshold, linscale=LINSCALE)
+            bottom.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
+                _decade_ticks(threshold, max(abs(low), abs(high)))))
+            bottom.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             bottom.set_xlabel(f"symmetric log (linear within ±{threshold:.0e})", fontsize=8)
         else:
             bottom.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
@@ -159,8 +193,9 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
             title = "gradient passed to the input image"
         axes[0, q].set_title(title, fontsize=10)
     seed_text = f", seed {seed}" if seed is not None else ""
-    fig.suptitle(f"layer {layer + 1}, epoch {first.epoch}{seed_text}: every scheme, fraction "
-                 "of entries per bin, x shared down each column", fontsize=11)
+    fig.suptitle(f"layer {layer + 1}, epoch {first.epoch}{seed_text}: every scheme, x shared "
+                 "down each column; height = fraction of entries per unit of the drawn axis "
+                 "(area = fraction)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.3, w_pad=0.8)
     return fig
 
