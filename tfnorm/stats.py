@@ -124,16 +124,14 @@ of squares ("exponential" or "power_law"); both have two parameters, so RSS is f
 def _log_linear_fit(x, y, confidence):
     """Least squares y = a + b x; returns (a, b, b's half width, rss).
     SE(b) = sqrt(rss / (n - 2) / sum (x - mean x)^2), half width t_{(1+c)/2, n-2} SE(b)."""
-    n = x.size
-    sxx = float(((x - x.mean()) ** 2).sum())
+    n, sxx = x.size, float(((x - x.mean()) ** 2).sum())
     slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
     intercept = float(y.mean() - slope * x.mean())
     rss = float(((y - intercept - slope * x) ** 2).sum())
-    if n <= 2:
+    if n <= 2:  # a line through two points: no residual to estimate the error from
         return intercept, slope, math.inf, rss
-    standard_error = math.sqrt(rss / (n - 2) / sxx)
-    return intercept, slope, float(_scipy_stats.t.ppf((1 + confidence) / 2, n - 2)
-                                   * standard_error), rss
+    quantile = float(_scipy_stats.t.ppf((1 + confidence) / 2, n - 2))
+    return intercept, slope, quantile * math.sqrt(rss / (n - 2) / sxx), rss
 
 
 def fit_decay(depths, values, confidence=0.95):
@@ -152,10 +150,9 @@ def fit_decay(depths, values, confidence=0.95):
     first (if the mean is positive) or fit only the depths where every value is > 0."""
     depths = np.asarray(depths, dtype=float).ravel()
     values = np.asarray(values, dtype=float).ravel()
-    if depths.size != values.size:
-        raise ValueError(f"fit_decay: {depths.size} depths against {values.size} values")
-    if not (np.isfinite(depths).all() and np.isfinite(values).all()):
-        raise ValueError("fit_decay: depths and values must be finite")
+    if depths.size != values.size or not np.isfinite(np.r_[depths, values]).all():
+        raise ValueError(f"fit_decay: {depths.size} depths against {values.size} values, "
+                         "all finite, are needed")
     if (values <= 0).any():
         bad = sorted(set(depths[values <= 0].tolist()))
         raise ValueError(f"fit_decay: {(values <= 0).sum()} value(s) <= 0 (at depths {bad}) "
@@ -211,7 +208,8 @@ def summarize(rows, metrics, baseline=None, directions=None, censored_at=None,
     grouped = _by_scheme(rows, metrics, scheme_key, seed_key)
     per_scheme = collections.OrderedDict(
         (scheme, {m: interval([seeds[s][m] for s in sorted(seeds)], confidence,
-                              censored_at.get(m)) for m in metrics}) for scheme, seeds in grouped.items())
+                              censored_at.get(m)) for m in metrics})
+        for scheme, seeds in grouped.items())
     comparisons = []
     if baseline is not None:
         if baseline not in grouped:
