@@ -4,8 +4,8 @@ scheme on one figure, drawn only from the records of a ``experiments.compare`` d
 
 Layout: a column per quantity (weight gradient, passed gradient, weights, update), a
 row per scheme. Each column shares its x axis, so reading down a column compares the
-schemes' distributions directly; overlaying nine step histograms on one axis was tried
-in thought and rejected, as nine outlines on a spike at 0 cannot be told apart.
+schemes' distributions directly (nine step outlines overlaid on one axis cannot be told
+apart where they pile up near 0).
 A column's axis is symmetric-log when the schemes' scales differ by more than
 ``SYMLOG_RATIO`` (the unnormalized network's gradients are ~1000x smaller than batch
 norm's), linear otherwise. Heights are fractions of entries per unit of the drawn axis
