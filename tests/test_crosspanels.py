@@ -1,0 +1,143 @@
+"""The cross-scheme panel drawn from a tiny compare directory of synthetic records (no
+training): experiments.crosspanels writes a valid PNG, refuses bad input with one line
+and exit 2, and imports no TensorFlow."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfnorm import SCHEMES, crossplots, records
+from tfnorm.records import LAYER_STATS, QUANTITIES, SUMMARY_STATS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYERS, BINS, ENTRIES = 3, 50, 2000
+# Spreads per scheme that differ by orders of magnitude, as the demo's gradients do.
+SCALES = {"none": 2e-3, "batch": 1.0, "layer": 0.5, "group": 0.3, "weight": 0.05}
+
+
+def synthetic_outputs(scheme, epoch, seed):
+    """What Trainer.record_step returns, made from samples of a known distribution:
+    histograms over [min, max] in BINS bins and their summary statistics."""
+    rng = np.random.default_rng([seed, epoch, len(scheme)])
+    counts = np.zeros((LAYERS, len(QUANTITIES), BINS), np.int64)
+    ranges = np.zeros((LAYERS, len(QUANTITIES), 2))
+    summaries = np.zeros((LAYERS, len(QUANTITIES), len(SUMMARY_STATS)))
+    for layer in range(LAYERS):
+        for q, quantity in enumerate(QUANTITIES):
+            scale = 0.05 if quantity == "weights" else SCALES[scheme] * (layer + 1)
+            values = rng.laplace(0, scale, ENTRIES)
+            if quantity == "weight_gradient" and scheme == "none":
+                values[: ENTRIES // 2] = 0.0  # half the entries dead, as in the demo
+            counts[layer, q], edges = np.histogram(values, BINS, (values.min(), values.max()))
+            ranges[layer, q] = edges[0], edges[-1]
+            summaries[layer, q] = (values.mean(), values.std(), values.min(), values.max(),
+                                   np.linalg.norm(values), np.mean(values != 0))
+    return dict(counts=counts, ranges=ranges, summaries=summaries,
+                layer_stats=np.ones((LAYERS, len(LAYER_STATS))))
+
+
+def make_compare_dir(root, epochs_of=None, seeds=(0, 1)):
+    """<root>/<scheme>/seed_<k>/records/epoch_NNNN.npz for SCALES' schemes."""
+    epochs_of = epochs_of or {}
+    for scheme in SCALES:
+        for seed in seeds:
+            for epoch in epochs_of.get(scheme, (1, 5, 10)):
+                records.save_record(crossplots.seed_dir(root, scheme, seed), epoch, epoch * 63,
+                                    scheme, synthetic_outputs(scheme, epoch, seed))
+    return root
+
+
+@pytest.fixture()
+def compare_dir(tmp_path):
+    # "layer" stops at epoch 5: the default epoch is then the last one all runs share.
+    return make_compare_dir(str(tmp_path / "compare"), {"layer": (1, 5)})
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.crosspanels", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_runs_are_found_in_registry_order_and_the_default_epoch_is_common(compare_dir):
+    runs = crossplots.find_runs(compare_dir, 0)
+    assert list(runs) == [s for s in SCHEMES if s in SCALES]
+    assert crossplots.common_epochs(runs) == [1, 5]
+    chosen = crossplots.find_runs(compare_dir, 1, ["weight", "none"])
+    assert list(chosen) == ["none", "weight"]
+
+
+def test_figure_has_a_row_per_scheme_shared_columns_and_symlog_where_scales_differ(
+        compare_dir):
+    runs = crossplots.find_runs(compare_dir, 0)
+    loaded = crossplots.load_records(runs, 5)
+    fig = crossplots.cross_scheme_figure(loaded, layer=1, seed=0)
+    axes = np.array(fig.axes).reshape(len(runs), len(QUANTITIES))
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == list(runs)
+    assert [ax.get_title() for ax in axes[0]] == [crossplots.COLUMN_TITLES[q]
+                                                  for q in QUANTITIES]
+    # Gradients span 2e-3 .. 1: symlog; weights are all N(0, 0.05)-like: linear.
+    assert axes[-1, 0].get_xscale() == "symlog" and axes[-1, 2].get_xscale() == "linear"
+    assert axes[0, 0].get_xlim() == axes[-1, 0].get_xlim()
+    # Each row shows its own scheme's histogram of layer 2: height x drawn bin width is
+    # the bin's fraction of entries (areas are fractions on the symlog axis too).
+    ax = axes[list(runs).index("batch"), 1]
+    values, edges, _ = ax.patches[0].get_data()
+    expected = loaded["batch"].counts[1, 1]
+    drawn_widths = np.diff(ax.xaxis.get_transform().transform(edges))
+    np.testing.assert_allclose(values * drawn_widths, expected / expected.sum())
+    np.testing.assert_allclose(edges, records.histogram_edges(loaded["batch"], 1, 1))
+    # The typical magnitude shows: the tallest bin of "none" lies ~1000x closer to 0.
+    def peak(name):
+        values, edges, _ = axes[list(runs).index(name), 1].patches[0].get_data()
+        return abs(edges[np.argmax(values)])
+    assert 100 < peak("batch") / peak("none") < 10000
+    assert "layer 2, epoch 5, seed 0" in fig._suptitle.get_text()
+
+
+def test_command_writes_a_valid_png_without_tensorflow(compare_dir, tmp_path):
+    out = str(tmp_path / "figures" / "cross.png")
+    result = run_script(f"--compare_dir={compare_dir}", "--layer=2", f"--out={out}")
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        image.verify()
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 800 and image.height > 400
+    probe = subprocess.run([sys.executable, "-c", "import sys; import experiments.crosspanels;"
+                            " print('tensorflow' in sys.modules)"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False"
+
+
+def test_command_default_out_names_layer_epoch_and_seed(compare_dir):
+    result = run_script(f"--compare_dir={compare_dir}", "--layer=1", "--seed=1",
+                        "--schemes=none,batch", "--epoch=10")
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(os.path.join(compare_dir, "crosspanels", "layer1_epoch0010_seed1.png"))
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--layer=9"], "--layer 9"),
+    (["--layer=0"], "--layer 0"),
+    (["--layer=1", "--epoch=10"], "--epoch 10"),
+    (["--layer=1", "--schemes=batch,nosuch"], "--schemes"),
+    (["--layer=1", "--seed=7"], "seed_7"),
+    (["--layer=1", "--out=figure.jpg"], "--out"),
+    (["--layer=x"], "--layer"),
+])
+def test_bad_input_is_one_line_and_exit_2(compare_dir, args, named):
+    result = run_script(f"--compare_dir={compare_dir}", *args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
+    assert not os.path.exists(os.path.join(compare_dir, "crosspanels"))
+
+
+def test_missing_compare_dir_is_named(tmp_path):
+    result = run_script(f"--compare_dir={tmp_path / 'absent'}", "--layer=1")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: --compare_dir {tmp_path / 'absent'}: "
+                                          "no such directory"]
