@@ -12,6 +12,7 @@ turns absl's flag errors into one line.
 """
 
 import atexit
+import functools
 import math
 import os
 import re
@@ -25,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags
 
-from tfnorm import catalog, records, schemes
+from tfnorm import catalog, errors, records, schemes, stopping
 
 # The article's STL-10 setup (REFERENCE.md section 1); digits: a short run that still
 # separates the schemes (see README). None in a flag means "the dataset's default".
@@ -42,11 +43,11 @@ ARTICLE_WIDTH = 16  # channels of the article's hidden layers: --groups must div
 NOT_IDENTITY = ("out_dir", "overwrite", "data_dir", "stl10_archive", "tensorboard",
                 "progress", "panels")
 
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
+EXIT_BAD_INPUT = errors.ConfigError.exit_code
+EXIT_DIVERGED = errors.Divergence.exit_code
 
 
-ConfigError = catalog.ConfigError
+ConfigError = errors.ConfigError
 
 
 def define_run_flags(flag_values=flags.FLAGS):
@@ -162,6 +163,8 @@ def validate(config, *, check_out_dir=True):
     for name in ("epochs", "batch_size", "record_every", "image_size", "bins"):
         if not config[name] > 0:
             raise ConfigError(f"--{name}={config[name]}: must be a positive integer")
+    check_seed(config["seed"])
+    check_memory(config)
     if not math.isfinite(config["boxcox_lambda"]):
         raise ConfigError(f"--boxcox_lambda={config['boxcox_lambda']}: must be finite")
     if not config["learning_rate"] > 0 or config["learning_rate"] == float("inf"):
@@ -187,15 +190,57 @@ def validate(config, *, check_out_dir=True):
         validate_out_dir(config)
 
 
+MAX_SEED = 2 ** 32 - 1  # numpy's seeds; tf.random takes any int64
+
+
+def check_seed(seed, flag="--seed", count=1):
+    """Seeds seed .. seed + count - 1 must all be valid."""
+    if not 0 <= seed <= MAX_SEED - (count - 1):
+        raise ConfigError(f"{flag}={seed}: must be between 0 and {MAX_SEED - (count - 1)}"
+                          + (f" (with {count} seeds)" if count > 1 else ""))
+
+
+def available_memory():
+    """Bytes of memory available now (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_needed(config):
+    """Bytes a run needs, estimated from its flags: the images as uint8, the float32 copy
+    of one resize chunk (1000 images), and the training step's and the test pass's
+    activations (about 130 bytes per input pixel per image: six caches of the five
+    normalized layers' maps, measured as 5.4 floats per pixel in all, kept in float32)."""
+    pixels = config["image_size"] ** 2
+    images = catalog.DATASET_IMAGES[config["dataset"]]
+    for name in ("train_limit", "test_limit"):
+        images = images if not config[name] else min(images, 2 * config[name])
+    return pixels * (3 * images + 12 * min(images, 1000)
+                     + 130 * (config["batch_size"] + 100))
+
+
+def check_memory(config):
+    """Refuse a run whose images and step cannot fit in the memory there is."""
+    needed, available = memory_needed(config), available_memory()
+    if available is not None and needed > 0.9 * available:
+        raise errors.OutOfMemory(
+            f"--image_size={config['image_size']} with --batch_size={config['batch_size']}: "
+            f"needs about {needed / 2 ** 30:.1f} GiB of memory, {available / 2 ** 30:.1f} "
+            "GiB are available; use a smaller --image_size or --batch_size")
+
+
 def validate_out_dir(config):
     """--out_dir can be written and holds no other run (creates it)."""
     if not config["out_dir"]:
         raise ConfigError("--out_dir: required")
     check_writable(config["out_dir"])
-    try:
-        records.check_run_dir(config["out_dir"], identity(config), config["overwrite"])
-    except records.RunDirError as error:
-        raise ConfigError(str(error)) from None
+    records.check_run_dir(config["out_dir"], identity(config), config["overwrite"])
 
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -320,8 +365,22 @@ def _stop_filter():
     _filter_state["thread"].join(timeout=2.0)
 
 
+def one_line_errors(main):
+    """A script's main with every ``errors.RunEnded`` as one line on stderr and its exit
+    code (a direct call, as in the tests, exits the same way)."""
+    @functools.wraps(main)
+    def guarded(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except errors.RunEnded as error:
+            fail(str(error), error.exit_code)
+    return guarded
+
+
 def run(main):
-    """The entry point of every script: banner filter, then absl's app.run with flag
-    errors as one line (exit 2)."""
+    """The entry point of every script: the banner filter, Ctrl-C as a request to stop at
+    a safe point (``tfnorm.stopping``), then absl's app.run with flag errors as one line
+    (exit 2)."""
     filter_banner()
-    app.run(main, flags_parser=parse_flags_or_fail)
+    stopping.install()
+    app.run(one_line_errors(main), flags_parser=parse_flags_or_fail)

@@ -59,26 +59,19 @@ def make_strategy(name, cpu_devices, batch_size):
     return None if name == "none" else strategy
 
 
+@cli.one_line_errors
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = cli.resolve(cli.flag_values(FLAGS, TRAIN_FLAGS))
-    try:
-        cli.validate(config, check_out_dir=False)
-        cli.check_strategy_flags(FLAGS.strategy, FLAGS.cpu_devices)
-        strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_devices, config["batch_size"])
-        cli.validate_out_dir(config)
-    except cli.ConfigError as error:
-        cli.fail(str(error))
-    from tfnorm import runner
+    cli.validate(config, check_out_dir=False)
+    cli.check_strategy_flags(FLAGS.strategy, FLAGS.cpu_devices)
+    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_devices, config["batch_size"])
+    cli.validate_out_dir(config)
+    from tfnorm import runner  # TensorFlow is loaded by now (make_strategy)
     placement = (dict(strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices)
                  if strategy else None)
-    try:
-        runner.run(config, strategy, placement)
-    except cli.ConfigError as error:
-        cli.fail(str(error))
-    except runner.Divergence as error:
-        cli.fail(str(error), cli.EXIT_DIVERGED)
+    runner.run(config, strategy, placement)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from absl import flags
 
 import stl10_fixture
 from experiments import cli, train
-from tfnorm import data
+from tfnorm import data, errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=16", "--train_limit=40", "--test_limit=20", "--epochs=1",
@@ -31,9 +31,11 @@ def run_train(argv, monkeypatch, capsys):
     return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
 
 
-def assert_refused(argv, expected, monkeypatch, capsys):
-    code, lines = run_train(argv, monkeypatch, capsys)
-    assert code == cli.EXIT_BAD_INPUT
+def assert_refused(argv, expected, monkeypatch, capsys, code=cli.EXIT_BAD_INPUT):
+    """One line naming ``expected``, exit ``code`` (2 for bad input, 6 for a damaged file
+    of the run directory)."""
+    exit_code, lines = run_train(argv, monkeypatch, capsys)
+    assert exit_code == code
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     return lines[0]
@@ -152,7 +154,7 @@ def test_corrupt_checkpoint_data_names_the_file_and_the_way_out(tmp_path, monkey
         f.truncate(100)
     line = assert_refused(TINY + [f"--out_dir={run_dir}"],
                           f"checkpoint {data_file} is corrupt or unreadable", monkeypatch,
-                          capsys)
+                          capsys, code=errors.DamagedFile.exit_code)
     assert f"delete {run_dir}/checkpoints" in line and "--overwrite" in line
 
 
@@ -163,7 +165,7 @@ def test_corrupt_checkpoint_state_file(tmp_path, monkeypatch, capsys):
     state = run_dir / "checkpoints" / "checkpoint"
     state.write_bytes(b"\x00\xff garbage {{{")
     assert_refused(TINY + [f"--out_dir={run_dir}"], f"checkpoint file {state} is corrupt",
-                   monkeypatch, capsys)
+                   monkeypatch, capsys, code=errors.DamagedFile.exit_code)
 
 
 # What a kill during the first checkpoint save leaves (no 'checkpoint' state file yet):
@@ -210,7 +212,8 @@ def test_checkpoint_files_without_a_state_file_are_refused(tmp_path, monkeypatch
     os.remove(run_dir / "checkpoints" / "checkpoint")
     line = assert_refused(TINY + [f"--out_dir={run_dir}"],
                           f"checkpoint folder {run_dir}/checkpoints has no readable "
-                          "'checkpoint' state file", monkeypatch, capsys)
+                          "'checkpoint' state file", monkeypatch, capsys,
+                          code=errors.DamagedFile.exit_code)
     assert f"delete {run_dir}/checkpoints" in line and "--overwrite" in line
 
 

@@ -6,7 +6,11 @@ registry, ``tfnorm.schemes``.
 
 import os
 
+from tfnorm.errors import ConfigError, DataError  # noqa: F401  (raised here, caught by name)
+
 DATASETS = ("digits", "stl10")
+# Images in each (train and test): what a run holds in memory.
+DATASET_IMAGES = {"digits": 1797, "stl10": 13000}
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 STL10_ARCHIVE_NAME = "stl10_binary.tar.gz"
 STL10_ARCHIVE_BYTES = 2_640_397_119
@@ -15,14 +19,6 @@ STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monk
 _GZIP_MAGIC = b"\x1f\x8b"
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "article_adam")
-
-
-class ConfigError(Exception):
-    """Bad input: the message is one line naming the flag or file at fault."""
-
-
-class DataError(ConfigError):
-    """The data cannot be had; the message says why and what to do."""
 
 
 def one_line(error, limit=300):

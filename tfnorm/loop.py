@@ -13,12 +13,14 @@ and count steps the same way.
 """
 
 import collections
+import math
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from tfnorm import data
+from tfnorm.errors import Interrupted
 from tfnorm.records import LAYER_STATS
 
 # Measured on 2 cores: 8000 STL-10 test images take ~1.6x longer in batches of 500 than of
@@ -37,11 +39,11 @@ step's loss and accuracy), and the seconds the steps took."""
 
 class NonFinite(Exception):
     """A step produced NaN or Inf (``finite``: the step's per-layer flags, or None when an
-    in-graph check raised)."""
+    in-graph check raised), or a loss past the bound (``what`` says so)."""
 
-    def __init__(self, epoch, step, finite=None):
-        super().__init__(f"not finite at epoch {epoch}, step {step}")
-        self.epoch, self.step, self.finite = epoch, step, finite
+    def __init__(self, epoch, step, finite=None, what=None):
+        super().__init__(f"{what or 'not finite'} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.finite, self.what = epoch, step, finite, what
 
 
 def train_batches(dataset, batch_size, epoch, seed, shuffle=True, dtype=tf.uint8):
@@ -81,7 +83,7 @@ def evaluate(trainer, batches, count):
 
 
 def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on_step=None,
-                should_stop=None):
+                should_stop=None, loss_bound=math.inf):
     """Train one epoch of ``steps`` steps over ``batches`` (a tf.data pipeline).
 
     Without ``step_fn`` the compiled steps fetch their batch from the iterator inside the
@@ -91,8 +93,9 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
     batches come through Python (a study probes some steps there).
 
     ``on_step()`` is called after each step (a progress bar); ``should_stop()`` before
-    each, and a True stops the epoch (``Interrupted``) without finishing it.
-    Raises NonFinite at the first step whose loss, gradients or weights are not finite."""
+    each, and a True stops the epoch (``errors.Interrupted``) without finishing it.
+    Raises NonFinite at the first step whose loss, gradients or weights are not finite,
+    or whose loss is above ``loss_bound``."""
     start = time.perf_counter()
     losses, accuracies, layer_stats, step_rows = [], [], [], []
     recorded = None
@@ -114,6 +117,8 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
             raise NonFinite(epoch, step) from None
         if (finite is not None and not finite.all()) or not np.isfinite(loss):
             raise NonFinite(epoch, step, finite)
+        if loss > loss_bound:
+            raise NonFinite(epoch, step, finite, f"loss {loss:g} above the bound {loss_bound:g}")
         accuracy = float(out["accuracy"].numpy() if hasattr(out["accuracy"], "numpy")
                          else out["accuracy"])
         losses.append(loss)
@@ -133,12 +138,3 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
         stats[0, passed] = recorded["layer_stats"][0, passed]
     return EpochResult(epoch, float(np.mean(losses)), float(np.mean(accuracies)), stats,
                        recorded, step_rows, time.perf_counter() - start)
-
-
-class Interrupted(Exception):
-    """``should_stop`` asked the epoch to stop (a SIGINT or SIGTERM): nothing of it is
-    kept; the last checkpoint is the previous epoch's."""
-
-    def __init__(self, epoch, step):
-        super().__init__(f"interrupted at epoch {epoch}, step {step}")
-        self.epoch, self.step = epoch, step

@@ -31,6 +31,7 @@ import shutil
 import numpy as np
 
 from tfnorm import io
+from tfnorm.errors import DamagedFile, RunDirError
 
 # Columns of the per-step layer statistics, in order.
 LAYER_STATS = ("nonzero_grad_frac", "weight_grad_norm", "passed_grad_norm", "weights_norm",
@@ -72,10 +73,6 @@ counts int64 (L, 4, bins) and ranges float64 (L, 4, 2) [low, high] of the histog
 QUANTITIES (weight_gradient, passed_gradient, weights before the step, update),
 summaries float64 (L, 4, len(SUMMARY_STATS)), layer_stats float64 (L, len(LAYER_STATS))
 of that step; step counts training steps from 1 over the whole run."""
-
-
-class RunDirError(Exception):
-    """The run directory cannot be used as asked; the message names the file and the way out."""
 
 
 @contextlib.contextmanager
@@ -139,15 +136,23 @@ def write_config(run_dir, config, versions):
 
 
 def read_config(run_dir):
-    """The stored flags of a run, or None if the directory holds no run."""
+    """The stored flags of a run, or None if the directory holds no run. A config.json
+    that is not the JSON object write_config writes is refused (RunDirError naming it):
+    without it the run's identity cannot be checked."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
     try:
-        return io.read_json(path)["flags"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunDirError(f"{path}: unreadable ({error}); pass --overwrite to start the run "
-                          "again") from None
+        stored = io.read_json(path)
+    except PermissionError:
+        raise RunDirError(f"{path}: permission denied") from None
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise DamagedFile(f"{path}: damaged, not JSON ({type(error).__name__}); pass "
+                          "--overwrite to start the run again") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("flags"), dict):
+        raise DamagedFile(f"{path}: damaged, no 'flags' object; pass --overwrite to start "
+                          "the run again")
+    return stored["flags"]
 
 
 def write_status(run_dir, state, **details):
@@ -155,8 +160,13 @@ def write_status(run_dir, state, **details):
 
 
 def read_status(run_dir):
-    path = os.path.join(run_dir, STATUS_FILE)
-    return io.read_json(path) if os.path.exists(path) else None
+    """status.json as a dict, or None when it is missing or damaged: it is derived (the
+    run directory's audit decides, ``tfnorm.rundir``), and the run rewrites it."""
+    try:
+        status = io.read_json(os.path.join(run_dir, STATUS_FILE))
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 def record_path(run_dir, epoch):
@@ -176,10 +186,25 @@ def save_record(run_dir, epoch, step, scheme, outputs):
 
 
 def load_record(path):
-    with np.load(path, allow_pickle=False) as stored:
-        return Record(int(stored["epoch"]), int(stored["step"]), str(stored["scheme"]),
-                      stored["counts"], stored["ranges"], stored["summaries"],
-                      stored["layer_stats"])
+    """The Record stored at ``path``; RunDirError naming the file if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            record = Record(int(stored["epoch"]), int(stored["step"]), str(stored["scheme"]),
+                            stored["counts"], stored["ranges"], stored["summaries"],
+                            stored["layer_stats"])
+    except PermissionError:
+        raise RunDirError(f"{path}: permission denied") from None
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing") from None
+    except Exception as error:  # BadZipFile, a pickled or truncated member, a lost key
+        raise DamagedFile(f"{path}: damaged, not a record ({type(error).__name__})") from None
+    layers = record.counts.shape[0] if record.counts.ndim == 3 else -1
+    if (layers < 1 or record.counts.shape[1] != len(QUANTITIES)
+            or record.ranges.shape != (layers, len(QUANTITIES), 2)
+            or record.summaries.shape != (layers, len(QUANTITIES), len(SUMMARY_STATS))
+            or record.layer_stats.shape != (layers, len(LAYER_STATS))):
+        raise DamagedFile(f"{path}: damaged, not a record (arrays of the wrong shape)")
+    return record
 
 
 def record_epochs(run_dir):
@@ -259,7 +284,7 @@ def check_checkpoint(run_dir):
     try:
         state = tf.train.get_checkpoint_state(folder)
     except Exception as error:  # a damaged state file raises a protobuf parse error
-        raise RunDirError(f"checkpoint file {state_file} is corrupt "
+        raise DamagedFile(f"checkpoint file {state_file} is corrupt "
                           f"({type(error).__name__}); {way_out}") from None
     if state is None or not state.model_checkpoint_path:
         # A kill during the first save is no checkpoint: the run starts from scratch
@@ -267,7 +292,7 @@ def check_checkpoint(run_dir):
         # checkpoint that lost its state file: refused, never silently restarted.
         if not all(_INTERRUPTED_SAVE.search(name) or _FIRST_CHECKPOINT.match(name)
                    for name in os.listdir(folder)):
-            raise RunDirError(f"checkpoint folder {folder} has no readable 'checkpoint' state "
+            raise DamagedFile(f"checkpoint folder {folder} has no readable 'checkpoint' state "
                               f"file; {way_out}")
         return None
     prefix = state.model_checkpoint_path  # tf already put relative paths under folder
@@ -277,7 +302,7 @@ def check_checkpoint(run_dir):
             reader.get_tensor(name)
     except Exception as error:  # DataLossError, NotFoundError, OutOfRangeError, ...
         damaged = _damaged_checkpoint_file(prefix)
-        raise RunDirError(f"checkpoint {damaged} is corrupt or unreadable "
+        raise DamagedFile(f"checkpoint {damaged} is corrupt or unreadable "
                           f"({type(error).__name__}); {way_out}") from None
     return prefix
 

@@ -7,7 +7,9 @@ training flag, checked by ``cli.validate``); ``experiments.train`` is its comman
 """
 
 import contextlib
+import errno
 import importlib.metadata
+import math
 import os
 import platform
 import shutil
@@ -21,12 +23,14 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 import tqdm
 
 import tfnorm
-from tfnorm import data, distributed, loop, plots, records, training
-from tfnorm.catalog import ConfigError
+from tfnorm import data, distributed, loop, plots, records, rundir, stopping, training
+from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
 from tfnorm.records import LAYER_STATS, QUANTITIES
 
-class Divergence(Exception):
-    """NaN or Inf appeared; the message names the epoch, step, layer and scheme."""
+# A run has diverged when a loss passes LOSS_BOUND times that of a uniform guess over the
+# classes, ln(classes) (2.3 for 10): every run starts near that, and a cross-entropy a
+# million times larger means logits of that size, a run that will not come back.
+LOSS_BOUND = 1e6
 
 
 def versions():
@@ -181,10 +185,14 @@ def _quiet_checkpoint_logging():
 
 
 def run(config, strategy=None, placement=None):
-    """Train (or resume) the run ``config`` describes (``common.resolve``, validated by
-    ``common.validate``). Returns the metrics rows. Raises ConfigError for bad input
-    found only now (data, checkpoint, another process training in --out_dir), Divergence
-    on NaN/Inf.
+    """Train (or resume) the run ``config`` describes (``cli.resolve``, checked by
+    ``cli.validate``). Returns the metrics rows.
+
+    Raises ConfigError for bad input found only now (data, another process training in
+    --out_dir), records.RunDirError for a damaged file that cannot be repaired,
+    Divergence (NaN, Inf or a loss past LOSS_BOUND, in training or in the test pass),
+    NoSpace, OutOfMemory, and loop.Interrupted after a SIGINT or SIGTERM (``stopping``);
+    in each case the directory stays resumable and keeps every finished epoch.
 
     ``strategy``: a tf.distribute strategy (``make_strategy``) or None; ``placement``: its
     flags for config.json. Not part of the run's identity: a run may resume elsewhere."""
@@ -195,12 +203,30 @@ def run(config, strategy=None, placement=None):
             stack.enter_context(records.lock_run_dir(config["out_dir"]))
         except records.RunDirError as error:
             raise ConfigError(str(error)) from None
-        return _run_locked(config, strategy, placement)
+        try:
+            return _run_locked(config, strategy, placement)
+        except (OSError, tf.errors.OpError, MemoryError) as error:
+            raise _resource_error(config["out_dir"], error) from None
+
+
+def _resource_error(out_dir, error):
+    """NoSpace or OutOfMemory for a full disk or memory (status.json says so when it
+    can still be written), else the error itself."""
+    text = str(error)
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        where = getattr(error, "filename", None) or out_dir
+        message = (f"no space left on the device writing {where}; free some space and rerun "
+                   "the same command to resume")
+        with contextlib.suppress(OSError):
+            records.write_status(out_dir, "no space", message=message)
+        return NoSpace(message)
+    if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
+        return OutOfMemory("out of memory (a smaller --image_size or --batch_size needs "
+                           f"less): {' '.join(text.split())[:200]}")
+    return error
 
 
 def _run_locked(config, strategy, placement):
-
-
     out_dir = config["out_dir"]
     _quiet_checkpoint_logging()
     tf.config.experimental.enable_op_determinism()
@@ -209,6 +235,12 @@ def _run_locked(config, strategy, placement):
     if config["overwrite"]:
         records.clear_run(out_dir)
     records.remove_interrupted_writes(out_dir)
+    found = rundir.audit(out_dir, config["epochs"], config["record_every"])
+    for line in found.repairs:
+        logging.warning("%s", line)
+    for path in found.stale_derived:  # redrawn from the records below
+        os.remove(path)
+    rundir.rewind(out_dir, found.resume_epoch)
     dataset = load_data(config)
     network, trainer, checkpoint, epoch_done = build(config, strategy)
     num_layers = len(network.blocks)
@@ -223,12 +255,17 @@ def _run_locked(config, strategy, placement):
         try:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as error:
-            raise ConfigError(
+            raise DamagedFile(
                 f"checkpoint {manager.latest_checkpoint} cannot be restored "
                 f"({type(error).__name__}); delete {manager.directory} to restart, or pass "
                 "--overwrite") from None
         completed = int(epoch_done.numpy())
-        logging.info("resuming %s from epoch %d", out_dir, completed)
+        if completed != found.resume_epoch:
+            raise DamagedFile(
+                f"checkpoint {manager.latest_checkpoint} holds epoch {completed}, its name "
+                f"says {found.resume_epoch}; pass --overwrite to start the run again")
+        if completed < config["epochs"]:
+            logging.info("resuming %s from epoch %d", out_dir, completed)
     else:
         completed = 0
         records.write_config(out_dir, dict(config, **(placement or {})), versions())
@@ -245,22 +282,27 @@ def _run_locked(config, strategy, placement):
     writer = _rebuild_tensorboard(out_dir, rows, num_layers) if config["tensorboard"] else None
     steps = loop.steps_per_epoch(dataset, config["batch_size"])
     test_batches = loop.test_batches(dataset)
+    loss_bound = LOSS_BOUND * math.log(dataset.num_classes)
 
-    def stop_diverged(epoch, step, finite=None):
+    def stop_diverged(epoch, step, finite=None, what=None):
         """Replay the epoch up to the failing step from the last checkpoint (runs are
         deterministic), find where the first non-finite value appears on that step's
-        batch, and stop."""
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        for replayed, (images, labels) in enumerate(epoch_batches(epoch), start=1):
-            if replayed == step:
-                break
-            trainer.train_step(images, labels)
-        layer, what = locate_divergence(network, images, labels, finite)
+        batch, and stop. ``step`` None: the test pass after the epoch's steps."""
+        layer = None
+        if what is None:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            for replayed, (images, labels) in enumerate(epoch_batches(epoch), start=1):
+                if replayed == step:
+                    break
+                trainer.train_step(images, labels)
+            layer, what = locate_divergence(network, images, labels, finite)
         kept = (f"epochs 1-{epoch - 1} are kept in {out_dir}" if epoch > 1
                 else f"no epoch was completed in {out_dir}")
-        message = (f"scheme {config['scheme']} diverged at epoch {epoch}, step {step} of "
-                   f"{steps}, layer {layer}: {what}; the run stopped, {kept} (a smaller "
-                   "--learning_rate, or for boxcox --boxcox_lambda, may help)")
+        where = (f"step {step} of {steps}" if step else "the test pass")
+        where += f", layer {layer}" if layer else ""
+        message = (f"scheme {config['scheme']} diverged at epoch {epoch}, {where}: {what}; "
+                   f"the run stopped, {kept} (a smaller --learning_rate, or for boxcox "
+                   "--boxcox_lambda, may help)")
         records.write_status(out_dir, "diverged", epoch=epoch, step=step, layer=layer,
                              message=message)
         raise Divergence(message)
@@ -276,12 +318,19 @@ def _run_locked(config, strategy, placement):
             # The last step of every epoch records: it alone computes layer 1's passed
             # gradient and the histograms.
             result = loop.train_epoch(trainer, epoch_batches(epoch), steps, epoch,
-                                      on_step=progress.update)
+                                      on_step=progress.update, loss_bound=loss_bound,
+                                      should_stop=stopping.requested)
         except loop.NonFinite as error:
             progress.close()
-            stop_diverged(epoch, error.step, error.finite)
+            stop_diverged(epoch, error.step, error.finite, error.what)
+        except Interrupted:
+            progress.close()
+            records.write_status(out_dir, "interrupted", epoch=epoch - 1)
+            raise
         progress.close()
         test_loss, test_acc = loop.evaluate(trainer, test_batches, len(dataset.test_labels))
+        if not math.isfinite(test_loss) or test_loss > loss_bound:
+            stop_diverged(epoch, None, what=f"test loss {test_loss:g} (bound {loss_bound:g})")
         row = {"epoch": epoch, "train_loss": result.train_loss, "train_acc": result.train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "seconds": time.time() - start}
         for layer in range(num_layers):
