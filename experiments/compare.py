@@ -14,20 +14,23 @@ same as with --jobs=1, which trains in this process.
 """
 
 import concurrent.futures
+import contextlib
 import ctypes
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 
 from absl import flags, logging
 import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import cli, train
-from tfnorm import io, plots, records
+from tfnorm import errors, io, plots, records, rundir, stopping
 from tfnorm.records import LAYER_STATS
 
 FLAGS = flags.FLAGS
@@ -79,20 +82,11 @@ def plan(base, schemes, seeds, first_seed):
     return configs
 
 
-def _is_finished(config):
-    """Complete or diverged with this configuration: nothing to train."""
-    if config["overwrite"]:
-        return False
-    status = records.read_status(config["out_dir"])
-    return (status is not None and status.get("state") in ("complete", "diverged")
-            and records.read_config(config["out_dir"]) is not None)
-
-
 def _train_here(config):
     from tfnorm import runner  # TensorFlow loads here, after every flag was checked
     try:
         runner.run(config)
-    except runner.Divergence as error:
+    except errors.Divergence as error:
         logging.warning("%s", error)
 
 
@@ -131,14 +125,39 @@ def _train_subprocess(config):
     command = ([sys.executable, "-m", "experiments.train"]
                + cli.to_command_line(dict(config, progress=False), train.TRAIN_FLAGS))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(command, capture_output=True, text=True, cwd=root,
-                            preexec_fn=_die_with_parent())
-    io.write_text(os.path.join(config["out_dir"], "train.log"), result.stdout + result.stderr)
-    if result.returncode == cli.EXIT_DIVERGED:
-        logging.warning("%s", result.stderr.strip().splitlines()[-1])
-    elif result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["(no message)"]
+    if stopping.requested():  # a queued run is not started after Ctrl-C
+        raise errors.Interrupted(what="before this run started")
+    # Its own session: a Ctrl-C at the terminal reaches this process only, which passes
+    # one SIGINT on to each run (``_pass_on``), so that each stops at a safe point.
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=root, preexec_fn=_die_with_parent(),
+                             start_new_session=True)
+    with _children_lock:
+        _children.add(child)
+    try:
+        stdout, stderr = child.communicate()
+    finally:
+        with _children_lock:
+            _children.discard(child)
+    io.write_text(os.path.join(config["out_dir"], "train.log"), stdout + stderr)
+    lines = stderr.strip().splitlines() or ["(no message)"]
+    if child.returncode == errors.Divergence.exit_code:
+        logging.warning("%s", lines[-1])
+    elif child.returncode == errors.Interrupted.exit_code:
+        raise errors.Interrupted(what=f"during {config['scheme']} seed {config['seed']}")
+    elif child.returncode != 0:
         raise cli.ConfigError(f"{config['scheme']} seed {config['seed']}: {lines[-1]}")
+
+
+_children = set()
+_children_lock = threading.Lock()
+
+
+def _pass_on(signum):
+    with _children_lock:
+        for child in _children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
 
 
 def _final_test_acc(config):
@@ -165,22 +184,40 @@ class Progress:
 
 
 def train_all(configs, jobs):
-    todo = [c for c in configs if not _is_finished(c)]
+    """Train every run of ``configs`` that is not finished (each reused run is audited:
+    ``rundir.is_finished``). Raises errors.Interrupted after a SIGINT or SIGTERM, once the
+    runs in progress stopped at a safe point; finished runs are kept."""
+    todo = [c for c in configs if not rundir.is_finished(c["out_dir"], c)]
     for config in configs:
         if config not in todo:
             logging.info("reusing %s", config["out_dir"])
     progress = Progress(len(configs), len(configs) - len(todo), jobs)
     if jobs == 1:
         for config in todo:
+            if stopping.requested():
+                break
             logging.info("training %s seed %d", config["scheme"], config["seed"])
             start = time.monotonic()
-            _train_here(config)
+            try:
+                _train_here(config)
+            except errors.Interrupted:
+                break
             progress.finished(config, time.monotonic() - start)
+        if stopping.requested():
+            raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs "
+                                     "complete")
         return
+    stopping.on_request(_pass_on)
+    interrupted = None
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(_timed, _train_subprocess, c): c for c in todo}
         for future in concurrent.futures.as_completed(futures):
-            progress.finished(futures[future], future.result())
+            try:
+                progress.finished(futures[future], future.result())
+            except errors.Interrupted as error:
+                interrupted = interrupted or error
+    if interrupted or stopping.requested():
+        raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs complete")
 
 
 def _timed(function, *args):
@@ -231,7 +268,8 @@ def summarize(curves):
     for scheme, curve in curves.items():
         train_acc, test_acc = curve["train_acc"], curve["test_acc"]
         last = test_acc[:, -1]
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # epochs no run reached: NaN
             mean_train = np.nanmean(train_acc, axis=0) if np.isfinite(train_acc).any() else \
                 np.full(train_acc.shape[1], np.nan)
             mean_test = np.nanmean(test_acc, axis=0) if np.isfinite(test_acc).any() else \
@@ -335,28 +373,32 @@ def write_outputs(base, configs, results_dir=None):
     return rows
 
 
+@cli.one_line_errors
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     base = cli.resolve(dict(cli.flag_values(FLAGS, cli.RUN_FLAGS),
-                               out_dir=FLAGS.out_dir, seed=FLAGS.seed))
+                            out_dir=FLAGS.out_dir, seed=FLAGS.seed))
+    schemes = cli.parse_schemes(FLAGS.schemes)
+    if FLAGS.seeds <= 0:
+        raise cli.ConfigError(f"--seeds={FLAGS.seeds}: must be a positive integer")
+    if FLAGS.jobs <= 0:
+        raise cli.ConfigError(f"--jobs={FLAGS.jobs}: must be a positive integer")
+    if not base["out_dir"]:
+        raise cli.ConfigError("--out_dir: required")
+    cli.check_seed(FLAGS.seed, count=FLAGS.seeds)
+    cli.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
+    cli.check_writable(base["out_dir"], "--out_dir")
+    if FLAGS.results_dir:
+        cli.check_writable(FLAGS.results_dir, "--results_dir")
+    configs = plan(base, schemes, FLAGS.seeds, FLAGS.seed)
     try:
-        schemes = cli.parse_schemes(FLAGS.schemes)
-        if FLAGS.seeds <= 0:
-            raise cli.ConfigError(f"--seeds={FLAGS.seeds}: must be a positive integer")
-        if FLAGS.jobs <= 0:
-            raise cli.ConfigError(f"--jobs={FLAGS.jobs}: must be a positive integer")
-        if not base["out_dir"]:
-            raise cli.ConfigError("--out_dir: required")
-        cli.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
-        cli.check_writable(base["out_dir"], "--out_dir")
-        if FLAGS.results_dir:
-            cli.check_writable(FLAGS.results_dir, "--results_dir")
-        configs = plan(base, schemes, FLAGS.seeds, FLAGS.seed)
         train_all(configs, FLAGS.jobs)
-        rows = write_outputs(base, configs, FLAGS.results_dir)
-    except cli.ConfigError as error:
-        cli.fail(str(error))
+    except errors.Interrupted:
+        # What is complete is summarized; the runs not finished show as such there.
+        write_outputs(base, configs, FLAGS.results_dir)
+        raise
+    rows = write_outputs(base, configs, FLAGS.results_dir)
     for row in rows:
         logging.info("%-10s final test acc %s, epoch to 95%% train %s, %s", row["scheme"],
                      _cell(row["final_test_acc"]), _cell(row["first_epoch_train_acc_95"]),

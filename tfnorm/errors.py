@@ -49,6 +49,7 @@ class Interrupted(RunEnded):
     """A SIGINT or SIGTERM stopped the run at a safe point (between two steps)."""
     exit_code = 130
 
-    def __init__(self, epoch, step=None):
-        super().__init__(f"interrupted at epoch {epoch}; rerun the same command to resume")
+    def __init__(self, epoch=None, step=None, what=None):
+        super().__init__(f"interrupted {what or f'at epoch {epoch}'}; rerun the same command "
+                         "to resume")
         self.epoch, self.step = epoch, step

@@ -10,6 +10,7 @@
 import io as _bytes_io
 import os
 import re
+import warnings
 
 import matplotlib
 
@@ -165,11 +166,13 @@ def draw_panels(run_dir, only_missing=False):
 def _band(ax, epochs, runs, label, color):
     """Mean of ``runs`` (seeds x epochs, NaN past a run's end) with a min-max band."""
     runs = np.asarray(runs, float)
-    mean = np.nanmean(runs, axis=0)
-    ax.plot(epochs, mean, label=label, color=color, lw=1.5)
-    if runs.shape[0] > 1:
-        ax.fill_between(epochs, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0),
-                        color=color, alpha=0.2, lw=0)
+    with warnings.catch_warnings():  # an epoch no run reached yet is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(runs, axis=0)
+        ax.plot(epochs, mean, label=label, color=color, lw=1.5)
+        if runs.shape[0] > 1:
+            ax.fill_between(epochs, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0),
+                            color=color, alpha=0.2, lw=0)
 
 
 def _colors(names):
