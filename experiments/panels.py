@@ -8,6 +8,7 @@ import os
 from absl import flags, logging
 
 from experiments import cli
+from tfnorm import plots, records
 
 FLAGS = flags.FLAGS
 
@@ -19,7 +20,6 @@ def define_flags(flag_values=flags.FLAGS):
 
 def redraw(run_dir):
     """Returns (panel PNG paths, GIF paths)."""
-    from tfnorm import plots, records
     paths, figure = [], plots.FourPanels()
     for epoch in records.record_epochs(run_dir):
         paths += plots.draw_epoch_panels(run_dir, epoch, figure)
@@ -27,8 +27,8 @@ def redraw(run_dir):
     return paths, plots.write_gifs(run_dir)
 
 
+@cli.one_line_errors
 def main(argv):
-    from tfnorm import records
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     run_dir = FLAGS.run_dir
@@ -38,11 +38,10 @@ def main(argv):
         cli.fail(f"--run_dir {run_dir}: no such directory")
     if not records.record_epochs(run_dir):
         cli.fail(f"--run_dir {run_dir}: holds no records "
-                    f"({os.path.join(run_dir, records.RECORDS_DIR)}/epoch_NNNN.npz)")
-    try:
-        panels, gifs = redraw(run_dir)
-    except (OSError, ValueError, KeyError) as error:
-        cli.fail(f"--run_dir {run_dir}: a record cannot be read ({error})")
+                 f"({os.path.join(run_dir, records.RECORDS_DIR)}/epoch_NNNN.npz)")
+    for epoch in records.record_epochs(run_dir):  # a damaged record: one line, before drawing
+        records.load_record(records.record_path(run_dir, epoch))
+    panels, gifs = redraw(run_dir)
     logging.info("drew %d panels and %d GIFs in %s", len(panels), len(gifs),
                  os.path.join(run_dir, records.PANELS_DIR))
 

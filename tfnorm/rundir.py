@@ -174,9 +174,19 @@ def is_finished(run_dir, config):
 
 
 def rewind(run_dir, epoch):
-    """Make the checkpoint of ``epoch`` the latest (deleting later ones), or with epoch 0
-    delete every checkpoint (a fresh start). The state file is written whole, the way
-    ``tf.train.CheckpointManager`` writes it."""
+    """Go back to the end of ``epoch`` (the audit's resume_epoch): metrics.csv keeps its
+    first ``epoch`` rows (they are intact: the audit checked them; what follows may not
+    even parse), and the checkpoint of ``epoch`` becomes the latest (later ones deleted),
+    or with epoch 0 every checkpoint goes (a fresh start). The checkpoint state file is
+    written whole, the way ``tf.train.CheckpointManager`` writes it."""
+    metrics = os.path.join(run_dir, records.METRICS_FILE)
+    if os.path.exists(metrics):
+        with open(metrics, "rb") as f:
+            lines = f.read().split(b"\n")
+        if epoch == 0:
+            os.remove(metrics)
+        elif len([line for line in lines[1:] if line]) > epoch:
+            io.write_bytes(metrics, b"\n".join(lines[:epoch + 1]) + b"\n")
     folder = os.path.join(run_dir, records.CHECKPOINT_DIR)
     if not os.path.isdir(folder) or latest_checkpoint_epoch(run_dir) == epoch:
         return

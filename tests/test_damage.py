@@ -1,0 +1,280 @@
+"""Damaged run directories are detected, never trusted: each case either recovers to the
+uninterrupted result or is refused with one line naming the file; resource failures and
+interrupts are one line with their own exit code (tfnorm.errors).
+
+The reference is one finished run (``finished``), copied and damaged per test; runs are
+in-process through ``runner.run`` unless the command line is what is tested."""
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments import cli, panels, train
+from test_resume import assert_same_run, without_seconds
+from tfnorm import errors, io, loop, records, rundir, runner, stopping
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = dict(scheme="batch", epochs=3, image_size=16, train_limit=60, test_limit=20,
+             batch_size=20, record_every=1, progress=False, panels=True)
+
+
+def config_for(out_dir, **overrides):
+    config = cli.resolve(dict(FLAGS, out_dir=str(out_dir), **overrides))
+    cli.validate(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("finished") / "run"
+    runner.run(config_for(out_dir))
+    return str(out_dir)
+
+
+@pytest.fixture
+def copy(finished, tmp_path):
+    target = str(tmp_path / "run")
+    shutil.copytree(finished, target, ignore=shutil.ignore_patterns("run.lock"))
+    return target
+
+
+def rerun(run_dir, **overrides):
+    return runner.run(config_for(run_dir, **overrides))
+
+
+def assert_recovered(run_dir, reference):
+    assert_same_run(run_dir, reference)
+    assert records.read_status(run_dir)["state"] == "complete"
+    assert rundir.audit(run_dir, FLAGS["epochs"], FLAGS["record_every"]).repairs == []
+
+
+@pytest.mark.parametrize("damage", ["cut to one row", "emptied", "deleted", "garbage"])
+def test_damaged_metrics_are_retrained_not_trusted(copy, finished, damage):
+    path = os.path.join(copy, records.METRICS_FILE)
+    if damage == "cut to one row":
+        with open(path) as f:
+            head = f.readlines()[:2]
+        with open(path, "w") as f:
+            f.writelines(head)
+    elif damage == "emptied":
+        open(path, "w").close()
+    elif damage == "deleted":
+        os.remove(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(b"\xff\x00not,a,csv\n1,2\n")
+    found = rundir.audit(copy, FLAGS["epochs"], FLAGS["record_every"])
+    assert not found.complete and found.resume_epoch < 3 and found.repairs
+    assert not rundir.is_finished(copy, config_for(copy))  # compare would retrain it
+    rerun(copy)
+    assert_recovered(copy, finished)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "random bytes", "truncated"])
+def test_a_damaged_record_is_retrained_and_its_stale_panel_redrawn(copy, finished, damage):
+    path = records.record_path(copy, 1)
+    panel = os.path.join(copy, records.PANELS_DIR, "layer1_epoch0001.png")
+    with open(panel, "wb") as f:
+        f.write(b"stale")  # must not go on into the GIF
+    if damage == "deleted":
+        os.remove(path)
+    elif damage == "random bytes":
+        with open(path, "wb") as f:
+            f.write(np.random.default_rng(0).bytes(500))
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(300)
+    assert rundir.audit(copy, 3, 1).resume_epoch == 0
+    rerun(copy)
+    assert_recovered(copy, finished)
+    assert rundir.image_readable(panel)
+    assert rundir.image_readable(os.path.join(copy, records.PANELS_DIR, "layer1.gif"))
+
+
+def test_a_damaged_panel_of_a_finished_run_is_redrawn_and_it_stays_complete(copy, finished):
+    panel = os.path.join(copy, records.PANELS_DIR, "layer3_epoch0002.png")
+    with open(panel, "wb") as f:
+        f.write(np.random.default_rng(1).bytes(2000))
+    rows = rerun(copy)
+    assert without_seconds(rows) == without_seconds(records.read_metrics(finished))
+    assert rundir.image_readable(panel)
+    assert records.read_status(copy)["state"] == "complete"
+
+
+def test_garbage_status_is_rederived(copy, finished):
+    with open(os.path.join(copy, records.STATUS_FILE), "wb") as f:
+        f.write(b"\x89\xff{{ not json")
+    assert records.read_status(copy) is None
+    assert rundir.is_finished(copy, config_for(copy))
+    rerun(copy)
+    assert_recovered(copy, finished)
+
+
+def test_killed_at_epoch_5_of_8_with_metrics_cut_to_2_rows_resumes_to_rows_1_to_8(
+        tmp_path, monkeypatch):
+    reference, damaged = str(tmp_path / "reference"), str(tmp_path / "damaged")
+    runner.run(config_for(reference, epochs=8, panels=False))
+    # Stopped (as by a kill between epochs) at the start of epoch 6.
+    monkeypatch.setattr(stopping, "requested",
+                        lambda: len(records.read_metrics(damaged)) >= 5)
+    with pytest.raises(errors.Interrupted):
+        runner.run(config_for(damaged, epochs=8, panels=False))
+    monkeypatch.undo()
+    path = os.path.join(damaged, records.METRICS_FILE)
+    with open(path) as f:
+        head = f.readlines()[:3]
+    with open(path, "w") as f:
+        f.writelines(head)
+    found = rundir.audit(damaged, 8, 1)
+    assert (found.checkpoint_epoch, found.resume_epoch) == (5, 0)  # ckpt-2 is long gone
+    rows = runner.run(config_for(damaged, epochs=8, panels=False))
+    assert [row["epoch"] for row in rows] == list(range(1, 9))
+    assert_same_run(damaged, reference)
+
+
+def run_train(argv, monkeypatch, capsys):
+    from absl import flags
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    monkeypatch.setattr(train, "FLAGS", flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_flags_or_fail(["train"] + argv, flag_values)
+        train.main(["train"])
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def train_argv(out_dir, **overrides):
+    return cli.to_command_line(dict(FLAGS, out_dir=str(out_dir), **overrides),
+                               list(FLAGS) + ["out_dir"] + list(overrides))
+
+
+@pytest.mark.parametrize("content", ['{"flags": 3}', "\x00\x01garbage", "[1, 2]"])
+def test_a_damaged_config_is_refused_with_one_line_naming_it(copy, content, monkeypatch,
+                                                             capsys):
+    path = os.path.join(copy, records.CONFIG_FILE)
+    with open(path, "w") as f:
+        f.write(content)
+    code, lines = run_train(train_argv(copy), monkeypatch, capsys)
+    assert code == errors.DamagedFile.exit_code == 6
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: damaged"), lines
+    assert "--overwrite" in lines[0]
+
+
+def test_a_damaged_record_makes_panels_name_the_file(copy, monkeypatch, capsys):
+    from absl import flags
+    path = records.record_path(copy, 2)
+    with open(path, "r+b") as f:
+        f.truncate(200)
+    flag_values = flags.FlagValues()
+    panels.define_flags(flag_values)
+    flag_values(["panels", f"--run_dir={copy}"])
+    monkeypatch.setattr(panels, "FLAGS", flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        panels.main(["panels"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 6
+    assert lines == [f"error: {path}: damaged, not a record (BadZipFile)"]
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_out_of_range_is_one_line_before_the_out_dir_exists(tmp_path, seed,
+                                                                  monkeypatch, capsys):
+    out_dir = tmp_path / "run"
+    code, lines = run_train(train_argv(out_dir) + [f"--seed={seed}"], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1
+    assert lines[0] == f"error: --seed={seed}: must be between 0 and 4294967295"
+    assert not out_dir.exists()
+
+
+def test_an_image_size_that_cannot_fit_in_memory_is_refused_before_any_work(
+        tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "run"
+    code, lines = run_train(train_argv(out_dir, image_size=5000, train_limit=0, test_limit=0),
+                            monkeypatch, capsys)
+    assert code == errors.OutOfMemory.exit_code == 5 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --image_size=5000 with --batch_size=20: needs about ")
+    assert not out_dir.exists()
+    assert cli.memory_needed(cli.resolve(dict(FLAGS, image_size=5000, train_limit=0,
+                                              test_limit=0))) > 100 * 2 ** 30
+
+
+def test_a_full_disk_is_one_line_status_says_so_and_the_rerun_matches(
+        finished, tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "run"
+    real_write = io.write_bytes
+    writes = []
+
+    def full_after_epoch_1(path, data):
+        writes.append(path)
+        if path.endswith(records.METRICS_FILE) and len(records.read_metrics(str(out_dir))):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real_write(path, data)
+
+    monkeypatch.setattr(io, "write_bytes", full_after_epoch_1)
+    monkeypatch.setattr(io, "write_text",
+                        lambda path, text: full_after_epoch_1(path, text.encode()))
+    code, lines = run_train(train_argv(out_dir), monkeypatch, capsys)
+    assert code == errors.NoSpace.exit_code == 4
+    assert lines == [f"error: no space left on the device writing {out_dir}/metrics.csv; "
+                     "free some space and rerun the same command to resume"]
+    assert records.read_status(str(out_dir))["state"] == "no space"
+    monkeypatch.undo()
+    runner.run(config_for(out_dir))
+    assert_recovered(str(out_dir), finished)
+
+
+def test_a_finite_loss_past_the_bound_is_a_divergence(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "LOSS_BOUND", 0.5)  # below a uniform guess: step 1 passes it
+    with pytest.raises(errors.Divergence, match=r"diverged at epoch 1, step 1 of 3: loss "
+                       r"2\.\d+ above the bound 1\.15"):
+        runner.run(config_for(tmp_path / "run"))
+    assert records.read_status(str(tmp_path / "run"))["state"] == "diverged"
+
+
+def test_a_nan_test_loss_is_a_divergence_and_keeps_the_epochs_before(tmp_path, monkeypatch):
+    real_evaluate = loop.evaluate
+
+    def nan_in_epoch_2(trainer, batches, count):
+        loss, accuracy = real_evaluate(trainer, batches, count)
+        return (float("nan") if records.read_metrics(str(tmp_path / "run")) else loss,
+                accuracy)
+
+    monkeypatch.setattr(loop, "evaluate", nan_in_epoch_2)
+    with pytest.raises(errors.Divergence, match="diverged at epoch 2, the test pass: test "
+                       "loss nan"):
+        runner.run(config_for(tmp_path / "run"))
+    assert [row["epoch"] for row in records.read_metrics(str(tmp_path / "run"))] == [1]
+
+
+def _wait_for(path, process, deadline=240):
+    end = time.time() + deadline
+    while not os.path.exists(path) and process.poll() is None and time.time() < end:
+        time.sleep(0.05)
+    assert os.path.exists(path), "the run never got there"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_train_at_a_safe_point_with_one_line_and_130(tmp_path, finished,
+                                                                  signum):
+    out_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "experiments.train"] + train_argv(out_dir, epochs=40)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for(os.path.join(out_dir, "checkpoints", "ckpt-1.index"), process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted at epoch ") and last.endswith(
+        "; rerun the same command to resume"), last
+    found = rundir.audit(str(out_dir), 40, 1)
+    assert found.repairs == [] and found.resume_epoch >= 1
+    assert records.read_status(str(out_dir))["state"] == "interrupted"
