@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 from experiments import cli, train
-from tfnorm import records, runner
+from tfnorm import io, records, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # meanonly: weight normalization (with its data-dependent init, which a resume must not
@@ -53,49 +52,64 @@ def command(out_dir):
 
 
 @pytest.fixture(scope="module")
-def reference_process(tmp_path_factory):
-    """An uninterrupted run in a subprocess, started first so that it trains while the
-    run to be killed does (2 cores)."""
+def reference(tmp_path_factory):
+    """An uninterrupted run, in this process."""
     out_dir = str(tmp_path_factory.mktemp("reference"))
-    process = subprocess.Popen(command(out_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    yield out_dir, process
-    process.kill()
-    process.wait()
-
-
-@pytest.fixture(scope="module")
-def reference(reference_process):
-    out_dir, process = reference_process
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr
+    runner.run(config_for(out_dir))
     return out_dir
 
 
-def test_sigkill_mid_epoch_then_rerun_gives_the_same_metrics(reference_process, tmp_path):
+def killed_at(out_dir, fault):
+    """Run the command with TFNORM_FAULT=fault (tfnorm.faults): it must die by SIGKILL."""
+    process = subprocess.run(command(out_dir), cwd=ROOT, capture_output=True, text=True,
+                             env=dict(os.environ, TFNORM_FAULT=fault), timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+
+
+def checkpoint_files(out_dir):
+    return sorted(os.listdir(os.path.join(out_dir, "checkpoints")))
+
+
+# (fault, rows and records the directory must hold after the kill, checkpoint files)
+KILLS = {
+    # Before step 10 of epoch 2 (of 20 steps): epoch 1 is done, epoch 2 half-way.
+    "mid-epoch": ("step:2:10", [1], ["checkpoint", "ckpt-0.data-00000-of-00001",
+                                     "ckpt-0.index", "ckpt-1.data-00000-of-00001",
+                                     "ckpt-1.index"]),
+    # Epoch 2's checkpoint files written, its state file still naming epoch 1: the
+    # records and metrics of epoch 2 are there and must be dropped, not trusted.
+    "inside epoch 2's save": ("checkpoint:2", [1, 2], ["checkpoint",
+                                                       "ckpt-0.data-00000-of-00001",
+                                                       "ckpt-0.index",
+                                                       "ckpt-1.data-00000-of-00001",
+                                                       "ckpt-1.index",
+                                                       "ckpt-2.data-00000-of-00001",
+                                                       "ckpt-2.index"]),
+    # The first save of all (the initial state), before its state file: no checkpoint.
+    "inside the first save": ("checkpoint:0", [], ["ckpt-0.data-00000-of-00001",
+                                                   "ckpt-0.index"]),
+}
+
+
+@pytest.mark.parametrize("where", sorted(KILLS))
+def test_a_kill_then_the_same_command_gives_the_same_run(reference, tmp_path, where):
+    fault, rows, files = KILLS[where]
     out_dir = str(tmp_path / "killed")
-    first_checkpoint = os.path.join(out_dir, "checkpoints", "ckpt-1.index")
-    process = subprocess.Popen(command(out_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not os.path.exists(first_checkpoint) and time.time() < deadline:
-            time.sleep(0.02)
-        # Epoch 2 runs 20 steps of a few ms each: a kill now lands inside it.
-        time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+    killed_at(out_dir, fault)
+    # What the directory holds before the resume: exactly what the kill left.
+    assert [row["epoch"] for row in records.read_metrics(out_dir)] == rows
+    assert records.record_epochs(out_dir) == rows  # epochs 1-3 are all recorded
+    assert checkpoint_files(out_dir) == files
     status = records.read_status(out_dir)
-    assert status["state"] == "running", "the kill came too late to test a resume"
+    if where == "inside the first save":
+        assert status is None  # written only once the initial state is saved
+    else:
+        assert status["state"] == "running"
 
     rerun = subprocess.run(command(out_dir), cwd=ROOT, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert "resuming" in rerun.stderr
-    reference_dir, reference_run = reference_process
-    reference_run.communicate(timeout=600)
-    assert_same_run(out_dir, reference_dir)
+    assert ("resuming" in rerun.stderr) == (where != "inside the first save")
+    assert_same_run(out_dir, reference)
     assert records.read_status(out_dir)["state"] == "complete"
 
 
@@ -133,34 +147,39 @@ def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
 
 
 WRITER = textwrap.dedent("""
-    import importlib.util, sys
-    spec = importlib.util.spec_from_file_location("tfnorm_io", sys.argv[1])
-    io = importlib.util.module_from_spec(spec); spec.loader.exec_module(io)
-    version = 0
-    while True:
-        version = version % 250 + 1
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from tfnorm import io  # imports no TensorFlow
+    for version in range(1, 10):
         io.write_bytes(sys.argv[2], bytes([version]) * 8_000_000)
         print(version, flush=True)
 """)
 
 
-def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path):
-    """tfnorm.io (which every output goes through) in a process killed while it keeps
-    rewriting an 8 MB file: the file is always one whole version, never a mix or a
-    truncation. io.py is loaded by path so the writer starts without TensorFlow."""
-    target = str(tmp_path / "metrics.csv")
-    io_path = os.path.join(ROOT, "tfnorm", "io.py")
-    for delay in (0.05, 0.13, 0.31):
-        process = subprocess.Popen([sys.executable, "-c", WRITER, io_path, target],
-                                   stdout=subprocess.PIPE, text=True)
-        process.stdout.readline()  # one complete version exists
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        with open(target, "rb") as f:
-            content = f.read()
-        assert len(content) == 8_000_000
-        assert content == bytes([content[0]]) * len(content)
+@pytest.mark.parametrize("killed_write", [1, 2, 5])
+def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path, killed_write):
+    """tfnorm.io (which every output goes through) in a process killed (tfnorm.faults)
+    inside its ``killed_write``-th rewrite of an 8 MB file, the temporary whole and not yet
+    renamed: the file is the previous whole version (none before the first), and the
+    temporary the kill interrupted is there, so the kill did land inside a write."""
+    target = tmp_path / "metrics.csv"
+    process = subprocess.run([sys.executable, "-c", WRITER, ROOT, str(target)],
+                             env=dict(os.environ, TFNORM_FAULT=f"write:metrics.csv@"
+                                                               f"{killed_write}"),
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert process.stdout.split() == [str(v) for v in range(1, killed_write)]
+    if killed_write == 1:
+        assert not target.exists()
+    else:
+        content = target.read_bytes()
+        assert content == bytes([killed_write - 1]) * 8_000_000
+    temporaries = [p.name for p in tmp_path.iterdir() if p.name != "metrics.csv"]
+    assert len(temporaries) == 1 and temporaries[0].startswith(".metrics.csv."), temporaries
+    assert (tmp_path / temporaries[0]).read_bytes() == bytes([killed_write]) * 8_000_000
+    io.remove_temporary_files(str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == (["metrics.csv"] if killed_write > 1
+                                                     else [])
 
 
 def poison_weights(run_dir, epoch, layer):

@@ -12,6 +12,8 @@ import tempfile
 
 import numpy as np
 
+from tfnorm import faults
+
 
 # atomic_open's temporary files: ".<target's name>.<mkstemp's 8 random characters>.tmp".
 _TEMPORARY_PREFIX, _TEMPORARY_SUFFIX = ".", ".tmp"
@@ -38,6 +40,7 @@ def atomic_open(path, mode="w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        faults.point("write", os.path.basename(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfnorm import data
+from tfnorm import data, faults
 from tfnorm.errors import Interrupted
 from tfnorm.records import LAYER_STATS
 
@@ -103,6 +103,7 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
     for step in range(1, steps + 1):
         if should_stop is not None and should_stop():
             raise Interrupted(epoch, step)
+        faults.point("step", epoch, step)
         global_step = (epoch - 1) * steps + step
         last = record and step == steps
         try:

@@ -23,7 +23,8 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 import tqdm
 
 import tfnorm
-from tfnorm import data, distributed, loop, plots, records, rundir, stopping, training
+from tfnorm import (data, distributed, faults, loop, plots, records, rundir, stopping,
+                    training)
 from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
 from tfnorm.records import LAYER_STATS, QUANTITIES
 
@@ -209,6 +210,15 @@ def run(config, strategy=None, placement=None):
             raise _resource_error(config["out_dir"], error) from None
 
 
+def save_checkpoint(manager, checkpoint, epoch):
+    """The checkpoint of ``epoch``, its files first and its state file last (``manager``);
+    tests (tfnorm.faults) can kill the process between the two."""
+    if faults.ENVIRONMENT_VARIABLE in os.environ:
+        checkpoint.write(os.path.join(manager.directory, f"ckpt-{epoch}"))
+        faults.point("checkpoint", epoch)
+    manager.save(checkpoint_number=epoch)
+
+
 def _resource_error(out_dir, error):
     """NoSpace or OutOfMemory for a full disk or memory (status.json says so when it
     can still be written), else the error itself."""
@@ -274,7 +284,7 @@ def _run_locked(config, strategy, placement):
             network.initialize_from_batch(
                 data.to_unit_range(first_images, network.trainable_variables[0].dtype))
         # Epoch 0: the initial state, so that a divergence in epoch 1 can be replayed.
-        manager.save(checkpoint_number=0)
+        save_checkpoint(manager, checkpoint, 0)
     records.truncate_to_epoch(out_dir, completed, num_layers)
     rows = records.read_metrics(out_dir)
     records.write_status(out_dir, "running", epoch=completed)
@@ -352,7 +362,7 @@ def _run_locked(config, strategy, placement):
         if writer is not None:
             _tensorboard_epoch(writer, row, record, num_layers)
         epoch_done.assign(epoch)
-        manager.save(checkpoint_number=epoch)
+        save_checkpoint(manager, checkpoint, epoch)
         # After the checkpoint: the status never claims an epoch a resume would redo.
         records.write_status(out_dir, "running", epoch=epoch)
         logging.info("%s epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | "
