@@ -621,3 +621,161 @@ def test_edge_checks_catch_a_backward_without_epsilon(kind, axes):
         lambda x: norms.standardize_forward(x, axes),
         lambda dxhat, cache: [norms.standardize_backward(dxhat, cache)], [x], delta=step)
     assert tape_error <= TAPE_TOLERANCE and fd_error <= FD_TOLERANCE, (tape_error, fd_error)
+
+
+# ----------------------------------------------------------------------------
+# Independent numpy references for the forwards the tape cannot check (the tape
+# differentiates whatever the forward computes, right or wrong).
+
+
+def weight_norm_reference_error(forward, v, g, axes):
+    """max |w - g v/||v|||, numpy, elementwise (not just the norm of w)."""
+    w, _ = forward(tf.constant(v), tf.constant(g), axes)
+    expected = g * v / np.sqrt(np.sum(v * v, axis=tuple(axes)))
+    return float(np.max(np.abs(w.numpy() - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("v_shape,axes", [([3, 3, 2, 5], [0, 1, 2]), ([4, 5], [0])])
+def test_weight_norm_forward_is_g_v_over_norm_elementwise(v_shape, axes):
+    generator = gradcheck.rng(60)
+    v, g = generator.standard_normal(v_shape), generator.standard_normal([5])
+    assert weight_norm_reference_error(norms.weight_norm_forward, v, g, axes) <= 1e-14
+
+    # A flipped direction or a column permutation keeps ||w|| == |g| (the old check) but
+    # fails here.
+    def flipped(v, g, axes):
+        w, cache = norms.weight_norm_forward(v, g, axes)
+        return -w, cache
+
+    def permuted(v, g, axes):
+        w, cache = norms.weight_norm_forward(v, g, axes)
+        return tf.roll(w, 1, axis=len(v_shape) - 1) * tf.abs(g) / tf.roll(tf.abs(g), 1, 0), cache
+
+    for broken in (flipped, permuted):
+        w, _ = broken(tf.constant(v), tf.constant(g), axes)
+        np.testing.assert_allclose(np.sqrt(np.sum(w.numpy() ** 2, axis=tuple(axes))),
+                                   np.abs(g), rtol=1e-12)
+        assert weight_norm_reference_error(broken, v, g, axes) > 0.1
+
+
+def mean_only_reference(x, beta, running_mean, momentum, training):
+    """numpy: (y, new running mean)."""
+    axes = tuple(range(x.ndim - 1))
+    if training:
+        mean = x.mean(axis=axes)
+        return x - mean + beta, momentum * running_mean + (1 - momentum) * mean
+    return x - running_mean + beta, running_mean
+
+
+@pytest.mark.parametrize("rank,affine", [(4, False), (4, True), (2, True)])
+def test_mean_only_batch_norm_matches_numpy(rank, affine):
+    generator = gradcheck.rng(61)
+    shape = SHAPE if rank == 4 else [5, SHAPE[-1]]
+    norm = norms.MeanOnlyBatchNorm(SHAPE[-1], tf.float64, momentum=0.9, affine=affine)
+    beta = generator.standard_normal(SHAPE[-1]) if affine else np.zeros(SHAPE[-1])
+    if affine:
+        norm.beta.assign(beta)
+    running = np.zeros(SHAPE[-1])
+    for step in range(3):
+        x = 2.0 + generator.standard_normal(shape)
+        y, cache = norm.forward(tf.constant(x), training=True)
+        expected, running = mean_only_reference(x, beta, running, 0.9, True)
+        np.testing.assert_allclose(y, expected, rtol=1e-13, atol=1e-13)
+        norm.update_statistics(cache)
+        np.testing.assert_allclose(norm.running_mean, running, rtol=1e-13)
+    x = generator.standard_normal(shape)
+    y, cache = norm.forward(tf.constant(x), training=False)
+    np.testing.assert_allclose(y, mean_only_reference(x, beta, running, 0.9, False)[0],
+                               rtol=1e-13, atol=1e-13)
+    assert norm.update_statistics(cache) == []
+    np.testing.assert_allclose(norm.running_mean, running, rtol=1e-13)
+
+
+def test_mean_only_reference_catches_a_wrong_forward():
+    # The reference is not vacuous: x - mean / (x - mean)/2 and a missing beta differ.
+    generator = gradcheck.rng(62)
+    x, beta = generator.standard_normal(SHAPE), generator.standard_normal(SHAPE[-1])
+    expected, _ = mean_only_reference(x, beta, np.zeros(SHAPE[-1]), 0.9, True)
+    y_right, _ = norms.center_forward(tf.constant(x), [0, 1, 2])
+    np.testing.assert_allclose(y_right.numpy() + beta, expected, rtol=1e-13, atol=1e-13)
+    for wrong in (x - x.mean() + beta, y_right.numpy(), x - x.mean(axis=(1, 2, 3),
+                                                                  keepdims=True) + beta):
+        assert np.max(np.abs(wrong - expected)) > 0.1
+
+
+def noise_affine_error(noise, x):
+    """The forward against s x + m in numpy, with (s, m) drawn by the same seed and step."""
+    y, _ = noise.forward(tf.constant(x), training=True)
+    s, m = norms.santurkar_noise([x.shape[0], x.shape[-1]],
+                                 tf.constant([noise.seed, int(noise.step.numpy())], tf.int64),
+                                 tf.float64)
+    expand = [x.shape[0]] + [1] * (x.ndim - 2) + [x.shape[-1]]
+    expected = s.numpy().reshape(expand) * x + m.numpy().reshape(expand)
+    return float(np.max(np.abs(y.numpy() - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("rank", [4, 2])
+def test_noise_forward_is_s_x_plus_m_elementwise(rank):
+    generator = gradcheck.rng(63)
+    shape = SHAPE if rank == 4 else [5, SHAPE[-1]]
+    noise = norms.DistributionNoise(SHAPE[-1], tf.float64, seed=11)
+    for _ in range(2):  # this step and the next
+        x = generator.standard_normal(shape)
+        assert noise_affine_error(noise, x) <= 1e-15
+        _, cache = noise.forward(tf.constant(x), training=True)
+        noise.update_statistics(cache)
+
+
+def test_noise_reference_catches_swapped_scale_and_shift(monkeypatch):
+    noise = norms.DistributionNoise(SHAPE[-1], tf.float64, seed=11)
+    x = gradcheck.rng(64).standard_normal(SHAPE)
+    real_draw = noise.draw
+    monkeypatch.setattr(noise, "draw", lambda batch, dtype=None: real_draw(batch, dtype)[::-1])
+    assert noise_affine_error(noise, x) > 0.1
+
+
+def santurkar_violations(s, m):
+    """What in (s, m), each (samples, channels) of one step, contradicts Santurkar et al.:
+    per channel mu ~ U(-0.5, 0.5), sigma ~ U(1, 1.25); m ~ U(mu - 0.1, mu + 0.1),
+    s ~ N(sigma, 0.1). Rough bounds for 4000 samples and 40 channels (standard errors:
+    a per-channel mean of s 0.0016, its std 0.0011, a uniform's std 0.0009)."""
+    problems = []
+    low, high = m.min(axis=0), m.max(axis=0)
+    centre = (low + high) / 2  # mu, to ~1e-4
+    if not np.all((high - low <= 0.2) & (high - low > 0.199)):
+        problems.append("m's range per channel is not 0.2 wide")
+    if not np.allclose(m.std(axis=0), 0.2 / np.sqrt(12), rtol=0.05):
+        problems.append("m is not uniform within its channel")
+    if not (np.all(np.abs(centre) <= 0.5) and centre.min() < -0.3 and centre.max() > 0.3):
+        problems.append("mu does not spread over U(-0.5, 0.5)")
+    if not np.allclose(m.mean(axis=0), centre, atol=0.01):
+        problems.append("m is not centred on mu")
+    sigma = s.mean(axis=0)
+    if not (np.all((sigma > 1 - 0.01) & (sigma < 1.25 + 0.01)) and np.ptp(sigma) > 0.15):
+        problems.append("sigma does not spread over U(1, 1.25)")
+    if not np.allclose(s.std(axis=0), 0.1, rtol=0.1):
+        problems.append("s's spread around sigma is not 0.1")
+    standardized = (s - sigma) / s.std(axis=0)
+    # A normal's skewness and excess kurtosis are 0, standard errors 0.04 and 0.08 here
+    # (a uniform's kurtosis is -1.2).
+    if not np.all(np.abs(np.mean(standardized ** 3, axis=0)) < 0.25):
+        problems.append("s is not symmetric around sigma")
+    if not np.all(np.abs(np.mean(standardized ** 4, axis=0) - 3) < 0.4):
+        problems.append("s is not normal around sigma")
+    return problems
+
+
+def test_noise_follows_santurkar_distribution_per_channel():
+    draws = [norms.santurkar_noise([4000, 40], tf.constant([3, step], tf.int64), tf.float64)
+             for step in (0, 1)]
+    (s, m), (s_next, m_next) = [(s.numpy(), m.numpy()) for s, m in draws]
+    assert santurkar_violations(s, m) == []
+    assert santurkar_violations(s_next, m_next) == []
+    # mu and sigma are drawn again every step.
+    assert np.max(np.abs(m.mean(0) - m_next.mean(0))) > 0.1
+    assert np.max(np.abs(s.mean(0) - s_next.mean(0))) > 0.03
+    # The checker is not vacuous: swapped, or with a shared mu, or a uniform s, it objects.
+    assert santurkar_violations(m, s)
+    assert santurkar_violations(s, m - m.mean(0) + 0.2 * (np.arange(40) % 2))
+    uniform_s = s.mean(0) + np.sqrt(3) * 0.1 * (2 * np.random.default_rng(0).random(s.shape) - 1)
+    assert santurkar_violations(uniform_s, m) == ["s is not normal around sigma"]
