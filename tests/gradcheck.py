@@ -71,26 +71,31 @@ def gradients_relative_error(actuals, expecteds, dtype, names=None):
     ``100 eps(dtype)`` times the largest reference gradient of all the variables, e.g.
     the bias of a layer followed by batch or mean-only normalization, whose exact
     gradient is 0 -- cannot be compared relatively (both sides are rounding noise):
-    its hand gradient must then be as small, else AssertionError."""
+    its hand gradient must then be as small, else AssertionError.
+
+    Returns ``(worst relative error, names of the variables skipped that way)``: the
+    caller asserts which ones they are, so that nothing is skipped silently."""
     actuals, expecteds = list(actuals), list(expecteds)
     names = list(names) if names is not None else [str(i) for i in range(len(actuals))]
-    if len(actuals) != len(expecteds):
-        raise AssertionError(f"{len(actuals)} gradients against {len(expecteds)} references")
+    if len(actuals) != len(expecteds) or len(names) != len(actuals):
+        raise AssertionError(f"{len(actuals)} gradients against {len(expecteds)} references "
+                             f"and {len(names)} names")
     if any(a is None or e is None for a, e in zip(actuals, expecteds)):
         raise AssertionError("a gradient is missing")
     largest = max(float(np.max(np.abs(np.asarray(e, np.float64)))) for e in expecteds)
     zero_level = 100 * float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps) * largest
-    compared_actual, compared_expected = [], []
+    compared_actual, compared_expected, skipped = [], [], []
     for name, a, e in zip(names, actuals, expecteds):
         if float(np.max(np.abs(np.asarray(e, np.float64)))) <= zero_level:
             hand = float(np.max(np.abs(np.asarray(a, np.float64))))
             if hand > zero_level:
                 raise AssertionError(f"{name}: reference gradient is zero to rounding, "
                                      f"hand gradient reaches {hand:.3g}")
+            skipped.append(name)
             continue
         compared_actual.append(a)
         compared_expected.append(e)
-    return max_relative_error(compared_actual, compared_expected)
+    return max_relative_error(compared_actual, compared_expected), skipped
 
 
 # ----------------------------------------------------------------------------
