@@ -1,5 +1,5 @@
 """tfnorm.layers: every hand backward against tf.GradientTape (relative <= 1e-9) and
-against finite differences through tests/gradcheck.py (<= 1e-6), float64, seeded
+against finite differences through tests/gradcheck.py (<= 1e-8), float64, seeded
 small shapes with odd H and W, batch 1 where it is allowed, stride 2, channel
 counts that are not powers of two. Relative error as defined in gradcheck."""
 

@@ -1,7 +1,9 @@
 """Nothing under tfnorm/ uses autodiff: no GradientTape, tf.gradients, custom_gradient,
 ``.gradient(``, tf.autodiff or ForwardAccumulator -- not in code, and not named in a
-comment or string either (the house rule); nor gradients_impl/gradients_util, tf.test.compute_gradient,
-Keras minimize/apply_gradients, or a dynamic import (importlib, __import__) of backprop. Code is read with ast, so a name is caught
+comment or string either (the house rule); nor gradients_impl/gradients_util,
+tf.test.compute_gradient, Keras minimize/apply_gradients, or a dynamic import (importlib,
+__import__) of backprop. At run time, one Trainer and one DistributedTrainer step run with
+every autodiff entry point patched to raise. Code is read with ast, so a name is caught
 however it is imported or spelled across lines; comments come from tokenize. Ordinary
 words stay legal: "gradients", "autodiff", ``Network.gradients`` and ``backprop``."""
 
