@@ -31,12 +31,17 @@ def _worker_results(*cases, devices):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# The compiled steps (train_step / record_step, what training runs) for the other
+# schemes with batch statistics and for one without.
+COMPILED_CASE = "2/20/graph/batch,meanonly,layer/depth=2,size=16"
+
+
 @pytest.fixture(scope="module")
 def replica_results():
     # One process for both cases: TensorFlow's start-up is paid once.
     return _worker_results("2/20/eager/all/",
                            "3/20/graph/noisybatch/affine,noise,depth=2,size=16",
-                           devices=3)
+                           COMPILED_CASE, devices=3)
 
 
 def _check_case(errors, schemes):
@@ -67,8 +72,41 @@ def test_three_uneven_replicas_compiled_with_affine_and_noise(replica_results):
     _check_case(errors, ["noisybatch"])
 
 
+def test_two_replicas_compiled_for_batch_mean_only_and_layer_norm(replica_results):
+    errors = dict(replica_results[COMPILED_CASE])
+    errors.pop("cpu_seconds")
+    _check_case(errors, ["batch", "meanonly", "layer"])
+
+
 # ----------------------------------------------------------------------------
 # In this process: the pure maths, the swap, and the checks.
+
+
+def test_worker_comparison_cannot_pass_by_accident():
+    sys.path.insert(0, HERE)
+    try:
+        import distributed_worker as worker
+    finally:
+        sys.path.remove(HERE)
+    nan = float("nan")
+    stats = np.array([[1.0, nan], [2.0, 3.0]])
+    designed = np.array([[False, True], [False, False]])
+    assert worker.relative_error(stats, stats, designed) == 0.0
+    # NaN == NaN counts only where it is NaN by design...
+    with pytest.raises(AssertionError, match="reference is not finite"):
+        worker.relative_error([[1.0, nan], [2.0, nan]], [[1.0, nan], [2.0, nan]], designed)
+    with pytest.raises(AssertionError, match="reference is not finite"):
+        worker.relative_error([1.0, nan], [1.0, nan])
+    assert worker.relative_error([1.0, nan], [1.0, 2.0]) == float("inf")
+    assert worker.relative_error([1.0, np.inf], [1.0, 2.0]) == float("inf")
+    # ... and there it must be NaN on both sides.
+    assert worker.relative_error([[1.0, 0.5], [2.0, 3.0]], stats, designed) == float("inf")
+    with pytest.raises(AssertionError, match="shape"):
+        worker.relative_error([1.0, 2.0], [1.0, 2.0, 3.0])
+    # Lists of gradients or statistics of different lengths are refused, not truncated.
+    with pytest.raises(AssertionError, match="gradients: 2 against the reference's 3"):
+        list(worker.paired("gradients", [1, 2], [1, 2, 3]))
+    assert list(worker.paired("weights", [1], [2])) == [(1, 2)]
 
 
 def _random(shape, seed):

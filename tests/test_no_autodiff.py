@@ -1,6 +1,9 @@
 """Nothing under tfnorm/ uses autodiff: no GradientTape, tf.gradients, custom_gradient,
 ``.gradient(``, tf.autodiff or ForwardAccumulator -- not in code, and not named in a
-comment or string either (the house rule). Code is read with ast, so a name is caught
+comment or string either (the house rule); nor gradients_impl/gradients_util,
+tf.test.compute_gradient, Keras minimize/apply_gradients, or a dynamic import (importlib,
+__import__) of backprop. At run time, one Trainer and one DistributedTrainer step run with
+every autodiff entry point patched to raise. Code is read with ast, so a name is caught
 however it is imported or spelled across lines; comments come from tokenize. Ordinary
 words stay legal: "gradients", "autodiff", ``Network.gradients`` and ``backprop``."""
 
@@ -14,13 +17,37 @@ import pytest
 
 LIBRARY = pathlib.Path(__file__).resolve().parent.parent / "tfnorm"
 
-FORBIDDEN_NAMES = {"GradientTape", "custom_gradient", "ForwardAccumulator", "autodiff"}
+FORBIDDEN_NAMES = {"GradientTape", "custom_gradient", "ForwardAccumulator", "autodiff",
+                   "compute_gradient", "gradient_checker", "gradient_checker_v2",
+                   "gradients_impl", "gradients_util"}
 FORBIDDEN_MODULES = ("tensorflow.python.eager.backprop", "tensorflow.autodiff",
-                     "tensorflow.python.eager.forwardprop")
+                     "tensorflow.python.eager.forwardprop", "tensorflow.python.ops.gradients",
+                     "tensorflow.python.ops.gradient_checker", "tensorflow.test")
+# Keras optimizers differentiate for you (minimize tapes the loss) or apply what a tape
+# gave (apply_gradients); the library's optimizers are its own (tfnorm.optimizers).
+FORBIDDEN_CALLS = {"minimize", "apply_gradients"}
+# Modules an importlib.import_module / __import__ string must not name.
+FORBIDDEN_DYNAMIC = re.compile(r"backprop|forwardprop|gradients_impl|gradients_util"
+                               r"|gradient_checker|autodiff")
 # In comments and strings: the API spellings, not the plain words.
 FORBIDDEN_TEXT = re.compile(
     r"\bGradientTape\b|\bcustom_gradient\b|\bForwardAccumulator\b"
-    r"|\b(?:tf|tensorflow)(?:\.compat\.v1)?\.(?:gradients|autodiff)\b|\.gradient\s*\(")
+    r"|\b(?:tf|tensorflow)(?:\.compat\.v1)?\.(?:gradients|autodiff)\b|\.gradient\s*\("
+    r"|\bcompute_gradient\b|\bgradients_impl\b|\bgradients_util\b|\bgradient_checker"
+    r"|eager\.backprop\b|\.minimize\s*\(|\bapply_gradients\b")
+
+
+def _constant_text(node):
+    """Every string constant inside an argument, joined: a literal, an f-string's parts,
+    a concatenation ('tensorflow.python.eager.' + 'backprop')."""
+    return "".join(n.value for n in ast.walk(node)
+                   if isinstance(n, ast.Constant) and isinstance(n.value, str))
+
+
+def _is_dynamic_import(func):
+    if isinstance(func, ast.Name):
+        return func.id in ("__import__", "import_module")
+    return isinstance(func, ast.Attribute) and func.attr in ("__import__", "import_module")
 
 
 def _root_name(node):
@@ -47,6 +74,12 @@ def find_autodiff(source, filename="<source>"):
             func = node.func
             if isinstance(func, ast.Attribute) and func.attr == "gradient":
                 hits.append((line, ".gradient("))
+            if isinstance(func, ast.Attribute) and func.attr in FORBIDDEN_CALLS:
+                hits.append((line, f".{func.attr}("))
+            if _is_dynamic_import(func):
+                for arg in list(node.args) + [k.value for k in node.keywords]:
+                    if FORBIDDEN_DYNAMIC.search(_constant_text(arg)):
+                        hits.append((line, f"dynamic import of {_constant_text(arg)!r}"))
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
             for alias in node.names:
@@ -89,6 +122,18 @@ def test_library_uses_no_autodiff():
     "x = 1  # checked with tf.GradientTape\n",
     "def f():\n    '''Equals tf.gradients(loss, x).'''\n",
     "tape_class = getattr(tf, 'GradientTape')\n",
+    "from tensorflow.python.ops import gradients_impl\n",
+    "import tensorflow.python.ops.gradients_impl as gi\n",
+    "from tensorflow.python.ops.gradients_util import _GradientsHelper\n",
+    "import importlib\nbp = importlib.import_module('tensorflow.python.eager.backprop')\n",
+    "bp = __import__('tensorflow.python.eager.' + 'backprop')\n",
+    "import importlib\nm = importlib.import_module(f'tensorflow.python.eager.{\"backprop\"}')\n",
+    "from importlib import import_module\nm = import_module(name='tensorflow.python.ops.gradients_impl')\n",
+    "optimizer.minimize(loss, variables, tape=tape)\n",
+    "optimizer.apply_gradients(zip(grads, variables))\n",
+    "import tensorflow as tf\nt, n = tf.test.compute_gradient(f, [x])\n",
+    "from tensorflow.python.ops import gradient_checker_v2\n",
+    "from tensorflow import test\nt, n = test.compute_gradient(f, [x])\n",
 ])
 def test_checker_finds_autodiff(source, tmp_path):
     path = tmp_path / "offender.py"
@@ -105,3 +150,163 @@ def test_checker_finds_autodiff(source, tmp_path):
 ])
 def test_checker_leaves_ordinary_words_alone(source):
     assert find_autodiff(source) == []
+
+
+# ----------------------------------------------------------------------------
+# Beside the scan, at run time: one compiled Trainer step and one DistributedTrainer
+# step (a 1-replica MirroredStrategy) traced and run with every door to autodiff
+# patched to raise: GradientTape (construction and .gradient), tf.gradients and
+# gradients_impl, ForwardAccumulator, and the gradient registry (ops.get_gradient_function
+# and its _gradient_registry.lookup, which any differentiation of a graph op goes through).
+
+
+class AutodiffUsed(AssertionError):
+    pass
+
+
+def _forbid_autodiff(monkeypatch):
+    import tensorflow as tf
+    from tensorflow.python.eager import backprop, forwardprop
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import gradients_impl
+
+    def refuse(what):
+        def raiser(*args, **kwargs):
+            raise AutodiffUsed(f"autodiff used at run time: {what}")
+        return raiser
+
+    monkeypatch.setattr(backprop.GradientTape, "__init__", refuse("GradientTape()"))
+    monkeypatch.setattr(backprop.GradientTape, "gradient", refuse("GradientTape.gradient"))
+    monkeypatch.setattr(backprop.GradientTape, "jacobian", refuse("GradientTape.jacobian"))
+    monkeypatch.setattr(forwardprop.ForwardAccumulator, "__init__", refuse("ForwardAccumulator"))
+    monkeypatch.setattr(gradients_impl, "gradients", refuse("gradients_impl.gradients"))
+    monkeypatch.setattr(gradients_impl, "gradients_v2", refuse("gradients_impl.gradients_v2"))
+    monkeypatch.setattr(tf, "gradients", refuse("tf.gradients"))
+    monkeypatch.setattr(tf.compat.v1, "gradients", refuse("tf.compat.v1.gradients"))
+    monkeypatch.setattr(ops, "get_gradient_function", refuse("ops.get_gradient_function"))
+    gradient_registry, registry_class = ops._gradient_registry, type(ops._gradient_registry)
+    real_lookup = registry_class.lookup
+
+    def lookup(self, name):  # Registry has __slots__: patched on the class, for this one
+        if self is gradient_registry:
+            raise AutodiffUsed(f"autodiff used at run time: the gradient registry ({name})")
+        return real_lookup(self, name)
+
+    monkeypatch.setattr(registry_class, "lookup", lookup)
+
+
+def raises_autodiff(what):
+    # Raised inside a traced function, AutodiffUsed reaches the caller wrapped in
+    # autograph's StagingError: matched by its message.
+    return pytest.raises(Exception, match="autodiff used at run time: " + what)
+
+
+def _batch(side=16, batch=4):
+    import numpy as np
+    import tensorflow as tf
+
+    generator = np.random.default_rng(0)
+    return (tf.constant(generator.integers(0, 256, (batch, side, side, 3)).astype(np.uint8)),
+            tf.constant(generator.integers(0, 10, batch).astype(np.int32)))
+
+
+def _trainer(scheme="batch"):
+    import tfnorm
+    from tfnorm import optimizers, training
+
+    network = tfnorm.article_network(scheme, depth=3, seed=1)
+    return training.Trainer(network, optimizers.make_optimizer("adam", 0.01), bins=8)
+
+
+def _distributed_trainer(scheme="batch"):
+    import tensorflow as tf
+
+    import tfnorm
+    from tfnorm import distributed, optimizers
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with distributed.scope(strategy):
+        network = distributed.synchronize(tfnorm.article_network(scheme, depth=3, seed=1))
+        optimizer = optimizers.make_optimizer("adam", 0.01)
+        return distributed.DistributedTrainer(network, optimizer, strategy, bins=8)
+
+
+def test_the_guard_refuses_every_door(monkeypatch):
+    import tensorflow as tf
+
+    _forbid_autodiff(monkeypatch)
+    x = tf.constant(1.0)
+    with raises_autodiff("GradientTape"):
+        tf.GradientTape()
+    with raises_autodiff("tf.gradients"):
+        tf.function(lambda: tf.gradients(x * x, x))()
+    with raises_autodiff("ForwardAccumulator"):
+        tf.autodiff.ForwardAccumulator(x, x)
+    with raises_autodiff(""):  # tf.test.compute_gradient differentiates with a tape
+        tf.test.compute_gradient(lambda x: x * x, [x])
+    # Below tf.gradients, graph differentiation looks every op up in the registry.
+    from tensorflow.python.ops import gradients_util
+    with raises_autodiff("ops.get_gradient_function|autodiff used at run time: the gradient"):
+        tf.function(lambda: gradients_util._GradientsHelper([x * x], [x]))()
+
+
+@pytest.mark.parametrize("scheme", ["batch"])
+def test_a_trainer_step_runs_without_autodiff(monkeypatch, scheme):
+    import numpy as np
+
+    images, labels = _batch()
+    _forbid_autodiff(monkeypatch)
+    trainer = _trainer(scheme)
+    for step in (trainer.train_step, trainer.record_step):
+        out = step(images, labels)
+        assert np.isfinite(out["loss"].numpy()) and out["finite"].numpy().all()
+
+
+def test_a_distributed_step_runs_without_autodiff(monkeypatch):
+    import numpy as np
+
+    images, labels = _batch()
+    _forbid_autodiff(monkeypatch)
+    trainer = _distributed_trainer("meanonly")
+    for step in (trainer.train_step, trainer.record_step):
+        out = step(images, labels)
+        assert np.isfinite(out["loss"].numpy()) and out["finite"].numpy().all()
+
+
+def test_the_guard_catches_a_tape_inside_a_step(monkeypatch):
+    # A step whose gradients came from a tape (the breakage the guard is for) fails.
+    import tensorflow as tf
+
+    images, labels = _batch()
+    trainer = _trainer("batch")
+    network = trainer.network
+
+    def taped_backprop(images, labels, first_passed_gradient=False):
+        with tf.GradientTape() as tape:
+            network.loss(images, labels)
+        raise AssertionError("unreachable: the tape was allowed")
+
+    monkeypatch.setattr(network, "backprop", taped_backprop)
+    _forbid_autodiff(monkeypatch)
+    with raises_autodiff("GradientTape"):
+        trainer.train_step(images, labels)
+
+
+def test_the_guard_catches_tf_gradients_inside_a_distributed_step(monkeypatch):
+    import tensorflow as tf
+
+    from tfnorm import distributed
+
+    images, labels = _batch()
+    trainer = _distributed_trainer("batch")
+    real = distributed.replica_backprop
+
+    def backprop_by_tf_gradients(network, images, labels, global_count, **kwargs):
+        result = real(network, images, labels, global_count, **kwargs)
+        tf.gradients(result.loss, network.trainable_variables)
+        return result
+
+    monkeypatch.setattr(distributed, "replica_backprop", backprop_by_tf_gradients)
+    _forbid_autodiff(monkeypatch)
+    with raises_autodiff("tf.gradients"):
+        trainer.train_step(images, labels)
