@@ -127,14 +127,14 @@ class Block:
     def _branch_forward(self, x, training):
         pre, layer_cache = self.layer.forward(x)
         if self.placement == "after":
-            act, act_cache = self._act_forward(pre)
+            act_input = pre
+            act, act_cache = self._act_forward(act_input)
             out, norm_cache = self.normalization.forward(act, training)
         else:
-            normed, norm_cache = self.normalization.forward(pre, training)
-            act, act_cache = self._act_forward(normed)
+            act_input, norm_cache = self.normalization.forward(pre, training)
+            act, act_cache = self._act_forward(act_input)
             out = act
-        record = {"pre_activation": pre, "activation_input": pre if self.placement == "after"
-                  else normed, "activation": act}
+        record = {"pre_activation": pre, "activation_input": act_input, "activation": act}
         return out, BlockCache(layer_cache, act_cache, norm_cache), record
 
     def forward(self, x, training=True):
