@@ -166,10 +166,16 @@ class DistributedTrainer:
     def _replica_eval(self, images, labels):
         """(sum of losses, number correct) over the global batch, in evaluation mode. A
         replica may get no rows of a small last batch: it adds zeros."""
-        local_images, local_labels, start, end, _ = replica_slice(images, labels)
-        local_count = end - start
-        logits, _, _ = self.network.forward(local_images, training=False)
-        loss, _ = losses.softmax_cross_entropy_forward(logits, local_labels)
-        count = tf.cast(local_count, loss.dtype)
-        loss_sum = tf.where(local_count > 0, loss * count, tf.zeros_like(loss))
-        return tuple(replica_sum([loss_sum, _correct(logits, local_labels)]))
+        _, _, start, end, global_count = replica_slice(images, labels)
+        has_rows = end > start
+        # A replica without rows evaluates the batch's last row and adds zeros for it:
+        # oneDNN's float32 convolution of an empty batch returns a wrongly shaped tensor.
+        first = tf.where(has_rows, start, global_count - 1)
+        last = tf.where(has_rows, end, global_count)
+        logits, _, _ = self.network.forward(images[first:last], training=False)
+        loss, _ = losses.softmax_cross_entropy_forward(logits, labels[first:last])
+        count = tf.cast(last - first, loss.dtype)
+        zero = tf.zeros_like(loss)
+        return tuple(replica_sum([tf.where(has_rows, loss * count, zero),
+                                  tf.where(has_rows, _correct(logits, labels[first:last]),
+                                           zero)]))
