@@ -39,7 +39,7 @@ from tfnorm import io, schemes
 
 FLAGS = flags.FLAGS
 
-KERAS_SCHEMES = ("none", "batch", "layer", "instance", "group")
+KERAS_SCHEMES = ("none", "batch", "layer", "instance", "group")  # keras_model has their layers
 # Targets of issue 6.
 TARGET_A_OVER_B = 0.9
 TARGET_A_OVER_D = 1.25

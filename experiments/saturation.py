@@ -33,7 +33,7 @@ from tfnorm import training
 from tfnorm.probes import saturation
 
 FLAGS = flags.FLAGS
-SCHEMES = tuple(s for s in tfnorm.SCHEMES if s != "boxcox")
+SCHEMES = tfnorm.schemes.names(input_domain="any")  # Box-Cox needs its input above -1
 
 study.define_data_flags(out_dir="runs/saturation")
 study.define_training_flags(epochs=3, batch_size=20, optimizer="adam", learning_rate=0.0008,

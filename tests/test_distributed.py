@@ -120,22 +120,22 @@ def _identity_sum(tensors):
 def test_sync_standardize_with_one_replica_is_the_local_maths():
     x, dxhat = _random([5, 3, 4, 6], 0), _random([5, 3, 4, 6], 1)
     axes = [0, 1, 2]
-    xhat, cache = distributed.sync_standardize_forward(x, axes, 1e-5, _identity_sum)
+    xhat, cache = norms.standardize_forward(x, axes, 1e-5, reduce_sum=_identity_sum)
     expected_xhat, expected_cache = norms.standardize_forward(x, axes, 1e-5)
     np.testing.assert_allclose(xhat, expected_xhat, rtol=1e-12, atol=1e-13)
     for got, want in zip(cache[3:], expected_cache[3:]):  # mean, variance
         np.testing.assert_allclose(got, want, rtol=1e-12)
-    np.testing.assert_allclose(distributed.sync_standardize_backward(dxhat, cache, _identity_sum),
+    np.testing.assert_allclose(norms.standardize_backward(dxhat, cache, _identity_sum),
                                norms.standardize_backward(dxhat, expected_cache),
                                rtol=1e-10, atol=1e-12)
 
 
 def test_sync_center_with_one_replica_is_the_local_maths():
     x, dy = _random([4, 7], 2), _random([4, 7], 3)
-    y, cache = distributed.sync_center_forward(x, [0], _identity_sum)
+    y, cache = norms.center_forward(x, [0], reduce_sum=_identity_sum)
     expected_y, expected_cache = norms.center_forward(x, [0])
     np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(distributed.sync_center_backward(dy, cache, _identity_sum),
+    np.testing.assert_allclose(norms.center_backward(dy, cache, _identity_sum),
                                norms.center_backward(dy, expected_cache), rtol=1e-12,
                                atol=1e-14)
 
@@ -170,15 +170,15 @@ def test_synchronize_swaps_batch_statistics_and_keeps_the_variables():
     assert [id(v) for v in network.trainable_variables + network.statistics] == variables
     for block in network.blocks[:-1]:
         parts = block.normalization.parts
-        assert [type(p) for p in parts] == [distributed.SyncBatchNorm,
-                                            distributed.SyncDistributionNoise]
+        assert [type(p) for p in parts] == [norms.BatchNorm, norms.DistributionNoise]
+        assert all(p.synchronization is distributed.CROSS_REPLICA for p in parts)
         assert parts[0].running_mean is block.statistics[0]
         assert parts[0].gamma is block.normalization.trainable_variables[0]
     assert distributed.synchronize(network) is network  # idempotent
-    assert type(network.blocks[0].normalization.parts[0]) is distributed.SyncBatchNorm
+    assert network.blocks[0].normalization.parts[0].synchronization is distributed.CROSS_REPLICA
 
     meanonly = distributed.synchronize(tfnorm.article_network("meanonly", depth=2))
-    assert type(meanonly.blocks[0].normalization) is distributed.SyncMeanOnlyBatchNorm
+    assert meanonly.blocks[0].normalization.synchronization is distributed.CROSS_REPLICA
     layer = tfnorm.article_network("layer", depth=2)
     before = layer.blocks[0].normalization
     assert distributed.synchronize(layer).blocks[0].normalization is before
@@ -201,7 +201,8 @@ def test_synchronized_network_without_a_strategy_computes_what_the_plain_one_doe
 def test_synchronized_batch_statistics_on_one_replica_refuse_a_batch_of_one():
     for local in (norms.BatchNorm(3, tf.float64), norms.MeanOnlyBatchNorm(3, tf.float64)):
         with pytest.raises(ValueError, match="batch of at least 2 examples"):
-            distributed.synchronized(local).forward(tf.ones([1, 3], tf.float64), training=True)
+            local.synchronize(distributed.CROSS_REPLICA).forward(tf.ones([1, 3], tf.float64),
+                                                                 training=True)
 
 
 @pytest.mark.parametrize("text, message", [

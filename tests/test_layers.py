@@ -158,38 +158,6 @@ def test_leaky_relu_slope_is_used():
 
 
 # ----------------------------------------------------------------------------
-# Residual block y = x + beta * F(x), F = conv (stride 1, SAME) -> tanh
-
-
-@pytest.mark.parametrize("beta", [1.0, 0.3])
-def test_residual_backward(beta):
-    generator = gradcheck.rng(11)
-    x = gradcheck.normal(generator, [2, 5, 3, 3])
-    w = gradcheck.normal(generator, [3, 3, 3, 3], scale=0.3)
-
-    def branch_forward(x, w):
-        pre, conv_cache = layers.conv2d_forward(x, w, None, 1, "SAME")
-        out, tanh_cache = layers.tanh_forward(pre)
-        return out, (conv_cache, tanh_cache)
-
-    def branch_backward(dout, cache):
-        conv_cache, tanh_cache = cache
-        dx, dw, _ = layers.conv2d_backward(layers.tanh_backward(dout, tanh_cache), conv_cache)
-        return dx, [dw]
-
-    def forward(x, w):
-        return layers.residual_forward(x, lambda x: branch_forward(x, w), beta)
-
-    def backward(dout, cache):
-        dx, (dw,) = layers.residual_backward(dout, cache, branch_backward)
-        return [dx, dw]
-
-    out, _ = forward(x, w)
-    np.testing.assert_allclose(out, x + beta * branch_forward(x, w)[0], rtol=1e-14)
-    assert_gradients_match(forward, backward, [x, w])
-
-
-# ----------------------------------------------------------------------------
 # Bad input: a clear error naming the problem, before any work
 
 

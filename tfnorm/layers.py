@@ -215,22 +215,3 @@ def activation_pair(name):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
-
-
-# ----------------------------------------------------------------------------
-# Residual connection
-
-
-def residual_forward(x, branch_forward, beta=1.0):
-    """y = x + beta * F(x). ``branch_forward(x) -> (F(x), branch_cache)``."""
-    branch_out, branch_cache = branch_forward(x)
-    return x + beta * branch_out, (branch_cache, beta)
-
-
-def residual_backward(dout, cache, branch_backward):
-    """dx = dout + beta * dF/dx^T dout. ``branch_backward(dF, branch_cache) -> (dx, grads)``.
-
-    Returns (dx, branch parameter gradients)."""
-    branch_cache, beta = cache
-    branch_dx, branch_grads = branch_backward(beta * dout, branch_cache)
-    return dout + branch_dx, branch_grads

@@ -13,17 +13,32 @@ import collections
 
 import tensorflow as tf
 
-from tfnorm import checks, layers, losses, norms
-from tfnorm.schemes import SCHEMES
+from tfnorm import checks, layers, losses, norms, schemes
+
+ARTICLE_WIDTH = 16  # channels of the article's hidden layers
+ARTICLE_DEPTH = 6
 
 
-ARTICLE_CHANNELS = (16, 16, 16, 16, 16)
-ARTICLE_STRIDES = (2, 2, 2, 2, 1, 1)
+def article_strides(depth):
+    """The article's strides at ``depth`` conv layers: 2 for the first min(4, depth - 1),
+    then 1 (at its depth 6: 2, 2, 2, 2, 1, 1)."""
+    return tuple(2 if i < min(4, depth - 1) else 1 for i in range(depth))
 
 
-def check_scheme(scheme):
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+ARTICLE_STRIDES = article_strides(ARTICLE_DEPTH)
+
+check_scheme = schemes.check
+
+WeightLayerCache = collections.namedtuple("WeightLayerCache", ["layer", "weight_norm"])
+BlockCache = collections.namedtuple("BlockCache", ["layer", "activation", "normalization"])
+BlockCache.__doc__ = """Of ``Block.forward``: the caches of its weight layer (a
+``WeightLayerCache``), its activation and its normalization."""
+BlockGradients = collections.namedtuple("BlockGradients",
+                                        ["input", "variables", "activation_input"])
+BlockGradients.__doc__ = """Of ``Block.backward_detail``: the gradient w.r.t. the block's
+input (None if not needed), its variables' gradients (aligned with trainable_variables),
+and the gradient w.r.t. the activation's input (what the activation's derivative let
+through)."""
 
 
 def _normal(shape, std, seed, dtype):
@@ -70,7 +85,7 @@ class WeightLayer:
         if self.weight_norm:
             kernel, wn_cache = norms.weight_norm_forward(self.v, self.g, self.norm_axes)
         out, cache = self._apply(x, kernel, self.bias)
-        return out, (cache, wn_cache)
+        return out, WeightLayerCache(cache, wn_cache)
 
     def backward(self, dout, cache, need_input_grad=True):
         """Returns (dx, grads aligned with trainable_variables)."""
@@ -112,17 +127,20 @@ class Block:
     def _branch_forward(self, x, training):
         pre, layer_cache = self.layer.forward(x)
         if self.placement == "after":
-            act, act_cache = self._act_forward(pre)
+            act_input = pre
+            act, act_cache = self._act_forward(act_input)
             out, norm_cache = self.normalization.forward(act, training)
         else:
-            normed, norm_cache = self.normalization.forward(pre, training)
-            act, act_cache = self._act_forward(normed)
+            act_input, norm_cache = self.normalization.forward(pre, training)
+            act, act_cache = self._act_forward(act_input)
             out = act
-        record = {"pre_activation": pre, "activation": act}
-        return out, (layer_cache, act_cache, norm_cache), record
+        record = {"pre_activation": pre, "activation_input": act_input, "activation": act}
+        return out, BlockCache(layer_cache, act_cache, norm_cache), record
 
     def forward(self, x, training=True):
-        """Returns (y, cache, record) with record the block's pre-activation and activation."""
+        """Returns (y, BlockCache, record) with record the block's pre-activation, the
+        activation's input (the normalized pre-activation under placement 'before'), the
+        activation and the output."""
         out, cache, record = self._branch_forward(x, training)
         if self.residual_beta is not None:
             out = x + self.residual_beta * out
@@ -131,22 +149,28 @@ class Block:
 
     def backward(self, dout, cache, need_input_grad=True):
         """Returns (dx, grads aligned with trainable_variables); dx None if not needed."""
-        layer_cache, act_cache, norm_cache = cache
+        gradients = self.backward_detail(dout, cache, need_input_grad)
+        return gradients.input, gradients.variables
+
+    def backward_detail(self, dout, cache, need_input_grad=True):
+        """The backward pass, with the gradient at the activation's input kept: a
+        ``BlockGradients``."""
         dbranch = dout if self.residual_beta is None else self.residual_beta * dout
         if self.placement == "after":
-            dact, norm_grads = self.normalization.backward(dbranch, norm_cache)
-            dpre = self._act_backward(dact, act_cache)
+            dact, norm_grads = self.normalization.backward(dbranch, cache.normalization)
+            dpre = self._act_backward(dact, cache.activation)
+            dact_input = dpre
         else:
-            dnormed = self._act_backward(dbranch, act_cache)
-            dpre, norm_grads = self.normalization.backward(dnormed, norm_cache)
+            dact_input = self._act_backward(dbranch, cache.activation)
+            dpre, norm_grads = self.normalization.backward(dact_input, cache.normalization)
         need_layer_dx = need_input_grad or self.residual_beta is not None
-        dx, layer_grads = self.layer.backward(dpre, layer_cache, need_layer_dx)
+        dx, layer_grads = self.layer.backward(dpre, cache.layer, need_layer_dx)
         if self.residual_beta is not None:
             dx = dout + dx
-        return dx, layer_grads + norm_grads
+        return BlockGradients(dx, layer_grads + norm_grads, dact_input)
 
     def update_statistics(self, cache):
-        return self.normalization.update_statistics(cache[2])
+        return self.normalization.update_statistics(cache.normalization)
 
 
 LayerGradients = collections.namedtuple(
@@ -187,6 +211,10 @@ class Network:
     def weight_indices(self):
         """Per block, the index of its weights in ``trainable_variables``."""
         return [s.start for s in self._block_slices]
+
+    def split_by_block(self, values):
+        """A list aligned with ``trainable_variables`` (e.g. gradients), split per block."""
+        return [values[s] for s in self._block_slices]
 
     def _check_input(self, images):
         first = self.blocks[0].layer
@@ -237,14 +265,23 @@ class Network:
         loss, _ = losses.softmax_cross_entropy_forward(logits, labels)
         return loss
 
-    def backprop(self, images, labels, first_passed_gradient=False):
+    def backprop(self, images, labels, first_passed_gradient=False, loss_share=None,
+                 reduce_sum=None):
         """Forward and hand-written backward in training mode. Returns a ``Backprop``:
         loss, logits, grads (aligned with trainable_variables), layers (one
-        ``LayerGradients`` per block) and the caches (for ``update_statistics``)."""
+        ``LayerGradients`` per block) and the caches (for ``update_statistics``).
+
+        A replica holding n of the N rows of a global batch passes ``loss_share`` n/N and
+        ``reduce_sum`` (the sum over replicas): the loss and grads are then those of the
+        global batch's mean loss; logits, passed gradients and caches stay its own."""
         logits, caches, records = self.forward(images, training=True)
         loss, loss_cache = losses.softmax_cross_entropy_forward(logits, labels)
-        dlogits = losses.softmax_cross_entropy_backward(tf.ones([], logits.dtype), loss_cache)
+        dloss = tf.ones([], logits.dtype) if loss_share is None else loss_share
+        dlogits = losses.softmax_cross_entropy_backward(dloss, loss_cache)
         _, grads, passed = self.backward(dlogits, caches, need_input_grad=first_passed_gradient)
+        if reduce_sum is not None:
+            grads = reduce_sum(grads)
+            (loss,) = reduce_sum([dloss * loss])
         per_layer = [
             LayerGradients(grads[s.start], p, b.layer.weights, r["pre_activation"],
                            r["activation"], r["output"])
@@ -266,7 +303,7 @@ class Network:
 
 
 def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_channels=3,
-                    width=16, depth=6, strides=None, kernel_size=3, activation="relu",
+                    width=ARTICLE_WIDTH, depth=ARTICLE_DEPTH, strides=None, kernel_size=3, activation="relu",
                     placement="after", residual=False, residual_beta=1.0, affine=False,
                     groups=4, epsilon=norms.DEFAULT_EPSILON, momentum=norms.DEFAULT_MOMENTUM,
                     boxcox_lambda=2.0, init_std=0.05, noise=False, weight_norm=None,
@@ -289,13 +326,13 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
     if strides is None:
-        strides = [2 if i < min(4, depth - 1) else 1 for i in range(depth)]
+        strides = list(article_strides(depth))
     if len(strides) != depth:
         raise ValueError(f"strides has {len(strides)} entries for a depth of {depth}")
     if scheme == "group":
         checks.require_divides(int(groups), int(width), "--groups")
     if weight_norm is None:
-        weight_norm = scheme in ("weight", "meanonly")
+        weight_norm = schemes.get(scheme).reparameterizes_weights
     dtype = tf.as_dtype(dtype)
     channels = [in_channels] + [width] * (depth - 1) + [num_classes]
     blocks = []
@@ -308,7 +345,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
         if last:
             norm = norms.Normalization(channels[i + 1], dtype)
         else:
-            norm = norms.make_normalization(
+            norm = schemes.build(
                 scheme, channels[i + 1], dtype, epsilon=epsilon, momentum=momentum,
                 affine=affine, groups=groups, boxcox_lambda=boxcox_lambda,
                 seed=seed * 1000 + i)
@@ -346,12 +383,12 @@ def mlp_network(scheme, *, in_dim=1, out_dim=1, width=200, depth=2, activation="
         std = (2.0 / fan_in) ** 0.5 if init == "he" else float(init)
         layer = WeightLayer("dense", [fan_in, fan_out], use_bias=use_bias, init_std=std,
                             seed=seed * 1000 + i, dtype=dtype, name=f"dense{i + 1}",
-                            weight_norm=(scheme in ("weight", "meanonly")))
+                            weight_norm=schemes.get(scheme).reparameterizes_weights)
         if last:
             blocks.append(Block(layer, "linear", norms.Normalization(fan_out, dtype)))
             continue
-        norm = norms.make_normalization(scheme, fan_out, dtype, epsilon=epsilon,
-                                        momentum=momentum, affine=affine, seed=seed * 1000 + i)
+        norm = schemes.build(scheme, fan_out, dtype, epsilon=epsilon, momentum=momentum,
+                             affine=affine, seed=seed * 1000 + i)
         beta = residual_beta if (residual_beta is not None and i > 0) else None
         blocks.append(Block(layer, activation, norm, placement, beta))
     config = dict(scheme=scheme, in_dim=in_dim, out_dim=out_dim, width=width, depth=depth,

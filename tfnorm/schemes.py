@@ -5,9 +5,10 @@ the probes, the studies, the benchmark) asks this table instead of keeping its o
 It imports no TensorFlow, so that a script can check its flags against it before paying
 TensorFlow's start-up.
 
-Adding a scheme: write its maths (a ``*_forward``/``*_backward`` pair and a thin
-``Normalization`` class in ``tfnorm.norms``), add one ``Scheme`` row below naming its
-factory, and test it (``tests/test_norms.py``, ``tests/test_network.py`` pick every
+Adding a scheme: write its maths (a ``*_forward``/``*_backward`` pair in
+``tfnorm/norms/maths.py`` and a thin ``Normalization`` class in
+``tfnorm/norms/normalizations.py``), add one ``Scheme`` row below naming its factory,
+and test it (``tests/test_network.py`` and ``tests/test_schemes.py`` pick every
 registered scheme up by themselves).
 """
 
@@ -25,32 +26,33 @@ Scheme = collections.namedtuple("Scheme", [
     "uses_batch_statistics",    # statistics over the batch: needs >= 2 samples, running stats
     "reparameterizes_weights",  # w = g v/||v|| in the weight layer (with data-dependent init)
     "hyperparameters",          # which of HYPERPARAMETERS the factory takes
-    "synchronized",             # "module:function" building its cross-replica twin, or None
+    "synchronized",             # its forward sums over the batch across replicas when the
+                                # batch is split (``Normalization.synchronize``)
     "input_domain",             # "any", or "above_minus_shift" (Box-Cox needs x + shift > 0)
     "description",
 ])
 
 _ROWS = (
-    Scheme("none", "norms:Normalization", False, False, (), None, "any",
+    Scheme("none", "norms:Normalization", False, False, (), False, "any",
            "no normalization (the identity)"),
     Scheme("batch", "norms:BatchNorm", True, False, ("epsilon", "momentum", "affine"),
-           "distributed:sync_batch_norm", "any",
+           True, "any",
            "batch norm: per channel over (N, H, W); running statistics at test time"),
-    Scheme("layer", "norms:LayerNorm", False, False, ("epsilon", "affine"), None, "any",
+    Scheme("layer", "norms:LayerNorm", False, False, ("epsilon", "affine"), False, "any",
            "layer norm: per sample over (H, W, C)"),
-    Scheme("instance", "norms:InstanceNorm", False, False, ("epsilon", "affine"), None, "any",
+    Scheme("instance", "norms:InstanceNorm", False, False, ("epsilon", "affine"), False, "any",
            "instance norm: per sample and channel over (H, W)"),
-    Scheme("group", "norms:GroupNorm", False, False, ("epsilon", "affine", "groups"), None,
+    Scheme("group", "norms:GroupNorm", False, False, ("epsilon", "affine", "groups"), False,
            "any", "group norm: per sample and group of C/G channels over (H, W, C/G)"),
-    Scheme("boxcox", "norms:BoxCox", False, False, ("boxcox_lambda", "boxcox_shift"), None,
+    Scheme("boxcox", "norms:boxcox", False, False, ("boxcox_lambda", "boxcox_shift"), False,
            "above_minus_shift", "Box-Cox power transform of x + 1, lambda learned per layer"),
-    Scheme("weight", "norms:Normalization", False, True, (), None, "any",
+    Scheme("weight", "norms:Normalization", False, True, (), False, "any",
            "weight norm: w = g v/||v|| in every layer, no normalization of activations"),
     Scheme("meanonly", "norms:MeanOnlyBatchNorm", True, True, ("momentum", "affine"),
-           "distributed:sync_mean_only_batch_norm", "any",
+           True, "any",
            "weight norm plus mean-only batch norm (Salimans & Kingma)"),
     Scheme("noisybatch", "norms:noisy_batch_norm", True, False,
-           ("epsilon", "momentum", "affine", "seed"), "distributed:sync_noisy_batch_norm", "any",
+           ("epsilon", "momentum", "affine", "seed"), True, "any",
            "batch norm followed by Santurkar et al.'s per-step noise"),
 )
 
@@ -72,13 +74,14 @@ def get(name):
 
 
 def check(name):
+    """Raise UnknownScheme (a ValueError naming the valid ones) unless ``name`` is registered."""
     get(name)
 
 
 def names(**where):
     """The schemes whose fields equal ``where``, in registry order, e.g.
     ``names(uses_batch_statistics=True)``."""
-    return tuple(row.name for row in _ROWS
+    return tuple(row.name for row in REGISTRY.values()
                  if all(getattr(row, key) == value for key, value in where.items()))
 
 
@@ -103,9 +106,3 @@ def build(name, channels, dtype, **hyperparameters):
     taken = {k: v for k, v in hyperparameters.items() if k in row.hyperparameters}
     return _resolve(row.factory)(channels, dtype, **taken)
 
-
-def synchronized(name):
-    """The function that turns a local normalization of ``name`` into its cross-replica
-    twin, or None when the scheme has nothing to synchronize (per-sample statistics)."""
-    row = get(name)
-    return _resolve(row.synchronized) if row.synchronized else None

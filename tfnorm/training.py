@@ -36,19 +36,87 @@ def summary(x):
                      tf.norm(x), tf.cast(nonzero_fraction(x), tf.float64)])
 
 
-def _norm(x):
+def norm(x, jit_compile=False):
+    """||x|| over all entries, as float64."""
+    if jit_compile:
+        # XLA has no EuclideanNorm; it fuses the square into the sum.
+        return tf.cast(tf.sqrt(tf.reduce_sum(tf.square(x))), tf.float64)
     # One reduction; tf.norm first writes the squares to a temporary as large as x.
     return tf.cast(tf.math.reduce_euclidean_norm(x), tf.float64)
 
 
-def _xla_norm(x):
-    """``_norm`` under jit_compile (XLA has no EuclideanNorm; it fuses the square)."""
-    return tf.cast(tf.sqrt(tf.reduce_sum(tf.square(x))), tf.float64)
-
-
-def _all_finite(tensors):
+def all_finite(tensors):
     """One check over all of ``tensors`` (small: a block's variables and their gradients)."""
     return tf.reduce_all(tf.math.is_finite(tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)))
+
+
+_NAN = float("nan")
+
+
+class WholeBatch:
+    """How a step sees a batch it holds whole (one process, one replica). The distributed
+    step gives the same three answers for a batch split over replicas
+    (``distributed.ReplicaBatch``)."""
+
+    def __init__(self, labels, jit_compile=False):
+        self.labels, self.jit_compile = labels, jit_compile
+
+    def accuracy(self, logits):
+        return losses.accuracy(logits, self.labels)
+
+    def norm(self, x):
+        """The norm of a tensor every replica holds whole (weights, their gradients)."""
+        return norm(x, self.jit_compile)
+
+    def row_norms(self, tensors):
+        """The norm of each tensor whose rows are the batch's (float64); NaN for None."""
+        return [self.norm(t) if t is not None else tf.constant(_NAN, tf.float64)
+                for t in tensors]
+
+    def rows(self, tensors):
+        """The tensors with every row of the batch (for their histograms)."""
+        return tensors
+
+
+def apply_step(network, optimizer, result, batch, bins, record):
+    """The body of every training step, after its forward and backward: the optimizer
+    update, the running statistics, and what the records need.
+
+    result: the step's ``Backprop`` (loss and grads of the whole batch); batch: how the
+    step sees its batch (``WholeBatch``, or a replica's view of it). Returns the step's
+    output dict (see ``Trainer``)."""
+    # The weights the gradient was taken at (the panels' and the metrics' "weights"),
+    # read before the update moves them.
+    old_weights = [tf.identity(w) for w in network.layer_weights]
+    with tf.control_dependencies(network.update_statistics(result.caches) + old_weights):
+        updates = optimizer.apply(network.trainable_variables, result.grads)
+    layer_updates = [updates[i] for i in network.weight_indices]
+    passed_norms = batch.row_norms([layer.passed_gradient for layer in result.layers])
+    stats, finite = [], [tf.reduce_all(tf.math.is_finite(result.loss))]
+    for block, grads, layer, old, update, passed in zip(
+            network.blocks, network.split_by_block(result.grads), result.layers, old_weights,
+            layer_updates, passed_norms):
+        finite.append(all_finite(grads + block.trainable_variables))
+        stats.append(tf.stack([
+            tf.cast(nonzero_fraction(layer.weight_gradient), tf.float64),
+            batch.norm(layer.weight_gradient), passed, batch.norm(old), batch.norm(update)]))
+    out = {"loss": result.loss,
+           "accuracy": batch.accuracy(result.logits),
+           "layer_stats": tf.stack(stats),
+           "finite": tf.stack(finite)}
+    if record:
+        passed_gradients = batch.rows([layer.passed_gradient for layer in result.layers])
+        counts, ranges, summaries = [], [], []
+        for layer, old, update, passed in zip(result.layers, old_weights, layer_updates,
+                                              passed_gradients):
+            per_quantity = [layer.weight_gradient, passed, old, update]
+            hists = [histogram(q, bins) for q in per_quantity]
+            counts.append(tf.stack([h[0] for h in hists]))
+            ranges.append(tf.stack([h[1] for h in hists]))
+            summaries.append(tf.stack([summary(q) for q in per_quantity]))
+        out.update(counts=tf.stack(counts), ranges=tf.stack(ranges),
+                   summaries=tf.stack(summaries))
+    return out
 
 
 class Trainer:
@@ -65,7 +133,7 @@ class Trainer:
 
     def __init__(self, network, optimizer, bins=DEFAULT_BINS, jit_compile=False):
         self.network, self.optimizer, self.bins = network, optimizer, int(bins)
-        self._norm = _xla_norm if jit_compile else _norm
+        self.jit_compile = bool(jit_compile)
         optimizer.build(network.trainable_variables)
         self.train_step = tf.function(lambda x, y: self._step(x, y, record=False),
                                       jit_compile=jit_compile)
@@ -81,42 +149,9 @@ class Trainer:
         net = self.network
         images = data.to_unit_range(images, net.trainable_variables[0].dtype)
         result = net.backprop(images, labels, first_passed_gradient=record)
-        # The weights the gradient was taken at (the panels' and the metrics' "weights"),
-        # read before the update moves them.
-        old_weights = [tf.identity(w) for w in net.layer_weights]
-        with tf.control_dependencies(net.update_statistics(result.caches) + old_weights):
-            updates = self.optimizer.apply(net.trainable_variables, result.grads)
-        layer_updates = [updates[i] for i in net.weight_indices]
-        stats, finite = [], [tf.reduce_all(tf.math.is_finite(result.loss))]
         # The recording step is never compiled with XLA.
-        norm = _norm if record else self._norm
-        block_vars = 0
-        for block, layer, old, update in zip(net.blocks, result.layers, old_weights,
-                                             layer_updates):
-            n = len(block.trainable_variables)
-            grads = result.grads[block_vars:block_vars + n]
-            block_vars += n
-            finite.append(_all_finite(grads + block.trainable_variables))
-            passed = (norm(layer.passed_gradient) if layer.passed_gradient is not None
-                      else tf.constant(float("nan"), tf.float64))
-            stats.append(tf.stack([
-                tf.cast(nonzero_fraction(layer.weight_gradient), tf.float64),
-                norm(layer.weight_gradient), passed, norm(old), norm(update)]))
-        out = {"loss": result.loss,
-               "accuracy": losses.accuracy(result.logits, labels),
-               "layer_stats": tf.stack(stats),
-               "finite": tf.stack(finite)}
-        if record:
-            counts, ranges, summaries = [], [], []
-            for layer, old, update in zip(result.layers, old_weights, layer_updates):
-                per_quantity = [layer.weight_gradient, layer.passed_gradient, old, update]
-                hists = [histogram(q, self.bins) for q in per_quantity]
-                counts.append(tf.stack([h[0] for h in hists]))
-                ranges.append(tf.stack([h[1] for h in hists]))
-                summaries.append(tf.stack([summary(q) for q in per_quantity]))
-            out.update(counts=tf.stack(counts), ranges=tf.stack(ranges),
-                       summaries=tf.stack(summaries))
-        return out
+        batch = WholeBatch(labels, jit_compile=self.jit_compile and not record)
+        return apply_step(net, self.optimizer, result, batch, self.bins, record)
 
     def _eval(self, images, labels):
         """Returns (sum of losses, number correct) on a batch, in evaluation mode."""

@@ -105,8 +105,3 @@ class NetworkLandscape:
         finally:
             for variable, value in zip(variables, start):
                 variable.assign(value)
-
-
-def network_landscape(network, images, labels, sizes):
-    """One probe of ``network`` on a batch (weights restored afterwards)."""
-    return NetworkLandscape(network).probe(images, labels, sizes)

@@ -1,4 +1,4 @@
-"""Saturation of a bounded non-linearity (seed 002): tanh of a wide pre-activation sits
+"""Saturation of a bounded non-linearity: tanh of a wide pre-activation sits
 at +-1, where its derivative 1 - tanh^2 is 0 and the gradient stops.
 Normalization placed before the activation keeps its input in the responsive range.
 
@@ -51,26 +51,6 @@ def near_zero_fraction(gradient, relative=NEAR_ZERO_RELATIVE):
     return float(np.mean(g < relative * rms))
 
 
-def _activation_input(block, record, training):
-    if block.placement == "after":
-        return record["pre_activation"]
-    # The normalization is pure in its forward (statistics move only in
-    # update_statistics), so running it again gives exactly the activation's input.
-    normalized, _ = block.normalization.forward(record["pre_activation"], training)
-    return normalized
-
-
-def _activation_input_gradient(block, cache, output_gradient):
-    _, act_cache, norm_cache = cache
-    branch_gradient = (output_gradient if block.residual_beta is None
-                       else block.residual_beta * output_gradient)
-    activation_backward = layers.activation_pair(block.activation)[1]
-    if block.placement == "before":
-        return activation_backward(branch_gradient, act_cache)
-    dactivation, _ = block.normalization.backward(branch_gradient, norm_cache)
-    return activation_backward(dactivation, act_cache)
-
-
 def probe(network, images, labels, training=True):
     """Forward and hand-written backward of the mean cross-entropy on (images, labels).
 
@@ -89,8 +69,9 @@ def probe(network, images, labels, training=True):
     for block, cache, record, passed_gradient, output_gradient in zip(
             network.blocks, block_caches, records, passed, output_gradients):
         out.append(LayerSaturation(
-            _activation_input(block, record, training), record["activation"],
-            _activation_input_gradient(block, cache, output_gradient), passed_gradient))
+            record["activation_input"], record["activation"],
+            block.backward_detail(output_gradient, cache, need_input_grad=False).activation_input,
+            passed_gradient))
     return loss, out
 
 

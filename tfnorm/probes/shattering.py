@@ -30,8 +30,6 @@ gives the coupled gradient instead, for comparison.
 import numpy as np
 import tensorflow as tf
 
-from tfnorm import norms
-
 BATCH_MODES = ("line_statistics", "train")
 
 
@@ -61,21 +59,11 @@ def freeze_batch_statistics(network, inputs):
     """Run ``inputs`` as one batch in training mode and set every running statistic to its
     value on that batch, so that evaluation mode reproduces the training-mode forward.
 
-    Handles batch norm and mean-only batch norm; other schemes keep no statistics that
-    the forward uses, except noise, which is refused (it is not a function of the input)."""
+    Each normalization freezes its own (``Normalization.freeze_statistics``); noise is
+    refused (it is not a function of the input)."""
     _, (block_caches, _), _ = network.forward(inputs, training=True)
     for block, cache in zip(network.blocks, block_caches):
-        norm, norm_cache = block.normalization, cache[2]
-        if isinstance(norm, norms.BatchNorm):
-            _, (_, _, _, mean, variance) = norm_cache
-            norm.running_mean.assign(tf.reshape(mean, [-1]))
-            norm.running_variance.assign(tf.reshape(variance, [-1]))
-        elif isinstance(norm, norms.MeanOnlyBatchNorm):
-            _, (_, mean) = norm_cache
-            norm.running_mean.assign(tf.reshape(mean, [-1]))
-        elif norm.statistics:
-            raise ValueError(f"cannot freeze the statistics of {norm.name!r} normalization "
-                             f"on a line of inputs")
+        block.normalization.freeze_statistics(cache.normalization)
 
 
 def input_gradients(network, inputs, batch_mode="line_statistics"):
