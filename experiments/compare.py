@@ -13,23 +13,16 @@ deterministic). --jobs=N trains N runs at a time in subprocesses; the results ar
 same as with --jobs=1, which trains in this process.
 """
 
-import concurrent.futures
-import contextlib
-import ctypes
 import math
 import os
-import signal
-import subprocess
 import sys
-import threading
-import time
 import warnings
 
 from absl import flags, logging
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import cli, train
+from experiments import cli, workers
 from tfnorm import errors, io, plots, records, rundir, stopping
 from tfnorm.records import LAYER_STATS
 
@@ -42,15 +35,27 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define_run_flags(flag_values)
     flags.DEFINE_string("schemes", None, "Comma-separated schemes (default: all of "
                         "tfnorm.SCHEMES).", **fv)
-    flags.DEFINE_integer("seeds", 1, "Runs per scheme, with seeds seed, seed+1, ...", **fv)
+    flags.DEFINE_integer("seeds", 5, "Runs per scheme, with seeds seed, seed+1, ...; "
+                         "schemes are paired by seed (same initialization seed and data "
+                         "order).", **fv)
     flags.DEFINE_integer("seed", 0, "The first seed.", **fv)
     flags.DEFINE_string("out_dir", "runs/compare", "Where the runs, figures and summaries "
                         "go.", **fv)
     flags.DEFINE_string("results_dir", None, "Also copy the figures, summaries and the "
                         "last-epoch four-panel figure of every layer for each scheme here.",
                         **fv)
-    flags.DEFINE_integer("jobs", 2, "Runs trained at a time: 1 trains in this process, more "
-                         "in subprocesses (same results). Default 2, for 2 cores.", **fv)
+    flags.DEFINE_integer("jobs", 2, "Processes training at a time: 1 trains every run in "
+                         "this process, N > 1 splits the grid into N shards trained by N "
+                         "subprocesses (same results). Default 2, for 2 cores.", **fv)
+    flags.DEFINE_string("shard", None, "K/N: train only shard K of N of the scheme x seed "
+                        "grid (contiguous blocks) and write no summary, e.g. one task of a "
+                        "cluster's job array; then --summarize merges the runs.", **fv)
+    flags.DEFINE_boolean("summarize", False, "Train nothing: merge the finished runs of the "
+                         "grid into the summary and figures (refused if any is missing).",
+                         **fv)
+    flags.DEFINE_integer("panel_seeds", 1, "Draw the four-panel figures and GIFs for the "
+                         "first N seeds of each scheme (the others keep their records: "
+                         "experiments.panels draws them later).", **fv)
 
 TARGET_TRAIN_ACC = 0.95
 ACCURACY_FIGURE = "accuracy.png"
@@ -70,160 +75,58 @@ def run_dir(out_dir, scheme, seed):
     return os.path.join(out_dir, scheme, f"seed_{seed}")
 
 
-def plan(base, schemes, seeds, first_seed):
-    """The configuration of every run of the grid, each validated (before any work)."""
+def plan(base, schemes, seeds, first_seed, panel_seeds=1):
+    """The configuration of every run of the grid, scheme by scheme, each validated
+    (before any work); panels only for the first ``panel_seeds`` seeds."""
     configs = []
     for scheme in schemes:
         for seed in range(first_seed, first_seed + seeds):
             config = dict(base, scheme=scheme, seed=seed,
-                          out_dir=run_dir(base["out_dir"], scheme, seed))
+                          out_dir=run_dir(base["out_dir"], scheme, seed),
+                          panels=base["panels"] and seed < first_seed + panel_seeds)
             cli.validate(config)
             configs.append(config)
     return configs
 
 
-def _train_here(config):
+def train_here(configs, progress):
+    """Train ``configs`` one after the other in this process, sharing the traced steps of
+    runs that differ only in their seed (``runner.Builds``). Returns after a Ctrl-C too,
+    the run in progress stopped at a safe point."""
     from tfnorm import runner  # TensorFlow loads here, after every flag was checked
-    try:
-        runner.run(config)
-    except errors.Divergence as error:
-        logging.warning("%s", error)
+    builds = runner.Builds()
+    for config in configs:
+        if stopping.requested():
+            return
+        try:
+            runner.run(config, builds=builds)
+        except errors.Divergence as error:
+            logging.warning("%s", error)
+        except errors.Interrupted:
+            return
+        progress.finished(config)
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent():
-    """A preexec_fn that makes a training subprocess get SIGKILL when this process dies,
-    however it dies (Linux's prctl PR_SET_PDEATHSIG), so that a killed compare leaves no
-    training behind; None where there is no prctl. The child loses nothing: rerunning
-    compare resumes it from its last checkpoint.
-
-    The signal comes when the thread that started the child ends: the pool's thread
-    waits in subprocess.run for the child, so it outlives it unless the process dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    death_signal = ctypes.c_ulong(signal.SIGKILL)
-
-    def set_death_signal():
-        # Between fork and exec, with other threads' locks possibly held: only the
-        # system calls, everything prepared in the parent.
-        prctl(PR_SET_PDEATHSIG, death_signal)
-        if os.getppid() != parent:  # the parent died before prctl: no signal will come
-            os._exit(1)
-
-    return set_death_signal
-
-
-def _train_subprocess(config):
-    """experiments.train in a subprocess; its output is kept in <run>/train.log."""
-    command = ([sys.executable, "-m", "experiments.train"]
-               + cli.to_command_line(dict(config, progress=False), train.TRAIN_FLAGS))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if stopping.requested():  # a queued run is not started after Ctrl-C
-        raise errors.Interrupted(what="before this run started")
-    # Its own session: a Ctrl-C at the terminal reaches this process only, which passes
-    # one SIGINT on to each run (``_pass_on``), so that each stops at a safe point.
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, cwd=root, preexec_fn=_die_with_parent(),
-                             start_new_session=True)
-    with _children_lock:
-        _children.add(child)
-    try:
-        stdout, stderr = child.communicate()
-    finally:
-        with _children_lock:
-            _children.discard(child)
-    io.write_text(os.path.join(config["out_dir"], "train.log"), stdout + stderr)
-    lines = stderr.strip().splitlines() or ["(no message)"]
-    if child.returncode == errors.Divergence.exit_code:
-        logging.warning("%s", lines[-1])
-    elif child.returncode == errors.Interrupted.exit_code:
-        raise errors.Interrupted(what=f"during {config['scheme']} seed {config['seed']}")
-    elif child.returncode != 0:
-        raise cli.ConfigError(f"{config['scheme']} seed {config['seed']}: {lines[-1]}")
-
-
-_children = set()
-_children_lock = threading.Lock()
-
-
-def _pass_on(signum):
-    with _children_lock:
-        for child in _children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGINT)
-
-
-def _final_test_acc(config):
-    rows = records.read_metrics(config["out_dir"])
-    return f"{rows[-1]['test_acc']:.3f}" if rows else "-"
-
-
-class Progress:
-    """One line after each finished run: [k/N], scheme, seed, final test accuracy, the
-    run's seconds and an estimate of the time left (the mean time of the runs trained so
-    far, times those left, over the runs trained at a time)."""
-
-    def __init__(self, total, done, jobs):
-        self.total, self.done, self.jobs = total, done, jobs
-        self.seconds = []
-
-    def finished(self, config, seconds):
-        self.done += 1
-        self.seconds.append(seconds)
-        left = (self.total - self.done) * sum(self.seconds) / len(self.seconds) / self.jobs
-        logging.info("[%d/%d] %s seed %d: final test acc %s, %.0f s; about %.0f s left",
-                     self.done, self.total, config["scheme"], config["seed"],
-                     _final_test_acc(config), seconds, left)
-
-
-def train_all(configs, jobs):
+def train_all(configs, jobs, command_of_shard=None):
     """Train every run of ``configs`` that is not finished (each reused run is audited:
-    ``rundir.is_finished``). Raises errors.Interrupted after a SIGINT or SIGTERM, once the
-    runs in progress stopped at a safe point; finished runs are kept."""
+    ``rundir.is_finished``): in this process with jobs=1, else in ``jobs`` worker
+    processes (``command_of_shard(k, n)``: the command line training shard k of n).
+    Raises errors.Interrupted after a SIGINT or SIGTERM, once the runs in progress
+    stopped at a safe point; finished runs are kept."""
     todo = [c for c in configs if not rundir.is_finished(c["out_dir"], c)]
     for config in configs:
         if config not in todo:
             logging.info("reusing %s", config["out_dir"])
-    progress = Progress(len(configs), len(configs) - len(todo), jobs)
+    jobs = max(1, min(jobs, len(todo)))
+    progress = workers.Progress(len(configs), len(configs) - len(todo), jobs)
     if jobs == 1:
-        for config in todo:
-            if stopping.requested():
-                break
-            logging.info("training %s seed %d", config["scheme"], config["seed"])
-            start = time.monotonic()
-            try:
-                _train_here(config)
-            except errors.Interrupted:
-                break
-            progress.finished(config, time.monotonic() - start)
-        if stopping.requested():
-            raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs "
-                                     "complete")
-        return
-    stopping.on_request(_pass_on)
-    interrupted = None
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_timed, _train_subprocess, c): c for c in todo}
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                progress.finished(futures[future], future.result())
-            except errors.Interrupted as error:
-                interrupted = interrupted or error
-    if interrupted or stopping.requested():
-        raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs complete")
-
-
-def _timed(function, *args):
-    start = time.monotonic()
-    function(*args)
-    return time.monotonic() - start
+        train_here(todo, progress)
+    else:
+        workers.run_shards(lambda k: command_of_shard(k, jobs), jobs, todo, progress,
+                           os.path.dirname(os.path.dirname(todo[0]["out_dir"])))
+    if stopping.requested():
+        raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs "
+                                 "complete")
 
 
 def collect(configs):
@@ -373,31 +276,72 @@ def write_outputs(base, configs, results_dir=None):
     return rows
 
 
+# The flags a worker gets from its parent (besides --shard, --jobs=1 and the run flags).
+GRID_FLAGS = ("schemes", "seeds", "seed", "out_dir", "panel_seeds")
+
+
+def check_flags(flag_values=FLAGS):
+    """(base configuration, schemes, shard or None), every flag checked before any work."""
+    base = cli.resolve(dict(cli.flag_values(flag_values, cli.RUN_FLAGS),
+                            out_dir=flag_values.out_dir, seed=flag_values.seed))
+    schemes = cli.parse_schemes(flag_values.schemes)
+    for name in ("seeds", "jobs"):
+        if flag_values[name].value <= 0:
+            raise cli.ConfigError(f"--{name}={flag_values[name].value}: must be a positive "
+                                  "integer")
+    if flag_values.panel_seeds < 0:
+        raise cli.ConfigError(f"--panel_seeds={flag_values.panel_seeds}: must be 0 or more")
+    if not base["out_dir"]:
+        raise cli.ConfigError("--out_dir: required")
+    shard = workers.parse_shard(flag_values.shard) if flag_values.shard else None
+    if shard and flag_values.summarize:
+        raise cli.ConfigError("--shard and --summarize: a shard trains, --summarize merges")
+    cli.check_seed(flag_values.seed, count=flag_values.seeds)
+    cli.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
+    return base, schemes, shard
+
+
+def worker_command(flag_values, index, count):
+    """The command line of the worker training shard ``index`` of ``count``."""
+    values = dict(cli.flag_values(flag_values, cli.RUN_FLAGS + GRID_FLAGS), progress=False)
+    return ([sys.executable, "-m", "experiments.compare", f"--shard={index}/{count}",
+             "--jobs=1"] + cli.to_command_line(values, cli.RUN_FLAGS + GRID_FLAGS))
+
+
+def check_complete(configs):
+    """--summarize: every run of the grid finished, or one line naming those that are not."""
+    missing = [f"{c['scheme']} seed {c['seed']}" for c in configs
+               if not rundir.is_finished(c["out_dir"], c)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise cli.ConfigError(f"--summarize: {len(missing)} of {len(configs)} runs are not "
+                              f"finished ({shown}); train them first (the same command "
+                              "without --summarize, or its shards)")
+
+
 @cli.one_line_errors
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    base = cli.resolve(dict(cli.flag_values(FLAGS, cli.RUN_FLAGS),
-                            out_dir=FLAGS.out_dir, seed=FLAGS.seed))
-    schemes = cli.parse_schemes(FLAGS.schemes)
-    if FLAGS.seeds <= 0:
-        raise cli.ConfigError(f"--seeds={FLAGS.seeds}: must be a positive integer")
-    if FLAGS.jobs <= 0:
-        raise cli.ConfigError(f"--jobs={FLAGS.jobs}: must be a positive integer")
-    if not base["out_dir"]:
-        raise cli.ConfigError("--out_dir: required")
-    cli.check_seed(FLAGS.seed, count=FLAGS.seeds)
-    cli.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
+    base, schemes, shard = check_flags(FLAGS)
     cli.check_writable(base["out_dir"], "--out_dir")
     if FLAGS.results_dir:
         cli.check_writable(FLAGS.results_dir, "--results_dir")
-    configs = plan(base, schemes, FLAGS.seeds, FLAGS.seed)
-    try:
-        train_all(configs, FLAGS.jobs)
-    except errors.Interrupted:
-        # What is complete is summarized; the runs not finished show as such there.
-        write_outputs(base, configs, FLAGS.results_dir)
-        raise
+    configs = plan(base, schemes, FLAGS.seeds, FLAGS.seed, FLAGS.panel_seeds)
+    if shard:
+        train_all(workers.shard(configs, *shard), jobs=1)
+        logging.info("shard %d/%d done; merge the shards with --summarize", *shard)
+        return
+    if FLAGS.summarize:
+        check_complete(configs)
+    else:
+        try:
+            train_all(configs, FLAGS.jobs, lambda k, n: worker_command(FLAGS, k, n))
+        except errors.Interrupted:
+            # What is complete is summarized; the runs not finished show as such there.
+            write_outputs(base, configs, FLAGS.results_dir)
+            raise
     rows = write_outputs(base, configs, FLAGS.results_dir)
     for row in rows:
         logging.info("%-10s final test acc %s, epoch to 95%% train %s, %s", row["scheme"],

@@ -708,7 +708,8 @@ def noise_affine_error(noise, x):
     """The forward against s x + m in numpy, with (s, m) drawn by the same seed and step."""
     y, _ = noise.forward(tf.constant(x), training=True)
     s, m = norms.santurkar_noise([x.shape[0], x.shape[-1]],
-                                 tf.constant([noise.seed, int(noise.step.numpy())], tf.int64),
+                                 tf.constant([int(noise.seed.numpy()),
+                                              int(noise.step.numpy())], tf.int64),
                                  tf.float64)
     expand = [x.shape[0]] + [1] * (x.ndim - 2) + [x.shape[-1]]
     expected = s.numpy().reshape(expand) * x + m.numpy().reshape(expand)

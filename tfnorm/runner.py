@@ -12,21 +12,19 @@ import importlib.metadata
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.histogram import metadata as histogram_metadata
 import tqdm
 
 import tfnorm
 from tfnorm import (data, distributed, faults, loop, plots, records, rundir, stopping,
-                    training)
+                    tensorboard_log, training)
 from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
-from tfnorm.records import LAYER_STATS, QUANTITIES
+from tfnorm.records import LAYER_STATS
 
 # A run has diverged when a loss passes LOSS_BOUND times that of a uniform guess over the
 # classes, ln(classes) (2.3 for 10): every run starts near that, and a cross-entropy a
@@ -77,9 +75,7 @@ def build(config, strategy=None):
     step (tfnorm.distributed)."""
 
     with distributed.scope(strategy) if strategy else contextlib.nullcontext():
-        network = tfnorm.article_network(config["scheme"], seed=config["seed"],
-                                         groups=config["groups"], affine=config["affine"],
-                                         boxcox_lambda=config["boxcox_lambda"])
+        network = _network(config)
         optimizer = tfnorm.make_optimizer(config["optimizer"], config["learning_rate"])
         if strategy:
             distributed.synchronize(network)
@@ -95,6 +91,48 @@ def build(config, strategy=None):
         network_statistics=list(network.statistics),
         optimizer_slots=optimizer.slot_variables(), optimizer_iterations=optimizer.iterations)
     return network, trainer, checkpoint, epoch
+
+
+class Builds:
+    """One network, optimizer and compiled trainer per configuration but the seed,
+    re-initialized for each seed, so that the steps traced for the first seed serve every
+    other (tracing costs seconds; a seed's ten digits epochs a few). Re-initializing
+    assigns the variables of a network newly built for the seed (the same code, so the
+    same values a run of that seed alone starts from: the tests check the metrics are
+    bit-identical), zeroes the optimizer's slots and step count and the epoch counter."""
+
+    def __init__(self):
+        self._built = {}
+
+    def build(self, config, strategy=None):
+        if strategy is not None:  # replicas: a fresh build (no sharing across strategies)
+            return build(config, strategy)
+        key = tuple(sorted((k, v) for k, v in config.items()
+                           if k not in ("seed", "out_dir") + SHARED_FLAGS))
+        if key not in self._built:
+            self._built[key] = build(config)
+            return self._built[key]
+        network, trainer, checkpoint, epoch = self._built[key]
+        fresh = _network(config)
+        for shared, new in zip(network.trainable_variables + network.statistics,
+                               fresh.trainable_variables + fresh.statistics, strict=True):
+            shared.assign(new)
+        for slot in trainer.optimizer.slot_variables():
+            slot.assign(tf.zeros_like(slot))
+        trainer.optimizer.iterations.assign(0)
+        epoch.assign(0)
+        return network, trainer, checkpoint, epoch
+
+
+# Flags that change nothing a step computes (where files go, what is drawn or shown).
+SHARED_FLAGS = ("overwrite", "progress", "panels", "tensorboard", "data_dir",
+                "stl10_archive", "record_every")
+
+
+def _network(config):
+    return tfnorm.article_network(config["scheme"], seed=config["seed"],
+                                  groups=config["groups"], affine=config["affine"],
+                                  boxcox_lambda=config["boxcox_lambda"])
 
 
 def _all_finite(tensors):
@@ -130,48 +168,6 @@ def locate_divergence(network, images, labels, finite_after_step):
     return len(network.blocks), "loss not finite"
 
 
-def _tensorboard_epoch(writer, row, record, num_layers):
-
-    step = row["epoch"]
-    with writer.as_default():
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            tf.summary.scalar(key, row[key], step=step)
-        for layer in range(1, num_layers + 1):
-            for stat in LAYER_STATS:
-                tf.summary.scalar(f"layer{layer}/{stat}", row[f"{stat}_{layer}"], step=step)
-        if record is not None:
-            # The records already hold fixed-bin histograms: write them as TensorBoard's
-            # [bins, 3] (left edge, right edge, count) histogram tensors.
-            for layer in range(num_layers):
-                for q, name in enumerate(QUANTITIES):
-                    edges = records.histogram_edges(record, layer, q)
-                    buckets = tf.stack([edges[:-1], edges[1:],
-                                        record.counts[layer, q].astype("float64")], axis=1)
-                    tag = f"layer{layer + 1}/{name}"
-                    tf.summary.write(tag, buckets, step=step,
-                                     metadata=histogram_metadata.create_summary_metadata(
-                                         tag, ""))
-    writer.flush()
-
-
-def _rebuild_tensorboard(out_dir, rows, num_layers):
-    """A new tensorboard folder holding the completed epochs (``rows``, from metrics.csv,
-    and their records), and its writer for the epochs to come. Event files can only be
-    appended to, so writing on after a resume would show the redone epochs twice; every
-    value there comes from metrics.csv and the records, so rewriting it loses nothing
-    (and fills it in for a run started without --tensorboard)."""
-
-    folder = os.path.join(out_dir, records.TENSORBOARD_DIR)
-    shutil.rmtree(folder, ignore_errors=True)
-    writer = tf.summary.create_file_writer(folder)
-    recorded = set(records.record_epochs(out_dir))
-    for row in rows:
-        record = (records.load_record(records.record_path(out_dir, row["epoch"]))
-                  if row["epoch"] in recorded else None)
-        _tensorboard_epoch(writer, row, record, num_layers)
-    return writer
-
-
 class _NoCheckpointChatter:
     """TF's checkpoint saver logs one INFO line per save through absl; drop those."""
 
@@ -185,7 +181,7 @@ def _quiet_checkpoint_logging():
         absl_logger.addFilter(_NoCheckpointChatter())
 
 
-def run(config, strategy=None, placement=None):
+def run(config, strategy=None, placement=None, builds=None):
     """Train (or resume) the run ``config`` describes (``cli.resolve``, checked by
     ``cli.validate``). Returns the metrics rows.
 
@@ -196,7 +192,8 @@ def run(config, strategy=None, placement=None):
     in each case the directory stays resumable and keeps every finished epoch.
 
     ``strategy``: a tf.distribute strategy (``make_strategy``) or None; ``placement``: its
-    flags for config.json. Not part of the run's identity: a run may resume elsewhere."""
+    flags for config.json. Not part of the run's identity: a run may resume elsewhere.
+    ``builds``: a ``Builds`` shared by the runs of one process (compare's seeds)."""
     with contextlib.ExitStack() as stack:
         # Held until the run ends: everything below may rewrite or delete what is in
         # out_dir, which only the one process training the run may do.
@@ -205,7 +202,7 @@ def run(config, strategy=None, placement=None):
         except records.RunDirError as error:
             raise ConfigError(str(error)) from None
         try:
-            return _run_locked(config, strategy, placement)
+            return _run_locked(config, strategy, placement, builds or Builds())
         except (OSError, tf.errors.OpError, MemoryError) as error:
             raise _resource_error(config["out_dir"], error) from None
 
@@ -236,7 +233,7 @@ def _resource_error(out_dir, error):
     return error
 
 
-def _run_locked(config, strategy, placement):
+def _run_locked(config, strategy, placement, builds):
     out_dir = config["out_dir"]
     _quiet_checkpoint_logging()
     tf.config.experimental.enable_op_determinism()
@@ -252,7 +249,7 @@ def _run_locked(config, strategy, placement):
         os.remove(path)
     rundir.rewind(out_dir, found.resume_epoch)
     dataset = load_data(config)
-    network, trainer, checkpoint, epoch_done = build(config, strategy)
+    network, trainer, checkpoint, epoch_done = builds.build(config, strategy)
     num_layers = len(network.blocks)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, records.CHECKPOINT_DIR), max_to_keep=2)
@@ -289,7 +286,7 @@ def _run_locked(config, strategy, placement):
     rows = records.read_metrics(out_dir)
     records.write_status(out_dir, "running", epoch=completed)
 
-    writer = _rebuild_tensorboard(out_dir, rows, num_layers) if config["tensorboard"] else None
+    writer = tensorboard_log.rebuild(out_dir, rows, num_layers) if config["tensorboard"] else None
     steps = loop.steps_per_epoch(dataset, config["batch_size"])
     test_batches = loop.test_batches(dataset)
     loss_bound = LOSS_BOUND * math.log(dataset.num_classes)
@@ -360,7 +357,7 @@ def _run_locked(config, strategy, placement):
                 record = records.load_record(records.record_path(out_dir, epoch))
         records.write_metrics(out_dir, rows, num_layers)
         if writer is not None:
-            _tensorboard_epoch(writer, row, record, num_layers)
+            tensorboard_log.write_epoch(writer, row, record, num_layers)
         epoch_done.assign(epoch)
         save_checkpoint(manager, checkpoint, epoch)
         # After the checkpoint: the status never claims an epoch a resume would redo.

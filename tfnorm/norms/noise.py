@@ -15,7 +15,8 @@ class DistributionNoise(Normalization):
 
     Seedable and repeatable: the noise of step t is drawn from the stateless
     generator at (seed, t); t moves on in ``update_statistics``, so a loss and its
-    gradients at one step see the same noise. Synchronized, the noise is drawn for the
+    gradients at one step see the same noise. The seed is a variable, not a constant of
+    the traced step, so that one compiled step serves every seed (``runner.Builds``). Synchronized, the noise is drawn for the
     global batch and sliced by replica, so example i of the global batch gets the same
     noise on any number of replicas."""
 
@@ -23,14 +24,14 @@ class DistributionNoise(Normalization):
 
     def __init__(self, channels, dtype=tf.float32, seed=0):
         super().__init__(channels, dtype)
-        self.seed = int(seed)
+        self.seed = tf.Variable(int(seed), dtype=tf.int64, trainable=False, name="noise_seed")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="noise_step")
-        self.statistics = [self.step]
+        self.statistics = [self.step, self.seed]
 
     def draw(self, batch, dtype=None):
         """This step's noise (s, m) for this replica's rows, each (batch, C)."""
         dtype = dtype or self.dtype
-        seed = tf.stack([tf.constant(self.seed, tf.int64), self.step])
+        seed = tf.stack([self.seed.read_value(), self.step.read_value()])
         if not self._batch_is_split():
             return santurkar_noise([batch, self.channels], seed, dtype)
         offset, global_count = self.synchronization.rows(batch, dtype)

@@ -1,0 +1,134 @@
+"""compare's runs in worker processes: with --jobs=N, N subprocesses each train one
+shard of the grid (``compare --shard=K/N``, runs in a row sharing their traced steps),
+while this process watches the run directories and prints one progress line per
+finished run. A Ctrl-C here is passed on to each worker, which stops at a safe point;
+if this process dies, however it dies, the workers die with it (PR_SET_PDEATHSIG) and
+a rerun resumes them.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl import logging
+
+from tfnorm import errors, records, rundir, stopping
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+POLL_SECONDS = 0.5
+
+
+def shard(configs, index, count):
+    """Shard ``index`` (1..count) of ``configs``: a contiguous block, so that a scheme's
+    seeds mostly stay in one process and share its traced steps; sizes differ by <= 1."""
+    start = len(configs) * (index - 1) // count
+    return configs[start:len(configs) * index // count]
+
+
+def parse_shard(text):
+    """'K/N' -> (K, N) with 1 <= K <= N; errors.ConfigError otherwise."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise errors.ConfigError(f"--shard={text}: expected K/N, e.g. 2/8") from None
+    if not 1 <= index <= count:
+        raise errors.ConfigError(f"--shard={text}: K must be between 1 and N")
+    return index, count
+
+
+class Progress:
+    """One line per finished run: [k/N], scheme, seed, final test accuracy, the run's
+    training seconds, and an estimate of the time left (the mean seconds of the runs
+    finished so far, times those left, over the runs trained at a time)."""
+
+    def __init__(self, total, done, jobs):
+        self.total, self.done, self.jobs = total, done, jobs
+        self.seconds = []
+
+    def finished(self, config):
+        rows = records.read_metrics(config["out_dir"])
+        seconds = sum(row["seconds"] for row in rows)
+        self.done += 1
+        self.seconds.append(seconds)
+        left = (self.total - self.done) * sum(self.seconds) / len(self.seconds) / self.jobs
+        logging.info("[%d/%d] %s seed %d: final test acc %s, %.0f s; about %.0f s left",
+                     self.done, self.total, config["scheme"], config["seed"],
+                     f"{rows[-1]['test_acc']:.3f}" if rows else "-", seconds, left)
+
+
+def _die_with_parent():
+    """A preexec_fn that makes a worker get SIGKILL when this process dies, however it
+    dies (Linux's prctl PR_SET_PDEATHSIG); None where there is no prctl. The worker
+    loses nothing: rerunning compare resumes its runs from their last checkpoints."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    death_signal = ctypes.c_ulong(signal.SIGKILL)
+
+    def set_death_signal():
+        # Between fork and exec, with other threads' locks possibly held: only the
+        # system calls, everything prepared in the parent.
+        prctl(PR_SET_PDEATHSIG, death_signal)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+
+    return set_death_signal
+
+
+def run_shards(command_of, count, todo, progress, log_dir):
+    """Start ``count`` workers (``command_of(k)`` is the command of shard k of count) and
+    wait for them, printing progress as the runs of ``todo`` finish. Raises
+    errors.Interrupted after a SIGINT/SIGTERM here (passed on), ConfigError naming the
+    shard whose worker failed."""
+    workers = {}
+    for index in range(1, count + 1):
+        log = open(os.path.join(log_dir, f"shard_{index}_of_{count}.log"), "w")
+        # Its own session: a Ctrl-C at the terminal reaches this process only, which
+        # passes one SIGINT on to each worker, so that each stops at a safe point.
+        workers[index] = (subprocess.Popen(command_of(index), cwd=ROOT, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True,
+                                           preexec_fn=_die_with_parent()), log)
+
+    def pass_on(signum):
+        for process, _ in workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+
+    stopping.on_request(pass_on)
+    waiting = list(todo)
+    while any(process.poll() is None for process, _ in workers.values()):
+        time.sleep(POLL_SECONDS)
+        waiting = _report_ended(waiting, progress)
+    _report_ended(waiting, progress)
+    for index, (process, log) in workers.items():
+        log.close()
+        if process.returncode not in (0, errors.Interrupted.exit_code):
+            with open(log.name, errors="replace") as f:
+                lines = f.read().strip().splitlines() or ["(no output)"]
+            raise errors.ConfigError(f"shard {index}/{count} failed ({log.name}): {lines[-1]}")
+    if stopping.requested() or any(p.returncode == errors.Interrupted.exit_code
+                                   for p, _ in workers.values()):
+        raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs "
+                                 "complete")
+
+
+def _report_ended(waiting, progress):
+    ended = [c for c in waiting if _ended(c)]
+    for config in ended:
+        progress.finished(config)
+    return [c for c in waiting if c not in ended]
+
+
+def _ended(config):
+    status = records.read_status(config["out_dir"]) or {}
+    return status.get("state") in ("complete", "diverged") and rundir.is_finished(
+        config["out_dir"], config)
