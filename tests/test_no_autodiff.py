@@ -299,14 +299,15 @@ def test_the_guard_catches_tf_gradients_inside_a_distributed_step(monkeypatch):
 
     images, labels = _batch()
     trainer = _distributed_trainer("batch")
-    real = distributed.replica_backprop
+    real = distributed.DistributedTrainer._replica_backprop
 
-    def backprop_by_tf_gradients(network, images, labels, global_count, **kwargs):
-        result = real(network, images, labels, global_count, **kwargs)
-        tf.gradients(result.loss, network.trainable_variables)
-        return result
+    def backprop_by_tf_gradients(self, images, labels, **kwargs):
+        result, batch = real(self, images, labels, **kwargs)
+        tf.gradients(result.loss, self.network.trainable_variables)
+        return result, batch
 
-    monkeypatch.setattr(distributed, "replica_backprop", backprop_by_tf_gradients)
+    monkeypatch.setattr(distributed.DistributedTrainer, "_replica_backprop",
+                        backprop_by_tf_gradients)
     _forbid_autodiff(monkeypatch)
     with raises_autodiff("tf.gradients"):
         trainer.train_step(images, labels)
