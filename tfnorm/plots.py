@@ -10,7 +10,6 @@
 import io as _bytes_io
 import os
 import re
-import warnings
 
 import matplotlib
 
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tfnorm import io, records  # noqa: E402
+from tfnorm import io, records, stats  # noqa: E402
 from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 
 PANEL_TITLES = {
@@ -164,15 +163,17 @@ def draw_panels(run_dir, only_missing=False):
 
 
 def _band(ax, epochs, runs, label, color):
-    """Mean of ``runs`` (seeds x epochs, NaN past a run's end) with a min-max band."""
+    """Mean of ``runs`` (seeds x epochs, NaN past a run's end) with its 95% Student t
+    interval shaded (``tfnorm.stats.interval`` at each epoch; none for a single seed)."""
     runs = np.asarray(runs, float)
-    with warnings.catch_warnings():  # an epoch no run reached yet is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(runs, axis=0)
-        ax.plot(epochs, mean, label=label, color=color, lw=1.5)
-        if runs.shape[0] > 1:
-            ax.fill_between(epochs, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0),
-                            color=color, alpha=0.2, lw=0)
+    intervals = [stats.interval(column) for column in runs.T]
+    mean = np.array([i.mean for i in intervals])
+    ax.plot(epochs, mean, label=label, color=color, lw=1.5)
+    low, high = (np.array([getattr(i, side) for i in intervals]) for side in ("low", "high"))
+    shown = np.isfinite(low) & np.isfinite(high)
+    if shown.any():
+        ax.fill_between(np.asarray(epochs)[shown], low[shown], high[shown], color=color,
+                        alpha=0.2, lw=0)
 
 
 def _colors(names):
@@ -182,7 +183,7 @@ def _colors(names):
 
 def accuracy_figure(curves, title=""):
     """curves: {scheme: {"epochs": [E], "train_acc": [seeds, E], "test_acc": [seeds, E]}}.
-    Train and test accuracy against epoch, mean over seeds with a min-max band."""
+    Train and test accuracy against epoch, mean over seeds with a shaded 95% interval."""
     colors = _colors(list(curves))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for scheme, curve in curves.items():
