@@ -77,10 +77,11 @@ class Context:
         return [r for r in self.tables.get(name, [])
                 if all(r[k] == v for k, v in where.items())]
 
-    def train(self, trainer, step_fn=None, on_epoch=None):
+    def train(self, trainer, step_fn=None, on_epoch=None, tag=None):
         """Train this run's --epochs through tfnorm.loop; returns the step rows (step from
         1 over the run) and adds the epoch rows to accuracy.csv. step_fn: see
-        ``loop.train_epoch`` (its images are scaled floats); on_epoch(epoch) after each."""
+        ``loop.train_epoch`` (its images are scaled floats); on_epoch(epoch) after each;
+        tag: columns put before the epoch's (e.g. an init std), and named in the log."""
         import tensorflow as tf
         from tfnorm import loop
         values, dataset = self.values, self.dataset
@@ -98,11 +99,12 @@ class Context:
             test_loss, test_acc = loop.evaluate(trainer, loop.test_batches(dataset),
                                                 len(dataset.test_labels))
             step_rows += result.steps
-            epoch_rows.append(dict(epoch=epoch, train_loss=result.train_loss,
+            epoch_rows.append(dict(tag or {}, epoch=epoch, train_loss=result.train_loss,
                                    train_acc=result.train_acc, test_loss=test_loss,
                                    test_acc=test_acc, seconds=result.seconds))
-            logging.info("%s seed %d epoch %d/%d: train acc %.3f, test acc %.3f (%.1f s)",
-                         self.unit, self.seed, epoch, values["epochs"], result.train_acc,
+            logging.info("%s%s seed %d epoch %d/%d: train acc %.3f, test acc %.3f (%.1f s)",
+                         self.unit, "".join(f" {k} {v}" for k, v in (tag or {}).items()),
+                         self.seed, epoch, values["epochs"], result.train_acc,
                          test_acc, result.seconds)
             if on_epoch is not None:
                 on_epoch(epoch)
@@ -127,6 +129,11 @@ class Context:
         return next(iter(loop.train_batches(self.dataset, self.values["batch_size"], 1,
                                             self.seed, dtype=tf.float32)))
 
+    def trainer(self, network):
+        """A tfnorm.training.Trainer of ``network`` with the flags' optimizer."""
+        from tfnorm import training
+        return training.Trainer(network, self.optimizer())
+
     def optimizer(self):
         import tfnorm
         return tfnorm.make_optimizer(self.values["optimizer"], self.values["learning_rate"])
@@ -138,10 +145,12 @@ class Context:
 
 def shared(training=True, **defaults):
     """A study's shared flags with its ``defaults`` (the vocabulary's for the others):
-    cli.STUDY_FLAGS, and cli.TRAINING_STUDY_FLAGS when it trains."""
+    cli.STUDY_FLAGS, cli.TRAINING_STUDY_FLAGS when it trains, and any other flag of the
+    vocabulary named in ``defaults``."""
     names = cli.STUDY_FLAGS + (cli.TRAINING_STUDY_FLAGS if training else ())
-    unknown = set(defaults) - set(names)
-    assert not unknown, f"not shared flags of a study: {unknown}"
+    names += tuple(name for name in defaults if name not in names)
+    unknown = set(names) - set(cli.FLAG_TABLE)
+    assert not unknown, f"not in the flag vocabulary: {unknown}"
     return {name: defaults.get(name, cli.FLAG_TABLE[name][1]) for name in names}
 
 
