@@ -198,6 +198,10 @@ FLAG_TABLE = {
     "seeds": ("integer", 1, "Runs per scheme, with seeds seed, seed+1, ..."),
     "seed": ("integer", 0, "The first seed (initial weights, data order, noise)."),
     "out_dir": ("string", None, "Where the outputs go."),
+    "init_std": ("float", 0.05, "Std of the weights' normal init (0.05: the article's; "
+                 "without normalization SGD then barely moves)."),
+    "every": ("integer", 1, "Measure every this many training steps (steps 1, 1 + every, "
+              "...)."),
 }
 _ENUMS = {"dataset": catalog.DATASETS}
 

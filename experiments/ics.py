@@ -25,11 +25,6 @@ DEPTH = 6  # the article network's layers
 def define_flags(flag_values):
     flags.DEFINE_string("layers", "2,4,6", "Comma-separated layers (1 = the first conv) "
                         "whose ICS is measured.", flag_values=flag_values)
-    flags.DEFINE_float("init_std", 0.05, "Std of the weights' normal init (0.05: the "
-                       "article's; without normalization SGD then barely moves).",
-                       flag_values=flag_values)
-    flags.DEFINE_integer("every", 5, "Measure every this many training steps.",
-                         flag_values=flag_values)
 
 
 def parse_layers(text, depth=DEPTH):
@@ -120,8 +115,9 @@ def draw(ctx):
 STUDY = study.Study(
     name="ics", define_flags=define_flags, check=check, run=run, summarize=summarize,
     draw=draw, summary_keys=("layer",),
-    shared=study.shared(out_dir="runs/ics", seeds=5, epochs=5, batch_size=20, optimizer="sgd",
-                        learning_rate=0.1, schemes="none,batch,layer,instance,noisybatch"))
+    shared=study.shared(out_dir="runs/ics", seeds=5, epochs=5, batch_size=20,
+                        optimizer="sgd", learning_rate=0.1, init_std=0.05, every=5,
+                        schemes="none,batch,layer,instance,noisybatch"))
 
 
 def main(argv):

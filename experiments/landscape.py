@@ -25,11 +25,6 @@ from experiments import cli, study
 def define_flags(flag_values):
     flags.DEFINE_integer("points", 8, "Step sizes along the gradient, spread evenly over "
                          "[0.5, 4] x the learning rate.", flag_values=flag_values)
-    flags.DEFINE_float("init_std", 0.05, "Std of the weights' normal init (0.05: the "
-                       "article's; without normalization SGD then barely moves).",
-                       flag_values=flag_values)
-    flags.DEFINE_integer("every", 10, "Probe every this many training steps.",
-                         flag_values=flag_values)
 
 
 def check(values):
@@ -116,7 +111,7 @@ STUDY = study.Study(
     name="landscape", define_flags=define_flags, check=check, run=run, summarize=summarize,
     draw=draw,
     shared=study.shared(out_dir="runs/landscape", seeds=5, epochs=5, batch_size=20,
-                        optimizer="sgd", learning_rate=0.1,
+                        optimizer="sgd", learning_rate=0.1, init_std=0.05, every=10,
                         schemes="none,batch,layer,instance,noisybatch"))
 
 
