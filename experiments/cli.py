@@ -52,48 +52,7 @@ ConfigError = errors.ConfigError
 
 def define_run_flags(flag_values=flags.FLAGS):
     """The training flags that train and compare share (compare passes them on)."""
-    fv = {"flag_values": flag_values}
-    flags.DEFINE_enum("dataset", "digits", list(catalog.DATASETS),
-                      "digits (bundled with scikit-learn) or stl10 (tensorflow-datasets).", **fv)
-    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (STL-10).", **fv)
-    flags.DEFINE_string("stl10_archive", None,
-                        f"A local {catalog.STL10_ARCHIVE_NAME} for offline machines "
-                        "(it becomes tfds's manual_dir).", **fv)
-    flags.DEFINE_integer("epochs", None, "Epochs (default: stl10 200, digits 10).", **fv)
-    flags.DEFINE_integer("batch_size", None, "Batch size (default 20, the article's).", **fv)
-    flags.DEFINE_float("learning_rate", None, "Learning rate (default: stl10 0.0008, "
-                       "digits 0.001).", **fv)
-    flags.DEFINE_string("optimizer", None,
-                        f"One of {', '.join(catalog.OPTIMIZERS)} (default: stl10 "
-                        "article_adam, the article's Adam with constant bias correction; "
-                        "digits adam).", **fv)
-    flags.DEFINE_integer("record_every", None,
-                         "Record histograms and draw panels every N epochs (and at the "
-                         "first and last epoch). Default: stl10 1, digits 5.", **fv)
-    flags.DEFINE_boolean("affine", False, "Learnable gamma/beta after normalization "
-                         "(the article had none).", **fv)
-    flags.DEFINE_float("boxcox_lambda", 2.0, "Initial lambda of Box-Cox (the article's 2).",
-                       **fv)
-    flags.DEFINE_integer("groups", 4, "Groups of group normalization; must divide "
-                         f"the width {ARTICLE_WIDTH}.", **fv)
-    flags.DEFINE_integer("image_size", None, "Image side in pixels (default: stl10 96, "
-                         "digits 32).", **fv)
-    flags.DEFINE_boolean("shuffle", None, "Shuffle the training set each epoch, the order "
-                         "a function of (seed, epoch). Default: stl10 no (the article's "
-                         "file order), digits yes.", **fv)
-    flags.DEFINE_integer("bins", records.DEFAULT_BINS,
-                         "Histogram bins of the records (the article's 50).", **fv)
-    flags.DEFINE_integer("train_limit", 0, "Use only the first N training images (0: all).",
-                         **fv)
-    flags.DEFINE_integer("test_limit", 0, "Use only the first N test images (0: all).", **fv)
-    flags.DEFINE_boolean("tensorboard", False, "Also write tf.summary scalars and per-layer "
-                         "histograms under <out_dir>/tensorboard.", **fv)
-    flags.DEFINE_boolean("overwrite", False, "Replace the run in --out_dir (start again) "
-                         "instead of resuming it or refusing a different one.", **fv)
-    flags.DEFINE_boolean("progress", True, "Show a progress bar within each epoch.", **fv)
-    flags.DEFINE_boolean("panels", True, "Draw the four-panel figures and GIFs while "
-                         "training (--nopanels: only the records; draw them later with "
-                         "experiments.panels).", **fv)
+    define_flags(RUN_FLAGS, flag_values=flag_values)
 
 
 RUN_FLAGS = ("dataset", "data_dir", "stl10_archive", "epochs", "batch_size", "learning_rate",
@@ -241,6 +200,103 @@ def validate_out_dir(config):
         raise ConfigError("--out_dir: required")
     check_writable(config["out_dir"])
     records.check_run_dir(config["out_dir"], identity(config), config["overwrite"])
+
+
+# ----------------------------------------------------------------------------
+# The flag vocabulary: every flag that more than one script has, defined once here. A
+# script takes the names it needs with its own defaults (``define_flags``); a default of
+# None means the dataset's (DATASET_DEFAULTS), and the help says so. The studies'
+# checks (``check_study``) are the driver's ``validate``, run once per scheme.
+
+FLAG_TABLE = {
+    "dataset": ("enum", "digits", "digits (bundled with scikit-learn) or stl10 "
+                "(tensorflow-datasets)."),
+    "data_dir": ("string", None, "tensorflow-datasets data_dir (STL-10)."),
+    "stl10_archive": ("string", None, f"A local {catalog.STL10_ARCHIVE_NAME} for offline "
+                      "machines (it becomes tfds's manual_dir)."),
+    "epochs": ("integer", None, "Training epochs (of each run)."),
+    "batch_size": ("integer", None, "Batch size (the article's: 20)."),
+    "learning_rate": ("float", None, "Learning rate."),
+    "optimizer": ("string", None, f"One of {', '.join(catalog.OPTIMIZERS)} (article_adam: "
+                  "the article's Adam with constant bias correction)."),
+    "record_every": ("integer", None, "Record histograms and draw panels every N epochs "
+                     "(and at the first and last epoch)."),
+    "affine": ("boolean", False, "Learnable gamma/beta after normalization (the article "
+               "had none)."),
+    "boxcox_lambda": ("float", 2.0, "Initial lambda of Box-Cox (the article's 2)."),
+    "groups": ("integer", 4, f"Groups of group normalization; must divide the width "
+               f"{ARTICLE_WIDTH}."),
+    "image_size": ("integer", None, "Image side in pixels."),
+    "shuffle": ("boolean", None, "Shuffle the training set each epoch, the order a "
+                "function of (seed, epoch); else the file order (the article's)."),
+    "bins": ("integer", records.DEFAULT_BINS, "Histogram bins (the article's 50)."),
+    "train_limit": ("integer", 0, "Use only the first N training images (0: all)."),
+    "test_limit": ("integer", 0, "Use only the first N test images (0: all)."),
+    "tensorboard": ("boolean", False, "Also write tf.summary scalars and per-layer "
+                    "histograms under <out_dir>/tensorboard."),
+    "overwrite": ("boolean", False, "Replace the run in --out_dir (start again) instead of "
+                  "resuming it or refusing a different one."),
+    "progress": ("boolean", True, "Show a progress bar within each epoch."),
+    "panels": ("boolean", True, "Draw the four-panel figures and GIFs while training "
+               "(--nopanels: only the records; draw them later with experiments.panels)."),
+    "schemes": ("string", None, "Comma-separated schemes, or 'all'."),
+    "seeds": ("integer", 1, "Runs per scheme, with seeds seed, seed+1, ..."),
+    "seed": ("integer", 0, "The first seed (initial weights, data order, noise)."),
+    "out_dir": ("string", None, "Where the outputs go."),
+    "init_std": ("float", 0.05, "Std of the weights' normal init (0.05: the article's; "
+                 "without normalization SGD then barely moves)."),
+    "every": ("integer", 1, "Measure every this many training steps (steps 1, 1 + every, "
+              "...)."),
+}
+_ENUMS = {"dataset": catalog.DATASETS}
+
+
+def define_flags(names, defaults=None, flag_values=flags.FLAGS):
+    """Define the flags ``names`` of FLAG_TABLE, with ``defaults`` (name -> value) in place
+    of the table's."""
+    defaults = defaults or {}
+    for name in names:
+        kind, default, text = FLAG_TABLE[name]
+        default = defaults.get(name, default)
+        if default is None and name in DATASET_DEFAULTS["digits"]:
+            text += " Default: " + ", ".join(f"{dataset} {values[name]}" for dataset, values
+                                             in DATASET_DEFAULTS.items()) + "."
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, list(_ENUMS[name]), text, flag_values=flag_values)
+        else:
+            getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=flag_values)
+
+
+# The flags every study has; those of the studies that train add TRAINING_STUDY_FLAGS.
+STUDY_FLAGS = ("dataset", "data_dir", "stl10_archive", "image_size", "train_limit",
+               "test_limit", "seed", "seeds", "out_dir")
+TRAINING_STUDY_FLAGS = ("epochs", "batch_size", "optimizer", "learning_rate", "schemes")
+
+
+def check_positive(values, *names):
+    for name in names:
+        if not values[name] > 0:
+            raise ConfigError(f"--{name}={values[name]}: must be positive")
+
+
+def check_study(values, allowed=schemes.SCHEMES):
+    """Check a study's shared flags (``values``: name -> value) with the driver's rules.
+    Returns (values with the dataset's defaults filled in, the --schemes list or None).
+    A scheme of ``allowed`` may be a variant 'scheme+something' (checked as 'scheme')."""
+    config = resolve(values)
+    filled = dict(values, **{name: config[name] for name in values if name in config})
+    check_positive(filled, "seeds")
+    names = None
+    if "schemes" in values:
+        names = parse_schemes(values["schemes"], allowed)
+    for name in names or ["none"]:
+        base = name.partition("+")[0]
+        validate(dict(config, scheme=base if base in schemes.SCHEMES else "none"),
+                 check_out_dir=False)
+    if not filled.get("out_dir"):
+        raise ConfigError("--out_dir: required")
+    check_writable(filled["out_dir"])
+    return filled, names
 
 
 STRATEGIES = ("none", "mirrored", "multiworker")

@@ -21,30 +21,39 @@ import glob
 import os
 import re
 
-import matplotlib
+import numpy as np
+from absl import flags, logging
 
-matplotlib.use("Agg")  # figures only go to files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from experiments import study  # noqa: E402
-from tfnorm import io  # noqa: E402
+from experiments import cli, study
+from tfnorm import io, plots
+from tfnorm.schemes import SCHEMES
+import matplotlib.pyplot as plt  # noqa: E402 (after tfnorm.plots chose the Agg backend)
 
 FLAGS = flags.FLAGS
 COLUMN = re.compile(r"^nonzero_grad_frac_(\d+)$")
 SEED_DIR = re.compile(r"^seed_?(\d+)$")
 
-flags.DEFINE_string("run_dir", None, "A compare output directory: <scheme>/seed_<k>/metrics.csv.")
-flags.DEFINE_string("out_dir", None, "Where the CSV files and the figure go "
-                    "(default <run_dir>/nonzero).")
-flags.DEFINE_string("schemes", None, "Comma-separated schemes to show (default: every scheme "
-                    "found, in the order of tfnorm.SCHEMES).")
+
+def define_flags(flag_values=FLAGS):
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("run_dir", None, "A compare output directory: "
+                        "<scheme>/seed_<k>/metrics.csv.", **fv)
+    cli.define_flags(("out_dir", "schemes"), dict(out_dir=None), flag_values)
+    flag_values["out_dir"].help = ("Where the CSV files and the figure go (default "
+                                   "<run_dir>/nonzero).")
+    flag_values["schemes"].help = ("Comma-separated schemes to show (default: every scheme "
+                                   "found, in the order of tfnorm.SCHEMES).")
+
+
+def require(condition, message):
+    if not condition:
+        raise cli.ConfigError(message)
 
 
 def find_runs(run_dir, schemes=None):
-    """{scheme: {seed: metrics.csv path}} under run_dir; raises StudyError if there is none."""
-    study.require(os.path.isdir(run_dir), f"--run_dir {run_dir}: no such directory")
+    """{scheme: {seed: metrics.csv path}} under run_dir; raises cli.ConfigError if there is
+    none."""
+    require(os.path.isdir(run_dir), f"--run_dir {run_dir}: no such directory")
     runs = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "*", "seed*", "metrics.csv"))):
         seed_dir = os.path.basename(os.path.dirname(path))
@@ -52,28 +61,28 @@ def find_runs(run_dir, schemes=None):
         match = SEED_DIR.match(seed_dir)
         if match and (schemes is None or scheme in schemes):
             runs.setdefault(scheme, {})[int(match.group(1))] = path
-    study.require(runs, f"--run_dir {run_dir}: no <scheme>/seed_<k>/metrics.csv"
+    require(runs, f"--run_dir {run_dir}: no <scheme>/seed_<k>/metrics.csv"
                   + (f" for the schemes {', '.join(schemes)}" if schemes else "")
                   + " (run experiments.compare first)")
     if schemes:
         missing = [s for s in schemes if s not in runs]
-        study.require(not missing, f"--schemes: no runs of {', '.join(missing)} in {run_dir}")
+        require(not missing, f"--schemes: no runs of {', '.join(missing)} in {run_dir}")
     return runs
 
 
 def read_run(path):
     """(epochs (E,), nonzero fractions (L, E)) from one metrics.csv."""
     rows = io.read_csv(path)
-    study.require(rows, f"{path}: no epochs recorded yet")
+    require(rows, f"{path}: no epochs recorded yet")
     layers = sorted(int(m.group(1)) for m in map(COLUMN.match, rows[0]) if m)
-    study.require("epoch" in rows[0] and layers,
+    require("epoch" in rows[0] and layers,
                   f"{path}: expected the columns epoch and nonzero_grad_frac_1..L")
     try:
         epochs = np.array([int(r["epoch"]) for r in rows])
         values = np.array([[float(r[f"nonzero_grad_frac_{layer}"]) for r in rows]
                            for layer in layers])
     except ValueError as error:
-        raise study.StudyError(f"{path}: unreadable value ({error})") from None
+        raise cli.ConfigError(f"{path}: unreadable value ({error})") from None
     return epochs, values
 
 
@@ -120,7 +129,7 @@ def table_rows(curves):
 def plot(curves, summary, out_dir):
     schemes = list(curves)
     num_layers = max(c["nonzero"].shape[1] for c in curves.values())
-    colors = study.scheme_colors(schemes)
+    colors = plots.scheme_colors(schemes)
     # Layers in a grid of up to 3 columns, the summary panel to the right of it, full height.
     cols = min(3, num_layers)
     rows = -(-num_layers // cols)
@@ -165,35 +174,34 @@ def plot(curves, summary, out_dir):
     return study.save_figure(fig, out_dir, "nonzero_claim.png")
 
 
-def run():
-    study.require(FLAGS.run_dir, "--run_dir is required (a compare output directory)")
-    schemes = None
-    if FLAGS.schemes:
-        schemes = [s.strip() for s in FLAGS.schemes.split(",") if s.strip()]
-        study.require(schemes, f"--schemes: expected a comma-separated list, got {FLAGS.schemes!r}")
-    out_dir = FLAGS.out_dir or os.path.join(FLAGS.run_dir, "nonzero")
+def check():
+    """Every flag and the files they name (no TensorFlow is ever imported here). Returns
+    (runs, out_dir, scheme order)."""
+    require(FLAGS.run_dir, "--run_dir: required (a compare output directory)")
+    schemes = cli.parse_schemes(FLAGS.schemes) if FLAGS.schemes else None
     runs = find_runs(FLAGS.run_dir, schemes)
-    study.check_out_dir(out_dir)
-    order = schemes or _scheme_order(runs)
-    curves = collect({scheme: runs[scheme] for scheme in order})
-    rows, summary = table_rows(curves)
-    study.write_csv(out_dir, "nonzero.csv", rows)
-    study.write_csv(out_dir, "nonzero_summary.csv", summary)
-    path = plot(curves, summary, out_dir)
-    logging.info("wrote %s", path)
-
-
-def _scheme_order(runs):
-    import tfnorm
-    known = [s for s in tfnorm.SCHEMES if s in runs]
-    return known + sorted(s for s in runs if s not in known)
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.run_dir, "nonzero")
+    cli.check_writable(out_dir)
+    order = schemes or [s for s in SCHEMES if s in runs] + sorted(s for s in runs
+                                                                   if s not in SCHEMES)
+    return {scheme: runs[scheme] for scheme in order}, out_dir
 
 
 def main(argv):
     if len(argv) > 1:
-        study.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    study.run_checked(run)
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        runs, out_dir = check()
+        curves = collect(runs)
+    except cli.ConfigError as error:
+        cli.fail(str(error))
+    rows, summary = table_rows(curves)
+    io.write_csv(os.path.join(out_dir, "nonzero.csv"), rows)
+    io.write_csv(os.path.join(out_dir, "nonzero_summary.csv"), summary)
+    path = plot(curves, summary, out_dir)
+    logging.info("wrote %s", path)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

@@ -6,7 +6,8 @@ The article's network with tanh after layers 1-5 (a linear last layer), the
 normalization placed *before* the activation (conv -> norm -> tanh), as the point
 is to keep tanh's input in its responsive range. Each scheme of --schemes is
 initialized with every std of --init_stds (0.05 is the article's; a wider one
-shows seed 002's wide pre-activations) and trained --epochs on --dataset.
+shows seed 002's wide pre-activations) and trained --epochs on --dataset, once per
+seed of --seed, --seed + 1, ... (--seeds).
 
 Before and after training, on the first --probe_size test images in training mode
 (batch statistics, as the training step sees them), per tanh layer: histograms of
@@ -16,80 +17,67 @@ activation_<std>.png, after training), the fraction of saturated units,
 |tanh| > --saturation_threshold, and the fraction of near-zero gradients, at the
 activation's input and passed back to the layer's input, near-zero meaning
 |g| < --near_zero_relative x RMS(g) over that layer's tensor (saturation.csv,
-saturation.png). Accuracy per epoch: training.csv.
+saturation.png, mean over seeds; the histogram figures show the first seed). Accuracy
+per epoch: accuracy.csv (was training.csv). Every row has its scheme and seed first.
 
 Box-Cox is not offered: its input must stay above -1, which a pre-activation does not.
 """
 
-import os
-
 import numpy as np
-import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
-import tfnorm
-from experiments import study
-from tfnorm import training
-from tfnorm.probes import saturation
+from experiments import cli, study
+from tfnorm import schemes as registry
 
 FLAGS = flags.FLAGS
-SCHEMES = tfnorm.schemes.names(input_domain="any")  # Box-Cox needs its input above -1
+# Box-Cox's input must stay above -1, which a pre-activation does not.
+SCHEMES = registry.names(input_domain="any")
 
-study.define_data_flags(out_dir="runs/saturation")
-study.define_training_flags(epochs=3, batch_size=20, optimizer="adam", learning_rate=0.0008,
-                            schemes="none,batch,layer,instance,group,weight")
-flags.DEFINE_string("init_stds", "0.05,0.5",
-                    "Std of the N(0, std) kernel init; one run per value and scheme.")
-flags.DEFINE_integer("groups", 4, "Groups of group normalization.")
-flags.DEFINE_integer("probe_size", 256, "Test images the measurements are taken on.")
-flags.DEFINE_float("saturation_threshold", saturation.SATURATION_THRESHOLD,
-                   "A unit is saturated when |tanh| exceeds this.")
-flags.DEFINE_float("near_zero_relative", saturation.NEAR_ZERO_RELATIVE,
-                   "A gradient entry is near zero below this times the RMS of its layer's tensor.")
-flags.DEFINE_integer("bins", 50, "Histogram bins.")
+
+def define_flags(flag_values):
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("init_stds", "0.05,0.5",
+                        "Std of the N(0, std) kernel init; one run per value, scheme and "
+                        "seed.", **fv)
+    flags.DEFINE_integer("probe_size", 256, "Test images the measurements are taken on.", **fv)
+    flags.DEFINE_float("saturation_threshold", 0.99,
+                       "A unit is saturated when |tanh| exceeds this.", **fv)
+    flags.DEFINE_float("near_zero_relative", 0.01, "A gradient entry is near zero below "
+                       "this times the RMS of its layer's tensor.", **fv)
 
 
 def parse_stds(text):
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise study.StudyError(f"--init_stds: expected comma-separated numbers, got {text!r}") \
+        raise cli.ConfigError(f"--init_stds: expected comma-separated numbers, got {text!r}") \
             from None
-    study.require(all(np.isfinite(v) and v > 0 for v in values),
-                  f"--init_stds: every std must be positive, got {text!r}")
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        raise cli.ConfigError(f"--init_stds: every std must be positive, got {text!r}")
     return values
 
 
-def check_flags():
-    study.check_data_flags()
-    study.check_training_flags()
-    schemes = study.parse_schemes(FLAGS.schemes, allowed=SCHEMES)
-    stds = parse_stds(FLAGS.init_stds)
-    study.require(FLAGS.groups > 0 and 16 % FLAGS.groups == 0,
-                  f"--groups must divide the network's 16 channels, got {FLAGS.groups}")
-    study.require(FLAGS.probe_size >= 2, f"--probe_size must be at least 2, got {FLAGS.probe_size}")
-    study.require(0 < FLAGS.saturation_threshold < 1,
-                  f"--saturation_threshold must be in (0, 1), got {FLAGS.saturation_threshold}")
-    study.require(FLAGS.near_zero_relative > 0,
-                  f"--near_zero_relative must be positive, got {FLAGS.near_zero_relative}")
-    study.require_positive(FLAGS.bins, "--bins")
-    return schemes, stds
+def check(values):
+    if values["probe_size"] < 2:
+        raise cli.ConfigError(f"--probe_size={values['probe_size']}: must be at least 2")
+    if not 0 < values["saturation_threshold"] < 1:
+        raise cli.ConfigError(f"--saturation_threshold={values['saturation_threshold']}: "
+                              "must be in (0, 1)")
+    cli.check_positive(values, "near_zero_relative")
+    return parse_stds(values["init_stds"])
 
 
-def build(scheme, init_std, dataset):
-    network = tfnorm.article_network(
-        scheme, activation="tanh", placement="before", final_activation="linear",
-        init_std=init_std, groups=FLAGS.groups, seed=FLAGS.seed,
-        in_channels=dataset.train_images.shape[-1])
-    images, _ = study.first_batch(dataset, FLAGS.batch_size, FLAGS.seed)
-    network.initialize_from_batch(images)  # weight norm's data-dependent init; else a no-op
-    return network
+def build(ctx, init_std):
+    return ctx.build_network(ctx.unit, activation="tanh", placement="before",
+                             final_activation="linear", init_std=init_std,
+                             groups=ctx.values["groups"])
 
 
 def restart(trainer, fresh):
-    """Give the trainer's network the state of ``fresh`` (same scheme, another init) and
-    its optimizer a clean start. Compiling a training step costs far more than these
-    runs' training itself; this reuses the compiled step of the same architecture."""
+    """Give the trainer's network the state of ``fresh`` (same scheme, another init or
+    seed) and its optimizer a clean start. Compiling a training step costs far more than
+    these runs' training itself; this reuses the compiled step of the same architecture."""
+    import tensorflow as tf
     network = trainer.network
     for target, source in zip(network.trainable_variables + network.statistics,
                               fresh.trainable_variables + fresh.statistics):
@@ -99,29 +87,55 @@ def restart(trainer, fresh):
     trainer.optimizer.iterations.assign(0)
 
 
-def measure(network, probe_images, probe_labels, key):
+def measure(ctx, network, key):
     """Rows of saturation.csv and histograms.csv for the tanh layers of ``network``."""
-    _, per_layer = saturation.probe(network, probe_images, probe_labels, training=True)
+    from tfnorm.probes import saturation
+    values = ctx.values
+    _, per_layer = saturation.probe(network, *ctx.cache["probe"], training=True)
     stat_rows, hist_rows = [], []
     for layer, tensors in enumerate(per_layer[:-1], start=1):  # the last layer is linear
-        stats = saturation.layer_statistics(tensors, FLAGS.saturation_threshold,
-                                            FLAGS.near_zero_relative)
+        stats = saturation.layer_statistics(tensors, values["saturation_threshold"],
+                                            values["near_zero_relative"])
         stat_rows.append(dict(key, layer=layer, **stats))
         for quantity in ("activation_input", "activation"):
-            values = np.asarray(getattr(tensors, quantity), np.float64).reshape(-1)
-            counts, edges = np.histogram(values, bins=FLAGS.bins)
+            array = np.asarray(getattr(tensors, quantity), np.float64).reshape(-1)
+            counts, edges = np.histogram(array, bins=values["bins"])
             hist_rows += [dict(key, layer=layer, quantity=quantity, bin_low=float(lo),
                                bin_high=float(hi), count=int(c))
                           for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
     return stat_rows, hist_rows
 
 
-def plot_histograms(hist_rows, init_std, schemes, quantity, out_dir):
-    rows = [r for r in hist_rows if r["init_std"] == init_std and r["stage"] == "trained"
-            and r["quantity"] == quantity]
+def run(ctx):
+    import tensorflow as tf
+    size = ctx.values["probe_size"]
+    ctx.cache["probe"] = (tf.constant(ctx.dataset.test_images[:size], tf.float32) / 255.0,
+                          tf.constant(ctx.dataset.test_labels[:size], tf.int32))
+    for init_std in ctx.settings:
+        if "trainer" not in ctx.cache:
+            network = build(ctx, init_std)
+            ctx.cache["trainer"] = ctx.trainer(network)
+        else:
+            restart(ctx.cache["trainer"], build(ctx, init_std))
+        trainer = ctx.cache["trainer"]
+        for stage in ("init", "trained"):
+            if stage == "trained":
+                ctx.train(trainer, tag=dict(init_std=init_std))
+            stats, hists = measure(ctx, trainer.network, dict(init_std=init_std, stage=stage))
+            ctx.add("saturation.csv", stats)
+            ctx.add("histograms.csv", hists)
+        logging.info("%s seed %d init std %g: saturated per layer %s", ctx.unit, ctx.seed,
+                     init_std, [round(r["saturated_frac"], 3) for r in stats])
+
+
+def plot_histograms(ctx, init_std, quantity):
+    """The first seed's histograms after training, per scheme and layer."""
+    rows = [r for r in ctx.rows("histograms.csv", seed=ctx.seeds[0], init_std=init_std,
+                                stage="trained", quantity=quantity)]
     layer_ids = sorted({r["layer"] for r in rows})
-    fig, axes = study.figure(len(schemes), len(layer_ids), width=2.4, height=1.7, sharex="col")
-    for i, scheme in enumerate(schemes):
+    fig, axes = study.figure(len(ctx.units), len(layer_ids), width=2.4, height=1.7,
+                             sharex="col")
+    for i, scheme in enumerate(ctx.units):
         for j, layer in enumerate(layer_ids):
             ax = axes[i][j]
             cell = [r for r in rows if r["scheme"] == scheme and r["layer"] == layer]
@@ -129,7 +143,7 @@ def plot_histograms(hist_rows, init_std, schemes, quantity, out_dir):
             ax.stairs([r["count"] for r in cell], edges, fill=True)
             if quantity == "activation_input":
                 # Beyond +-atanh(threshold) the unit is saturated.
-                edge = np.arctanh(FLAGS.saturation_threshold)
+                edge = np.arctanh(ctx.values["saturation_threshold"])
                 for x in (-edge, edge):
                     ax.axvline(x, color="r", lw=0.6, ls="--")
             ax.tick_params(labelsize=6)
@@ -140,81 +154,57 @@ def plot_histograms(hist_rows, init_std, schemes, quantity, out_dir):
                 ax.set_ylabel(scheme, fontsize=8)
     what = ("tanh input (pre-activation after the normalization; red: saturation edges)"
             if quantity == "activation_input" else "tanh output")
-    fig.suptitle(f"{what}, init std {init_std:g}, after training", fontsize=9)
+    fig.suptitle(f"{what}, init std {init_std:g}, after training, seed {ctx.seeds[0]}",
+                 fontsize=9)
     name = "preactivation" if quantity == "activation_input" else "activation"
-    return study.save_figure(fig, out_dir, f"{name}_{init_std:g}.png")
+    return {f"{name}_{init_std:g}.png": fig}
 
 
-def plot_saturation(stat_rows, schemes, stds, out_dir):
-    panels = [("saturated_frac", f"saturated (|tanh| > {FLAGS.saturation_threshold:g})"),
+def plot_saturation(ctx):
+    panels = [("saturated_frac",
+               f"saturated (|tanh| > {ctx.values['saturation_threshold']:g})"),
               ("near_zero_input_grad_frac", "near-zero gradient at tanh input"),
               ("near_zero_passed_grad_frac", "near-zero passed gradient")]
-    fig, axes = study.figure(len(panels), len(stds), width=4.2, height=2.8)
-    colors = study.scheme_colors(schemes)
-    for col, init_std in enumerate(stds):
+    fig, axes = study.figure(len(panels), len(ctx.settings), width=4.2, height=2.8)
+    colors = study.colors(ctx.units)
+    for col, init_std in enumerate(ctx.settings):
         for row, (key, title) in enumerate(panels):
             ax = axes[row][col]
-            for scheme in schemes:
+            for scheme in ctx.units:
                 for stage, style in (("init", ":"), ("trained", "-")):
-                    mine = [r for r in stat_rows if (r["init_std"], r["scheme"], r["stage"])
-                            == (init_std, scheme, stage)]
-                    ax.plot([r["layer"] for r in mine], [r[key] for r in mine], style,
-                            marker="o", ms=3, color=colors[scheme],
-                            label=scheme if stage == "trained" else None)
+                    mine = ctx.rows("saturation.csv", init_std=init_std, scheme=scheme,
+                                    stage=stage)
+                    layers, values = study.per_seed(mine, "layer", key, ctx.seeds)
+                    ax.plot(layers, np.nanmean(values, axis=0), style, marker="o", ms=3,
+                            color=colors[scheme], label=scheme if stage == "trained" else None)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("layer")
-            ax.set_ylabel("fraction")
+            ax.set_ylabel("fraction (mean over seeds)")
             ax.set_title(f"{title}\ninit std {init_std:g} (dotted: at init)", fontsize=8)
     axes[0][-1].legend(fontsize=6)
-    return study.save_figure(fig, out_dir, "saturation.png")
+    return {"saturation.png": fig}
 
 
-def run():
-    schemes, stds = check_flags()
-    dataset = study.load_data()
-    out_dir = FLAGS.out_dir
-    probe_images = tf.constant(dataset.test_images[:FLAGS.probe_size], tf.float32) / 255.0
-    probe_labels = tf.constant(dataset.test_labels[:FLAGS.probe_size], tf.int32)
-    stat_rows, hist_rows, epoch_rows = [], [], []
-    for scheme in schemes:
-        network = trainer = None
-        for init_std in stds:
-            if trainer is None:
-                network = build(scheme, init_std, dataset)
-                trainer = training.Trainer(
-                    network, tfnorm.make_optimizer(FLAGS.optimizer, FLAGS.learning_rate))
-            else:
-                restart(trainer, build(scheme, init_std, dataset))
-            key = dict(init_std=init_std, scheme=scheme)
-            for stage in ("init", "trained"):
-                if stage == "trained":
-                    name = f"{scheme} (init std {init_std:g})"
-                    _, epochs = study.train_and_evaluate(
-                        name, trainer, dataset, epochs=FLAGS.epochs,
-                        batch_size=FLAGS.batch_size, seed=FLAGS.seed, log=logging.info)
-                    epoch_rows += [dict(row, scheme=scheme, init_std=init_std) for row in epochs]
-                stats, hists = measure(network, probe_images, probe_labels,
-                                       dict(key, stage=stage))
-                stat_rows += stats
-                hist_rows += hists
-            logging.info("%s init std %g: saturated per layer %s", scheme, init_std,
-                         [round(r["saturated_frac"], 3) for r in stats])
-    study.write_csv(out_dir, "saturation.csv", stat_rows)
-    study.write_csv(out_dir, "histograms.csv", hist_rows)
-    study.write_csv(out_dir, "training.csv", epoch_rows)
-    for init_std in stds:
+def draw(ctx):
+    figures = plot_saturation(ctx)
+    for init_std in ctx.settings:
         for quantity in ("activation_input", "activation"):
-            plot_histograms(hist_rows, init_std, schemes, quantity, out_dir)
-    plot_saturation(stat_rows, schemes, stds, out_dir)
-    study.write_config(out_dir)
-    logging.info("wrote %s", os.path.abspath(out_dir))
+            figures.update(plot_histograms(ctx, init_std, quantity))
+    return figures
+
+
+STUDY = study.Study(
+    name="saturation", define_flags=define_flags, check=check, run=run, draw=draw,
+    allowed=SCHEMES,
+    shared=study.shared(out_dir="runs/saturation", seeds=5, epochs=3, batch_size=20,
+                        optimizer="adam", learning_rate=0.0008, groups=4, bins=50,
+                        schemes="none,batch,layer,instance,group,weight"))
 
 
 def main(argv):
-    if len(argv) > 1:
-        study.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    study.run_checked(run)
+    study.main(STUDY, argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    study.define_flags(STUDY)
+    cli.run(main)

@@ -1,278 +1,313 @@
-"""What the study scripts (experiments/ics.py, landscape.py, noisy_bn.py, weightnorm.py,
-shattered.py, saturation.py) share: the flags every study has, flag checks that fail
-with one line, loading the data, a plain training loop, and atomic CSV / figure output
-through tfnorm.io.
+"""The skeleton of the study scripts (experiments/ics.py, landscape.py, noisy_bn.py,
+weightnorm.py, shattered.py, saturation.py). A study is one ``Study``:
 
-A study script defines its flags at import::
+- ``shared``: the flags of cli's vocabulary it uses, name -> its default
+  (cli.STUDY_FLAGS always, cli.TRAINING_STUDY_FLAGS when it trains);
+- ``define_flags(flag_values)``: its own flags;
+- ``check(values)`` -> its parsed settings (raises cli.ConfigError; imports no TensorFlow);
+- ``run(ctx)``: what it measures in one run, unit x seed (``ctx.unit``, ``ctx.seed``),
+  adding rows with ``ctx.add(file, rows)`` and training with ``ctx.train(trainer)``;
+- ``summarize(ctx)`` -> per-seed rows of summary.csv (optional);
+- ``draw(ctx)`` -> {file: matplotlib figure} (optional); ``finish(ctx)`` after the runs.
 
-    study.define_data_flags(out_dir="runs/ics")
-    study.define_training_flags(epochs=4, batch_size=20, optimizer="sgd",
-                                learning_rate=0.1, schemes="none,batch")
+The skeleton does the rest, the same way for every study: checks every flag before
+TensorFlow is imported (one line and exit 2 for a bad one), writes config.json first
+(``tfnorm.records.write_config``'s layout: flags, library versions, seed), loads the data,
+loops unit x seed (seeds --seed .. --seed + --seeds - 1), trains through ``tfnorm.loop``
+(epochs and steps from 1, the batch order keyed on (seed, epoch) as in the driver),
+tags every row with the unit and its seed, rewrites the CSV files after each run (so an
+interrupted study keeps what it finished), writes accuracy.csv, summary.csv and
+summary_over_seeds.csv (``over_seeds``), draws, and logs one line per epoch and per run.
 
-and in ``main`` calls ``study.check_data_flags()`` / ``study.check_training_flags()``
-(plus its own ``study.require`` checks) before ``study.load_data()``. Failures print one
-line on stderr and exit with status 2, before any work.
+Nothing here imports TensorFlow at import time; the runs import it once the flags passed.
 """
 
+import collections
 import os
-import sys
 import time
 
-import matplotlib
+from absl import flags, logging
 
-matplotlib.use("Agg")  # figures only go to files; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
-
-import tfnorm  # noqa: E402
-from tfnorm import data, io, optimizers, training  # noqa: E402
+from experiments import cli
+from tfnorm import io
+from tfnorm import schemes as registry
 
 FLAGS = flags.FLAGS
-EXIT_BAD_INPUT = 2
+ACCURACY_CSV = "accuracy.csv"
+SUMMARY_CSV = "summary.csv"
+OVER_SEEDS_CSV = "summary_over_seeds.csv"
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 
-class StudyError(Exception):
-    """Bad input to a study; the message is the one line the user sees."""
+def _none(ctx):
+    return None
 
 
-def fail(message):
-    """One line on stderr, exit status 2."""
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
-    sys.exit(EXIT_BAD_INPUT)
+Study = collections.namedtuple(
+    "Study", ["name", "shared", "define_flags", "check", "run", "summarize", "draw", "finish",
+              "key", "allowed", "units", "summary_keys", "needs_data"],
+    defaults=[_none, _none, _none, "scheme", None, None, (), True])
+Study.__doc__ = """One study (see the module's docstring). key: the column naming the unit
+(scheme, or architecture for shattered); allowed: the names --schemes may take (default
+tfnorm.SCHEMES); units(ctx) -> the units when they are not --schemes; summary_keys: the
+columns besides ``key`` that identify a row of summary.csv; needs_data(values): whether
+the dataset is loaded."""
 
 
-def require(condition, message):
-    if not condition:
-        raise StudyError(message)
+class Context:
+    """What a study's functions see: ``values`` (every flag, dataset defaults filled in),
+    ``settings`` (its ``check``'s result), ``units``, ``seeds``, ``dataset``, ``tables``
+    (file -> rows); during a run also ``unit``, ``seed`` and ``cache`` (a dict kept across
+    the seeds of one unit, e.g. for a compiled step)."""
+
+    def __init__(self, study, values, settings, units):
+        self.study, self.values, self.settings, self.units = study, values, settings, units
+        self.seeds = list(range(values["seed"], values["seed"] + values["seeds"]))
+        self.out_dir = values["out_dir"]
+        self.dataset, self.unit, self.seed, self.cache = None, None, None, None
+        self.caches = collections.defaultdict(dict)
+        self.tables = collections.OrderedDict()
+
+    def add(self, name, rows):
+        """Rows of ``name`` (a CSV file) measured in this run, tagged with unit and seed."""
+        tag = {self.study.key: self.unit, "seed": self.seed}
+        self.tables.setdefault(name, []).extend(dict(tag, **row) for row in rows)
+
+    def rows(self, name, **where):
+        return [r for r in self.tables.get(name, [])
+                if all(r[k] == v for k, v in where.items())]
+
+    def train(self, trainer, step_fn=None, on_epoch=None, tag=None):
+        """Train this run's --epochs through tfnorm.loop; returns the step rows (step from
+        1 over the run) and adds the epoch rows to accuracy.csv. step_fn: see
+        ``loop.train_epoch`` (its images are scaled floats); on_epoch(epoch) after each;
+        tag: columns put before the epoch's (e.g. an init std), and named in the log."""
+        import tensorflow as tf
+        from tfnorm import loop
+        values, dataset = self.values, self.dataset
+        steps = loop.steps_per_epoch(dataset, values["batch_size"])
+        step_rows, epoch_rows = [], []
+        for epoch in range(1, values["epochs"] + 1):
+            batches = loop.train_batches(dataset, values["batch_size"], epoch, self.seed,
+                                         dtype=tf.float32 if step_fn else tf.uint8)
+            try:
+                result = loop.train_epoch(trainer, batches, steps, epoch, record=False,
+                                          step_fn=step_fn)
+            except loop.NonFinite as error:
+                cli.fail(f"{self.unit} seed {self.seed}: {error}; lower --learning_rate",
+                         cli.EXIT_DIVERGED)
+            test_loss, test_acc = loop.evaluate(trainer, loop.test_batches(dataset),
+                                                len(dataset.test_labels))
+            step_rows += result.steps
+            epoch_rows.append(dict(tag or {}, epoch=epoch, train_loss=result.train_loss,
+                                   train_acc=result.train_acc, test_loss=test_loss,
+                                   test_acc=test_acc, seconds=result.seconds))
+            logging.info("%s%s seed %d epoch %d/%d: train acc %.3f, test acc %.3f (%.1f s)",
+                         self.unit, "".join(f" {k} {v}" for k, v in (tag or {}).items()),
+                         self.seed, epoch, values["epochs"], result.train_acc,
+                         test_acc, result.seconds)
+            if on_epoch is not None:
+                on_epoch(epoch)
+        self.add(ACCURACY_CSV, epoch_rows)
+        return step_rows
+
+    def build_network(self, scheme, **options):
+        """The article network of this run's seed for the dataset (options go to
+        tfnorm.article_network), weight-normalized layers initialized from the first
+        batch of epoch 1 (Salimans & Kingma's data-dependent init; else a no-op)."""
+        import tfnorm
+        network = tfnorm.article_network(scheme, num_classes=self.dataset.num_classes,
+                                         in_channels=self.dataset.train_images.shape[-1],
+                                         seed=self.seed, **options)
+        network.initialize_from_batch(self.first_batch()[0])
+        return network
+
+    def first_batch(self):
+        """The first training batch of epoch 1 (scaled float32 images, labels)."""
+        import tensorflow as tf
+        from tfnorm import loop
+        return next(iter(loop.train_batches(self.dataset, self.values["batch_size"], 1,
+                                            self.seed, dtype=tf.float32)))
+
+    def trainer(self, network):
+        """A tfnorm.training.Trainer of ``network`` with the flags' optimizer."""
+        from tfnorm import training
+        return training.Trainer(network, self.optimizer())
+
+    def optimizer(self):
+        import tfnorm
+        return tfnorm.make_optimizer(self.values["optimizer"], self.values["learning_rate"])
 
 
-def run_checked(function, *args, **kwargs):
-    """Call ``function``; a StudyError or data.DataError becomes ``fail(message)``."""
+# ----------------------------------------------------------------------------
+# Flags and the run
+
+
+def shared(training=True, **defaults):
+    """A study's shared flags with its ``defaults`` (the vocabulary's for the others):
+    cli.STUDY_FLAGS, cli.TRAINING_STUDY_FLAGS when it trains, and any other flag of the
+    vocabulary named in ``defaults``."""
+    names = cli.STUDY_FLAGS + (cli.TRAINING_STUDY_FLAGS if training else ())
+    names += tuple(name for name in defaults if name not in names)
+    unknown = set(names) - set(cli.FLAG_TABLE)
+    assert not unknown, f"not in the flag vocabulary: {unknown}"
+    return {name: defaults.get(name, cli.FLAG_TABLE[name][1]) for name in names}
+
+
+def define_flags(study, flag_values=FLAGS):
+    """The study's flags: the shared ones from cli's vocabulary, then its own."""
+    cli.define_flags([name for name in cli.FLAG_TABLE if name in study.shared],
+                     study.shared, flag_values)
+    if study.define_flags is not None:
+        study.define_flags(flag_values)
+
+
+def prepare(study, flag_values=FLAGS):
+    """Check every flag (no TensorFlow); returns the Context. Raises cli.ConfigError."""
+    values = {f.name: f.value for module, defined in flag_values.flags_by_module_dict().items()
+              if not module.startswith("absl") for f in defined}
+    values, schemes = cli.check_study(values, study.allowed or registry.SCHEMES)
+    settings = study.check(values) if study.check is not None else None
+    ctx = Context(study, values, settings, schemes or [])
+    if study.units is not None:
+        ctx.units = study.units(ctx)
+    return ctx
+
+
+def main(study, argv, flag_values=FLAGS):
+    """Everything after the flags are parsed: check, config.json, the runs, the files."""
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        return function(*args, **kwargs)
-    except (StudyError, data.DataError) as error:
-        fail(str(error))
+        ctx = prepare(study, flag_values)
+    except cli.ConfigError as error:
+        cli.fail(str(error))
+    from tfnorm import records, runner  # TensorFlow loads here, once the flags are good
+    records.write_config(ctx.out_dir, ctx.values, runner.versions())
+    if study.needs_data is True or (study.needs_data and study.needs_data(ctx.values)):
+        try:
+            ctx.dataset = runner.load_data(dict(cli.resolve(ctx.values), **ctx.values))
+        except cli.ConfigError as error:
+            cli.fail(str(error))
+    runs = [(unit, seed) for unit in ctx.units for seed in ctx.seeds]
+    logging.info("%s: %d runs (%d x %d seeds) into %s", study.name, len(runs),
+                 len(ctx.units), len(ctx.seeds), ctx.out_dir)
+    started = time.perf_counter()
+    for done, (unit, seed) in enumerate(runs, start=1):
+        ctx.unit, ctx.seed, ctx.cache = unit, seed, ctx.caches[unit]
+        run_started = time.perf_counter()
+        study.run(ctx)
+        write_tables(ctx)
+        elapsed = time.perf_counter() - started
+        logging.info("[%d/%d] %s seed %d: %.1f s, about %.0f s left", done, len(runs), unit,
+                     seed, time.perf_counter() - run_started,
+                     elapsed / done * (len(runs) - done))
+    ctx.unit = ctx.seed = ctx.cache = None
+    study.finish(ctx)
+    summary = study.summarize(ctx)
+    if summary:
+        ctx.tables[SUMMARY_CSV] = summary
+        ctx.tables[OVER_SEEDS_CSV] = over_seeds(summary, (study.key,) + tuple(study.summary_keys))
+        for row in ctx.tables[OVER_SEEDS_CSV]:
+            logging.info("%s", ", ".join(f"{k} {_short(v)}" for k, v in row.items()
+                                         if not k.endswith(("_min", "_max"))))
+    write_tables(ctx)
+    for name, fig in (study.draw(ctx) or {}).items():
+        save_figure(fig, ctx.out_dir, name)
+    logging.info("wrote %s", os.path.abspath(ctx.out_dir))
+
+
+def write_tables(ctx):
+    for name, rows in ctx.tables.items():
+        if rows:
+            io.write_csv(os.path.join(ctx.out_dir, name), rows)
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # ----------------------------------------------------------------------------
-# Flags
+# Summaries over seeds
 
 
-def define_data_flags(out_dir):
-    """--dataset, --data_dir, --stl10_archive, --image_size, --out_dir, --seed, --limit."""
-    flags.DEFINE_string("dataset", "digits", f"One of {', '.join(data.DATASETS)}.")
-    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (STL-10).")
-    flags.DEFINE_string("stl10_archive", None,
-                        "A local stl10_binary.tar.gz, for machines without a download.")
-    flags.DEFINE_integer("image_size", None,
-                         "Resize images to this size (default: digits 32, STL-10 96).")
-    flags.DEFINE_string("out_dir", out_dir, "Where the CSV files and figures go.")
-    flags.DEFINE_integer("seed", 0, "Seed of the network's initialization and batch order.")
-    flags.DEFINE_integer("limit", None, "Use only the first N training and N test images "
-                         "(quick runs).")
+def over_seeds(rows, keys):
+    """The per-scheme summaries, computed from per-seed rows: one row per value of ``keys``
+    with the number of seeds and, for every other numeric column, its mean, min and max
+    over the seeds. THE place where intervals over seeds go (tfnorm/stats.py): the mean
+    with its 95% interval, and differences paired by seed."""
+    import numpy as np
+    groups = collections.OrderedDict()
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    columns = [c for c, v in rows[0].items() if c not in keys and c != "seed"
+               and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = []
+    for key, group in groups.items():
+        row = dict(zip(keys, key), seeds=len({r["seed"] for r in group}))
+        for column in columns:
+            values = np.array([r[column] for r in group], float)
+            with np.errstate(all="ignore"):
+                row.update({f"{column}_mean": float(np.nanmean(values)),
+                            f"{column}_min": float(np.nanmin(values)),
+                            f"{column}_max": float(np.nanmax(values))})
+        out.append(row)
+    return out
 
 
-def define_training_flags(*, epochs, batch_size, optimizer, learning_rate, schemes):
-    """--epochs, --batch_size, --optimizer, --learning_rate, --schemes."""
-    flags.DEFINE_integer("epochs", epochs, "Training epochs per scheme.")
-    flags.DEFINE_integer("batch_size", batch_size, "Batch size.")
-    flags.DEFINE_string("optimizer", optimizer, f"One of {', '.join(optimizers.OPTIMIZERS)}.")
-    flags.DEFINE_float("learning_rate", learning_rate, "Learning rate.")
-    flags.DEFINE_string("schemes", schemes,
-                        f"Comma-separated schemes (of {', '.join(tfnorm.SCHEMES)}), or 'all'.")
+def accuracy_summary(ctx):
+    """Per unit and seed: final train and test accuracy, best test accuracy."""
+    out = []
+    for unit in ctx.units:
+        for seed in ctx.seeds:
+            mine = ctx.rows(ACCURACY_CSV, **{ctx.study.key: unit, "seed": seed})
+            if mine:
+                out.append({ctx.study.key: unit, "seed": seed,
+                            "final_train_acc": mine[-1]["train_acc"],
+                            "final_test_acc": mine[-1]["test_acc"],
+                            "best_test_acc": max(r["test_acc"] for r in mine)})
+    return out
 
 
-def make_trainer(network, optimizer):
-    """The studies' training step: a tfnorm.training.Trainer."""
-    return training.Trainer(network, optimizer)
-
-
-def parse_schemes(text, allowed=tfnorm.SCHEMES, flag="--schemes"):
-    """'a,b' -> ['a', 'b'] ('all' -> allowed); unknown or repeated names are refused."""
-    names = list(allowed) if text.strip() == "all" else [s.strip() for s in text.split(",")]
-    require(names and all(names), f"{flag}: expected a comma-separated list, got {text!r}")
-    for name in names:
-        require(name in allowed,
-                f"{flag}: unknown scheme {name!r}; expected some of {', '.join(allowed)}")
-    require(len(set(names)) == len(names), f"{flag}: a scheme is named twice in {text!r}")
-    return names
-
-
-def require_positive(value, flag):
-    require(value is not None and value > 0, f"{flag} must be positive, got {value}")
-
-
-def check_out_dir(path):
-    """The output directory exists (or can be made) and can be written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise StudyError(f"--out_dir {path}: cannot be created ({error.strerror})") from error
-    require(os.path.isdir(path), f"--out_dir {path}: not a directory")
-    require(os.access(path, os.W_OK), f"--out_dir {path}: cannot be written")
-
-
-def check_data_flags():
-    """Checks of the flags from ``define_data_flags``; raises StudyError."""
-    require(FLAGS.dataset in data.DATASETS,
-            f"--dataset: unknown dataset {FLAGS.dataset!r}; expected one of "
-            f"{', '.join(data.DATASETS)}")
-    if FLAGS.limit is not None:
-        require_positive(FLAGS.limit, "--limit")
-    if FLAGS.image_size is not None:
-        require(FLAGS.image_size >= 32, f"--image_size must be at least 32, got {FLAGS.image_size}")
-    if FLAGS.stl10_archive:
-        require(FLAGS.dataset == "stl10", "--stl10_archive is only used with --dataset=stl10")
-        data.check_stl10_archive(FLAGS.stl10_archive)
-    check_out_dir(FLAGS.out_dir)
-
-
-def check_training_flags(allowed=tfnorm.SCHEMES):
-    """Checks of the flags from ``define_training_flags``; returns the schemes (names
-    from ``allowed``)."""
-    require_positive(FLAGS.epochs, "--epochs")
-    require_positive(FLAGS.batch_size, "--batch_size")
-    require_positive(FLAGS.learning_rate, "--learning_rate")
-    require(FLAGS.optimizer in optimizers.OPTIMIZERS,
-            f"--optimizer: unknown optimizer {FLAGS.optimizer!r}; expected one of "
-            f"{', '.join(optimizers.OPTIMIZERS)}")
-    return parse_schemes(FLAGS.schemes, allowed)
+def per_seed(rows, x, y, seeds):
+    """(xs, values[seeds, xs]) of column ``y`` against ``x`` in ``rows``, one line per
+    seed (NaN where a seed has no row), for ``tfnorm.plots.band``."""
+    import numpy as np
+    xs = sorted({r[x] for r in rows})
+    values = np.full((len(seeds), len(xs)), np.nan)
+    for r in rows:
+        values[seeds.index(r["seed"]), xs.index(r[x])] = r[y]
+    return xs, values
 
 
 # ----------------------------------------------------------------------------
-# Data and training
-
-
-def load_data():
-    """The dataset named by the flags (raises data.DataError when it cannot be had)."""
-    dataset = data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
-                        stl10_archive=FLAGS.stl10_archive, image_size=FLAGS.image_size)
-    if FLAGS.limit:
-        dataset = dataset._replace(
-            train_images=dataset.train_images[:FLAGS.limit],
-            train_labels=dataset.train_labels[:FLAGS.limit],
-            test_images=dataset.test_images[:FLAGS.limit],
-            test_labels=dataset.test_labels[:FLAGS.limit])
-    require(len(dataset.train_labels) >= FLAGS.batch_size,
-            f"--batch_size {FLAGS.batch_size} is larger than the "
-            f"{len(dataset.train_labels)} training images")
-    return dataset
-
-
-def train_batches(dataset, batch_size, epoch, seed):
-    """The training batches of ``epoch`` (from 1): a fixed shuffle per (seed, epoch)."""
-    # data.batches keys its shuffle on epoch - 1: the orders of the published results.
-    return data.batches(dataset.train_images, dataset.train_labels, batch_size,
-                        shuffle_seed=seed, epoch=epoch - 1)
-
-
-def evaluate(trainer, dataset, batch_size):
-    """(mean test loss, test accuracy) in evaluation mode, over every test image."""
-    total_loss = total_correct = 0.0
-    for images, labels in data.batches(dataset.test_images, dataset.test_labels, batch_size,
-                                       drop_remainder=False):
-        loss_sum, correct = trainer.eval_step(images, labels)
-        total_loss += float(loss_sum)
-        total_correct += float(correct)
-    count = len(dataset.test_labels)
-    return total_loss / count, total_correct / count
-
-
-def train_and_evaluate(name, trainer, dataset, *, epochs, batch_size, seed, log=None,
-                       step_fn=None):
-    """Train ``epochs`` epochs; returns one row per step (loss, accuracy) and one per epoch
-    (mean train loss/accuracy, test loss/accuracy, seconds), each tagged with ``name``;
-    epochs are numbered 1..epochs.
-
-    trainer: has ``train_step`` and ``eval_step`` (a tfnorm.training.Trainer); step_fn:
-    optional ``step_fn(step, epoch, images, labels)`` -> dict with loss and accuracy, run
-    instead of ``trainer.train_step`` (a study probes some steps there)."""
-    step_rows, epoch_rows = [], []
-    step = 0
-    # Epochs count from 1, as in the driver's metrics.csv (epoch 0 is "before training").
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        losses, accuracies = [], []
-        for images, labels in train_batches(dataset, batch_size, epoch, seed):
-            if step_fn is None:
-                out = trainer.train_step(images, labels)
-            else:
-                out = step_fn(step, epoch, images, labels)
-            loss, accuracy = float(out["loss"]), float(out["accuracy"])
-            if not np.isfinite(loss):
-                raise StudyError(f"{name}: the loss is {loss} at epoch {epoch}, step {step}; "
-                                 f"lower --learning_rate")
-            losses.append(loss)
-            accuracies.append(accuracy)
-            step_rows.append(dict(scheme=name, step=step, epoch=epoch, train_loss=loss,
-                                  train_acc=accuracy))
-            step += 1
-        seconds = time.perf_counter() - start
-        test_loss, test_acc = evaluate(trainer, dataset, batch_size)
-        epoch_rows.append(dict(scheme=name, epoch=epoch, train_loss=float(np.mean(losses)),
-                               train_acc=float(np.mean(accuracies)), test_loss=test_loss,
-                               test_acc=test_acc, seconds=seconds))
-        if log:
-            log(f"{name} epoch {epoch}: train acc {np.mean(accuracies):.3f}, "
-                f"test acc {test_acc:.3f} ({seconds:.1f} s)")
-    return step_rows, epoch_rows
-
-
-def first_batch(dataset, batch_size, seed):
-    """The first training batch of epoch 1 (e.g. for weight normalization's init)."""
-    return next(iter(train_batches(dataset, batch_size, 1, seed)))
-
-
-def build_network(scheme, dataset, *, batch_size, seed, **options):
-    """The article network for ``dataset`` under ``scheme`` (options go to
-    tfnorm.article_network), weight-normalized layers initialized from the first batch
-    (Salimans & Kingma's data-dependent init; a no-op for other schemes)."""
-    network = tfnorm.article_network(scheme, num_classes=dataset.num_classes, seed=seed,
-                                     **options)
-    network.initialize_from_batch(first_batch(dataset, batch_size, seed)[0])
-    return network
-
-
-# ----------------------------------------------------------------------------
-# Output
-
-
-def write_csv(out_dir, name, rows):
-    """rows (list of dicts) to out_dir/name, atomically; returns the path."""
-    path = os.path.join(out_dir, name)
-    io.write_csv(path, rows)
-    return path
-
-
-def write_config(out_dir, extra=None):
-    """config.json: every flag of the script, the library versions, and ``extra``."""
-    own_flags = [f for module, module_flags in FLAGS.flags_by_module_dict().items()
-                 if not module.startswith(("absl", "tensorflow")) for f in module_flags]
-    values = {f.name: f.value for f in own_flags}
-    config = dict(flags=values, tensorflow=tf.__version__, numpy=np.__version__,
-                  **(extra or {}))
-    io.write_json(os.path.join(out_dir, "config.json"), config)
+# Figures
 
 
 def figure(rows=1, cols=1, width=4.5, height=3.2, **kwargs):
     """A matplotlib figure and axes grid (always 2-D: axes[row][col])."""
+    import matplotlib.pyplot as plt
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
                         **kwargs)
 
 
+def colors(names):
+    from tfnorm import plots
+    return plots.scheme_colors(names)
+
+
+def band(ax, rows, x, y, seeds, label, color, **kwargs):
+    """Mean over seeds of ``y`` against ``x`` with a min-max band (``plots.band``)."""
+    from tfnorm import plots
+    xs, values = per_seed(rows, x, y, seeds)
+    plots.band(ax, xs, values, label, color, **kwargs)
+
+
 def save_figure(fig, out_dir, name):
     """Save ``fig`` to out_dir/name atomically and close it; returns the path."""
+    import matplotlib.pyplot as plt
     path = os.path.join(out_dir, name)
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
-
-
-def scheme_colors(names):
-    """A fixed colour per scheme name, the same in every figure of a study."""
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}

@@ -1,23 +1,29 @@
-"""The shattered, saturation and nonzero studies end to end on tiny settings, each in its
-own process (every study script defines its flags at import): outputs exist and are
-well formed, the non-zero table holds the values of a hand-made run directory, and bad
-input gives one line and exit status 2 before any work."""
+"""The shattered, saturation and nonzero studies end to end on tiny settings, through
+their ``main`` in this process (two seeds each): outputs exist and are well formed with
+per-seed rows; the non-zero table holds the values of a hand-made run directory. And for
+each of the seven study scripts, the command line: a bad flag is one line on stderr and
+exit status 2, before TensorFlow is imported, with TF_CPP_MIN_LOG_LEVEL unset."""
 
 import csv
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+from absl import flags
+
+from experiments import cli, nonzero, saturation, shattered, study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_study(module, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+def run_study(module, *argv):
+    flag_values = flags.FlagValues()
+    study.define_flags(module.STUDY, flag_values)
+    flag_values(["study", *argv])
+    study.main(module.STUDY, ["study"], flag_values)
 
 
 def read_csv(path):
@@ -37,21 +43,23 @@ def assert_png(path):
 
 def test_shattered_end_to_end(tmp_path):
     out = tmp_path / "shattered"
-    result = run_study("shattered", f"--out_dir={out}", "--depths=1,3", "--seeds=2",
-                       "--num_points=24", "--width=12", "--max_lag=4",
-                       "--architectures=plain,batch,resnet", "--residual_betas=0.5",
-                       "--conv_depths=2", "--conv_width=4", "--figure_depths=1,3")
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_study(shattered, f"--out_dir={out}", "--depths=1,3", "--seeds=2",
+              "--num_points=24", "--width=12", "--max_lag=4",
+              "--architectures=plain,batch,resnet", "--residual_betas=0.5",
+              "--conv_depths=2", "--conv_width=4", "--figure_depths=1,3")
     correlation = read_csv(out / "correlation.csv")
-    assert_columns(correlation, ["family", "architecture", "depth", "seed",
+    assert_columns(correlation, ["architecture", "seed", "family", "depth",
                                  "neighbour_correlation"])
-    # dense: 3 architectures x 2 depths x 2 seeds; conv: 3 x 1 x 1
-    assert len(correlation) == 12 + 3
+    # dense: 3 architectures x 2 depths x 2 seeds; conv: 3 x 1 x 2 (seeds per depth)
+    assert len(correlation) == 12 + 6
+    assert sorted({(r["family"], r["seed"]) for r in correlation}) == [
+        ("conv", "0"), ("conv", "1"), ("dense", "0"), ("dense", "1")]
     assert {r["architecture"] for r in correlation} == {"plain", "batch", "resnet beta=0.5"}
     values = np.array([float(r["neighbour_correlation"]) for r in correlation])
     assert np.all(np.abs(values[np.isfinite(values)]) <= 1 + 1e-9)
     acf = read_csv(out / "autocorrelation.csv")
     assert {int(r["lag"]) for r in acf} == set(range(5))
+    assert len(acf) == 5 * len(correlation)  # per seed
     assert all(float(r["autocorrelation"]) == 1.0 for r in acf if r["lag"] == "0")
     coactivation = read_csv(out / "coactivation.csv")
     assert_columns(coactivation, ["layer", "active_rate", "coactivation_inputs",
@@ -59,11 +67,22 @@ def test_shattered_end_to_end(tmp_path):
     assert all(0 <= float(r["coactivation_inputs"]) <= 1 for r in coactivation)
     gradients = read_csv(out / "gradients.csv")
     dense = [r for r in gradients if r["family"] == "dense"]
-    assert len(dense) == 3 * 2 * 24
+    assert len(dense) == 3 * 2 * 24 and {r["seed"] for r in dense} == {"0"}  # the first seed
     summary = read_csv(out / "summary.csv")
-    assert_columns(summary, ["neighbour_correlation_mean", "reference_2_pow_minus_L",
-                             "reference_1_over_sqrt_L"])
-    assert float([r for r in summary if r["depth"] == "3"][0]["reference_2_pow_minus_L"]) == 0.125
+    assert_columns(summary, ["architecture", "seed", "family", "depth", "neighbour_correlation",
+                             "coactivation_inputs"])
+    assert len(summary) == len(correlation)
+    over = read_csv(out / "summary_over_seeds.csv")
+    assert_columns(over, ["neighbour_correlation_mean", "neighbour_correlation_min",
+                          "neighbour_correlation_max", "reference_2_pow_minus_L",
+                          "reference_1_over_sqrt_L", "seeds"])
+    assert len(over) == 9 and {r["seeds"] for r in over} == {"2"}
+    cell = [r for r in over if (r["architecture"], r["family"], r["depth"])
+            == ("plain", "dense", "3")][0]
+    assert float(cell["reference_2_pow_minus_L"]) == 0.125
+    values = [float(r["neighbour_correlation"]) for r in summary
+              if (r["architecture"], r["family"], r["depth"]) == ("plain", "dense", "3")]
+    assert float(cell["neighbour_correlation_mean"]) == pytest.approx(np.mean(values))
     for name in ("gradients_dense.png", "gradients_conv.png", "autocorrelation_dense.png",
                  "neighbour_correlation.png", "coactivation.png"):
         assert_png(out / name)
@@ -71,28 +90,35 @@ def test_shattered_end_to_end(tmp_path):
 
 def test_saturation_end_to_end(tmp_path):
     out = tmp_path / "saturation"
-    # One scheme, two inits: the second init reuses the compiled training step.
-    result = run_study("saturation", f"--out_dir={out}", "--epochs=1", "--batch_size=200",
-                       "--schemes=batch", "--init_stds=0.05,0.5", "--probe_size=8",
-                       "--bins=5")
-    assert result.returncode == 0, result.stderr[-2000:]
+    # One scheme, two inits, two seeds: the later runs reuse the compiled training step.
+    run_study(saturation, f"--out_dir={out}", "--epochs=1", "--batch_size=200",
+              "--schemes=batch", "--init_stds=0.05,0.5", "--probe_size=8", "--bins=5",
+              "--seeds=2")
     rows = read_csv(out / "saturation.csv")
-    assert_columns(rows, ["init_std", "scheme", "stage", "layer", "saturated_frac",
-                          "near_zero_input_grad_frac", "near_zero_passed_grad_frac"])
-    # 2 init stds x 2 stages x 5 tanh layers
-    assert len(rows) == 20
+    assert list(rows[0])[:5] == ["scheme", "seed", "init_std", "stage", "layer"]
+    assert_columns(rows, ["saturated_frac", "near_zero_input_grad_frac",
+                          "near_zero_passed_grad_frac"])
+    # 2 seeds x 2 init stds x 2 stages x 5 tanh layers
+    assert len(rows) == 40
+    # The seeds are different networks.
+    first = [r["saturated_frac"] for r in rows if (r["init_std"], r["stage"], r["layer"])
+             == ("0.5", "init", "2")]
+    assert len(first) == 2 and first[0] != first[1]
     assert {r["stage"] for r in rows} == {"init", "trained"}
     assert all(0 <= float(r[k]) <= 1 for r in rows
                for k in ("saturated_frac", "near_zero_input_grad_frac"))
     hists = read_csv(out / "histograms.csv")
-    # 20 layer measurements x 2 quantities x 5 bins, each histogram counting every entry
-    assert len(hists) == 200
-    total = sum(int(r["count"]) for r in hists if r["layer"] == "1"
+    # 40 layer measurements x 2 quantities x 5 bins, each histogram counting every entry
+    assert len(hists) == 400
+    total = sum(int(r["count"]) for r in hists if r["layer"] == "1" and r["seed"] == "0"
                 and r["quantity"] == "activation" and r["stage"] == "init"
                 and r["init_std"] == "0.05")
     assert total == 8 * 16 * 16 * 16  # probe images x layer 1's output positions x channels
-    training = read_csv(out / "training.csv")
-    assert len(training) == 2 and all(0 <= float(r["test_acc"]) <= 1 for r in training)
+    accuracy = read_csv(out / "accuracy.csv")  # was training.csv
+    assert [(r["seed"], r["init_std"]) for r in accuracy] == [
+        ("0", "0.05"), ("0", "0.5"), ("1", "0.05"), ("1", "0.5")]
+    assert all(0 <= float(r["test_acc"]) <= 1 for r in accuracy)
+    assert not os.path.exists(out / "training.csv")
     for name in ("saturation.png", "preactivation_0.5.png", "activation_0.05.png"):
         assert_png(out / name)
 
@@ -105,7 +131,7 @@ def _write_metrics(path, rows):
         writer.writerows(rows)
 
 
-def test_nonzero_reads_a_compare_run_dir(tmp_path):
+def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     run_dir = tmp_path / "compare"
     # Known fractions: scheme none seed s, layer i, epoch e -> 0.1 i + 0.01 e + 0.001 s;
     # batch always 1.0; none seed 1 stopped after epoch 2 (a diverged run).
@@ -118,8 +144,11 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path):
                        [dict(epoch=e, nonzero_grad_frac_1=1.0, nonzero_grad_frac_2=1.0)
                         for e in (1, 2, 3)])
     out = tmp_path / "out"
-    result = run_study("nonzero", f"--run_dir={run_dir}", f"--out_dir={out}")
-    assert result.returncode == 0, result.stderr[-2000:]
+    flag_values = flags.FlagValues()
+    nonzero.define_flags(flag_values)
+    flag_values(["nonzero", f"--run_dir={run_dir}", f"--out_dir={out}"])
+    monkeypatch.setattr(nonzero, "FLAGS", flag_values)
+    nonzero.main(["nonzero"])
     rows = read_csv(out / "nonzero.csv")
     assert_columns(rows, ["scheme", "layer", "epoch", "seeds", "mean", "min", "max"])
     cell = [r for r in rows if (r["scheme"], r["layer"], r["epoch"]) == ("none", "2", "2")][0]
@@ -138,10 +167,40 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path):
     assert_png(out / "nonzero_claim.png")
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    # The scripts share experiments.study's checks; one process shows the behaviour.
-    result = run_study("nonzero", "--run_dir=/nonexistent/compare", f"--out_dir={tmp_path}")
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1] == "error: --run_dir /nonexistent/compare: no such directory"
-    assert "Traceback" not in result.stderr
+# The wrapper runs a script as ``python -m`` would and prints, at exit, whether
+# TensorFlow was imported.
+NO_TENSORFLOW = ("import atexit, runpy, sys\n"
+                 "atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in "
+                 "sys.modules))\n"
+                 "sys.argv = sys.argv[1:]\n"
+                 "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
+@pytest.mark.parametrize("module, argv, expected", [
+    ("ics", ["--layers=2,7"], "error: --layers: layer 7 is outside the network's layers 1..6"),
+    ("ics", ["--seeds=0"], "error: --seeds=0: must be positive"),
+    ("landscape", ["--points=1"], "error: --points=1: must be at least 2"),
+    ("noisy_bn", ["--activation_layer=6"], "error: --activation_layer=6: must be in 1..5"),
+    ("weightnorm", ["--schemes=batch"], "error: --schemes: must include none"),
+    ("saturation", ["--init_stds=0"], "error: --init_stds: every std must be positive"),
+    ("saturation", ["--train_limit=-2"], "error: --train_limit=-2: must be 0 (all) or"),
+    ("shattered", ["--max_lag=0"], "error: --max_lag=0: must be in [1, 255]"),
+    ("shattered", ["--image_size=0"], "error: --image_size=0: must be a positive integer"),
+    ("nonzero", ["--run_dir=/nonexistent/compare"],
+     "error: --run_dir /nonexistent/compare: no such directory"),
+    ("nonzero", ["--run_dir=/tmp", "--schemes=bach"], "error: --schemes: unknown scheme"),
+])
+def test_a_bad_flag_is_one_line_exit_2_and_no_tensorflow(module, argv, expected, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, f"experiments.{module}",
+                             f"--out_dir={tmp_path}/out", *argv], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - started
+    assert result.returncode == cli.EXIT_BAD_INPUT, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+    assert result.stdout.strip() == "tensorflow imported: False"
+    assert not os.path.exists(tmp_path / "out" / "config.json")
+    assert seconds < 10, seconds  # about a second; the machine is shared

@@ -1,34 +1,27 @@
-"""The studies experiments.ics, .landscape, .noisy_bn and .weightnorm end to end, on
-tiny settings (40 digits images, one epoch), as the subprocesses a user runs: their
-files exist and are well formed, and the values with a known answer have it."""
+"""The studies experiments.ics, .landscape, .noisy_bn and .weightnorm end to end on tiny
+settings (40 digits images, one epoch, two seeds), through ``study.main`` in this process:
+their files exist and are well formed, every row carries its seed, and the values with a
+known answer have it. The command line itself is tested in test_studies_depth.py."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-from experiments import study
-from tfnorm import io
+from absl import flags
 
 import stl10_fixture
+from experiments import cli, ics, landscape, noisy_bn, study, weightnorm
+from tfnorm import io
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--limit=40", "--batch_size=10", "--epochs=1"]  # 4 steps per epoch
-
-
-def run_study(module, out_dir, *flags):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", f"experiments.{module}",
-                           f"--out_dir={out_dir}", *flags],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+TINY = ["--train_limit=40", "--test_limit=40", "--batch_size=10", "--epochs=1"]  # 4 steps
 
 
-def run_ok(module, out_dir, *flags):
-    result = run_study(module, str(out_dir), *TINY, *flags)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def run_main(module, out_dir, *argv):
+    """``module``'s study on a private FlagValues, as its command line would run it."""
+    flag_values = flags.FlagValues()
+    study.define_flags(module.STUDY, flag_values)
+    flag_values(["study", f"--out_dir={out_dir}", *argv])
+    study.main(module.STUDY, ["study"], flag_values)
 
 
 def read(out_dir, name, columns):
@@ -49,18 +42,18 @@ def assert_png(path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
 
 
-EPOCH_COLUMNS = ["scheme", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+EPOCH_COLUMNS = ["scheme", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
                  "seconds"]
+ICS_COLUMNS = ["scheme", "seed", "step", "epoch", "layer", "distance", "cosine",
+               "gradient_norm", "shifted_gradient_norm", "relative_distance", "loss"]
 
 
-def test_ics(tmp_path):
-    run_ok("ics", tmp_path, "--schemes=batch", "--layers=1,3", "--every=2")
-    rows = read(tmp_path, "ics.csv", ["scheme", "step", "epoch", "layer", "distance", "cosine",
-                                      "gradient_norm", "shifted_gradient_norm",
-                                      "relative_distance", "loss"])
-    # Steps 0 and 2 of 4, two layers.
-    assert sorted((r["scheme"], r["step"], r["epoch"], r["layer"]) for r in rows) == sorted(
-        ("batch", str(t), "1", str(l)) for t in (0, 2) for l in (1, 3))
+def test_ics_two_seeds(tmp_path):
+    run_main(ics, tmp_path, *TINY, "--schemes=batch", "--layers=1,3", "--every=2", "--seeds=2")
+    rows = read(tmp_path, "ics.csv", ICS_COLUMNS)
+    # Steps 1 and 3 of 4 (steps count from 1), two layers, two seeds.
+    assert sorted((r["seed"], r["step"], r["epoch"], r["layer"]) for r in rows) == sorted(
+        (str(s), str(t), "1", str(l)) for s in (0, 1) for t in (1, 3) for l in (1, 3))
     first = [r for r in rows if r["layer"] == "1"]
     third = [r for r in rows if r["layer"] == "3"]
     # Layer 1 has no earlier layer to move: no shift at all.
@@ -68,26 +61,43 @@ def test_ics(tmp_path):
     np.testing.assert_allclose(floats(first, "cosine"), 1.0, atol=1e-6)
     assert np.all(floats(third, "distance") > 0.0)
     assert np.all(np.abs(floats(third, "cosine")) <= 1.0 + 1e-9)
-    assert [r["epoch"] for r in read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)] == ["1"]
-    read(tmp_path, "summary.csv", ["scheme", "layer", "median_distance",
-                                   "median_relative_distance", "median_cosine"])
+    # The two seeds are different networks.
+    assert len({r["distance"] for r in third if r["step"] == "1"}) == 2
+    epochs = read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
+    assert [(r["seed"], r["epoch"]) for r in epochs] == [("0", "1"), ("1", "1")]
+    summary = read(tmp_path, "summary.csv", ["scheme", "seed", "layer", "median_distance",
+                                             "median_relative_distance", "median_cosine"])
+    assert [(r["seed"], r["layer"]) for r in summary] == [("0", "1"), ("1", "1"),
+                                                          ("0", "3"), ("1", "3")]
+    over = read(tmp_path, study.OVER_SEEDS_CSV,
+                ["scheme", "layer", "seeds"] + [f"{c}_{s}" for c in (
+                    "median_distance", "median_relative_distance", "median_cosine")
+                    for s in ("mean", "min", "max")])
+    layer3 = [r for r in over if r["layer"] == "3"][0]
+    per_seed = floats([r for r in summary if r["layer"] == "3"], "median_distance")
+    assert layer3["seeds"] == "2"
+    assert float(layer3["median_distance_mean"]) == pytest.approx(per_seed.mean())
+    assert float(layer3["median_distance_min"]) == pytest.approx(per_seed.min())
     assert_png(tmp_path / "ics.png")
-    assert io.read_json(tmp_path / "config.json")["flags"]["layers"] == "1,3"
+    config = io.read_json(tmp_path / "config.json")
+    assert config["flags"]["layers"] == "1,3" and config["flags"]["seeds"] == 2
+    assert config["flags"]["image_size"] == 32  # the dataset's default, filled in
+    assert config["seed"] == 0 and "numpy" in config["versions"]
 
 
 def test_landscape(tmp_path):
-    run_ok("landscape", tmp_path, "--schemes=batch", "--points=3", "--every=2",
-           "--learning_rate=0.2")
-    rows = read(tmp_path, "landscape.csv", ["scheme", "step", "epoch", "loss", "loss_min",
-                                            "loss_max", "predictiveness_min",
+    run_main(landscape, tmp_path, *TINY, "--schemes=batch", "--points=3", "--every=2",
+             "--learning_rate=0.2", "--seeds=1")
+    rows = read(tmp_path, "landscape.csv", ["scheme", "seed", "step", "epoch", "loss",
+                                            "loss_min", "loss_max", "predictiveness_min",
                                             "predictiveness_max", "smoothness",
                                             "gradient_norm"])
-    assert [r["step"] for r in rows] == ["0", "2"]
+    assert [r["step"] for r in rows] == ["1", "3"]
     assert np.all(floats(rows, "loss_min") <= floats(rows, "loss_max"))
     assert np.all(floats(rows, "predictiveness_min") <= floats(rows, "predictiveness_max"))
     assert np.all(floats(rows, "smoothness") > 0)
-    points = read(tmp_path, "landscape_points.csv", ["scheme", "step", "step_size", "loss",
-                                                     "gradient_distance", "distance"])
+    points = read(tmp_path, "landscape_points.csv", ["scheme", "seed", "step", "step_size",
+                                                     "loss", "gradient_distance", "distance"])
     assert len(points) == 2 * 3
     np.testing.assert_allclose(floats(points, "step_size")[:3], [0.1, 0.45, 0.8])
     # ||x - x'|| = eta ||g||, and the largest ratio is the smoothness.
@@ -99,74 +109,110 @@ def test_landscape(tmp_path):
         ratio = floats(mine, "gradient_distance") / floats(mine, "distance")
         np.testing.assert_allclose(ratio.max(), float(row["smoothness"]), rtol=1e-9)
     read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
+    summary = read(tmp_path, "summary.csv", ["scheme", "seed", "probes", "median_loss_spread",
+                                             "median_predictiveness_max", "median_smoothness",
+                                             "median_gradient_norm"])
+    assert summary[0]["probes"] == "2"
     assert_png(tmp_path / "landscape.png")
 
 
-def test_noisy_bn(tmp_path):
-    run_ok("noisy_bn", tmp_path, "--schemes=none+noise")
+def test_noisy_bn_two_seeds(tmp_path):
+    run_main(noisy_bn, tmp_path, *TINY, "--schemes=none+noise", "--seeds=2")
     epochs = read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
-    assert [r["scheme"] for r in epochs] == ["none+noise"]
-    steps = read(tmp_path, "steps.csv", ["scheme", "step", "epoch", "train_loss", "train_acc"])
-    assert len(steps) == 4
+    assert [(r["scheme"], r["seed"]) for r in epochs] == [("none+noise", "0"),
+                                                          ("none+noise", "1")]
+    steps = read(tmp_path, "steps.csv", ["scheme", "seed", "step", "epoch", "train_loss",
+                                         "train_acc"])
+    assert [(r["seed"], r["step"]) for r in steps] == [(str(s), str(t)) for s in (0, 1)
+                                                       for t in (1, 2, 3, 4)]
     activations = read(tmp_path, "activations.csv",
-                       ["scheme", "epoch", "layer", "p5", "p25", "p50", "p75", "p95"])
-    assert [(r["scheme"], r["epoch"]) for r in activations] == [
-        ("none+noise", "0"), ("none+noise", "1")]
+                       ["scheme", "seed", "epoch", "layer", "p5", "p25", "p50", "p75", "p95"])
+    assert [(r["seed"], r["epoch"]) for r in activations] == [("0", "0"), ("0", "1"),
+                                                              ("1", "0"), ("1", "1")]
     for row in activations:
         assert np.all(np.diff([float(row[f"p{p}"]) for p in (5, 25, 50, 75, 95)]) >= 0)
+    summary = read(tmp_path, "summary.csv", ["scheme", "seed", "final_train_acc",
+                                             "final_test_acc", "best_test_acc"])
+    assert [r["seed"] for r in summary] == ["0", "1"]
+    for row, epoch in zip(summary, epochs):
+        assert row["final_test_acc"] == epoch["test_acc"]
+    assert read(tmp_path, study.OVER_SEEDS_CSV, ["scheme", "seeds"] + [
+        f"{c}_{s}" for c in ("final_train_acc", "final_test_acc", "best_test_acc")
+        for s in ("mean", "min", "max")])[0]["seeds"] == "2"
     assert_png(tmp_path / "noisy_bn.png")
 
 
 def test_weightnorm(tmp_path):
-    run_ok("weightnorm", tmp_path, "--schemes=weight,none", "--timing_rounds=2",
-           "--timing_steps=1", "--timing_size=32")
-    summary = read(tmp_path, "summary.csv", ["scheme", "final_train_acc", "final_test_acc",
-                                             "best_test_acc", "median_ms_per_step",
-                                             "time_relative_to_none",
-                                             "time_relative_to_weight"])
-    by_scheme = {r["scheme"]: r for r in summary}
+    run_main(weightnorm, tmp_path, *TINY, "--schemes=weight,none", "--timing_rounds=2",
+             "--timing_steps=1", "--timing_size=32", "--seeds=2")
+    timing = read(tmp_path, "timing_summary.csv",
+                  ["scheme", "seed", "median_ms_per_step", "time_relative_to_none",
+                   "time_relative_to_weight"])
+    by_scheme = {r["scheme"]: r for r in timing}
     assert float(by_scheme["none"]["time_relative_to_none"]) == 1.0
     assert float(by_scheme["weight"]["time_relative_to_weight"]) == 1.0
     assert float(by_scheme["weight"]["median_ms_per_step"]) > 0
-    timing = read(tmp_path, "timing.csv", ["round", "scheme", "seconds_per_step"])
-    assert sorted((r["round"], r["scheme"]) for r in timing) == [
-        ("0", "none"), ("0", "weight"), ("1", "none"), ("1", "weight")]
-    read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
+    rounds = read(tmp_path, "timing.csv", ["round", "scheme", "seed", "seconds_per_step"])
+    assert sorted((r["round"], r["scheme"], r["seed"]) for r in rounds) == [
+        ("0", "none", "1"), ("0", "weight", "1"), ("1", "none", "1"), ("1", "weight", "1")]
+    summary = read(tmp_path, "summary.csv", ["scheme", "seed", "final_train_acc",
+                                             "final_test_acc", "best_test_acc"])
+    assert [(r["scheme"], r["seed"]) for r in summary] == [
+        ("weight", "0"), ("weight", "1"), ("none", "0"), ("none", "1")]
+    assert len(read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)) == 4
     assert_png(tmp_path / "weightnorm.png")
 
 
 def test_a_study_on_stl10_through_the_real_tfds_builder(tmp_path):
     with stl10_fixture.fake_stl10(tmp_path, n_train=20, n_test=10) as data_dir:
-        pass  # the data_dir stays prepared; the subprocess must not need the network
+        pass  # the data_dir stays prepared; the study must not need the network
     out_dir = tmp_path / "out"
-    result = run_study("ics", str(out_dir), "--dataset=stl10", f"--data_dir={data_dir}",
-                       "--limit=20", "--batch_size=10", "--epochs=1", "--schemes=batch",
-                       "--layers=2", "--every=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = read(out_dir, "ics.csv", ["scheme", "step", "epoch", "layer", "distance", "cosine",
-                                     "gradient_norm", "shifted_gradient_norm",
-                                     "relative_distance", "loss"])
-    assert [r["step"] for r in rows] == ["0", "1"]
+    run_main(ics, out_dir, "--dataset=stl10", f"--data_dir={data_dir}", "--train_limit=20",
+             "--test_limit=20", "--batch_size=10", "--epochs=1", "--schemes=batch",
+             "--layers=2", "--every=1", "--seeds=1")
+    rows = read(out_dir, "ics.csv", ICS_COLUMNS)
+    assert [r["step"] for r in rows] == ["1", "2"]
     assert np.all(floats(rows, "distance") > 0.0)
     epochs = read(out_dir, "accuracy.csv", EPOCH_COLUMNS)
     assert [r["epoch"] for r in epochs] == ["1"]
-    assert io.read_json(out_dir / "config.json")["flags"]["dataset"] == "stl10"
+    config = io.read_json(out_dir / "config.json")
+    assert config["flags"]["dataset"] == "stl10" and config["flags"]["image_size"] == 96
 
 
-def test_bad_flag_is_one_line_before_any_work(tmp_path):
-    result = run_study("ics", str(tmp_path / "out"), "--layers=2,7")
-    assert result.returncode == study.EXIT_BAD_INPUT
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --layers: layer 7 is outside the network's layers 1..6")
+def test_config_json_is_written_before_any_training(tmp_path, monkeypatch):
+    def crash(ctx):
+        assert io.read_json(tmp_path / "config.json")["flags"]["every"] == 2
+        raise RuntimeError("crashed in the first run")
+
+    monkeypatch.setattr(ics, "STUDY", ics.STUDY._replace(run=crash))
+    with pytest.raises(RuntimeError, match="crashed"):
+        run_main(ics, tmp_path, *TINY, "--every=2")
+    assert os.path.exists(tmp_path / "config.json")
+
+
+def test_a_bad_flag_is_one_line_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(ics, tmp_path / "out", "--layers=2,7")
+    assert exit_info.value.code == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --layers: layer 7 is outside the network's layers 1..6"]
     assert not os.path.exists(tmp_path / "out" / "config.json")
 
 
-def test_scheme_lists():
-    assert study.parse_schemes("none, batch") == ["none", "batch"]
-    assert study.parse_schemes("all", allowed=("a", "b")) == ["a", "b"]
-    with pytest.raises(study.StudyError, match="unknown scheme 'bach'"):
-        study.parse_schemes("none,bach")
-    with pytest.raises(study.StudyError, match="named twice"):
-        study.parse_schemes("none,none")
-    with pytest.raises(study.StudyError, match="--limit must be positive, got 0"):
-        study.require_positive(0, "--limit")
+def test_over_seeds():
+    rows = [dict(scheme="a", seed=s, layer=1, x=float(s), flag=True) for s in (0, 1, 2)]
+    rows += [dict(scheme="b", seed=0, layer=1, x=5.0, flag=True)]
+    assert study.over_seeds(rows, ("scheme", "layer")) == [
+        dict(scheme="a", layer=1, seeds=3, x_mean=1.0, x_min=0.0, x_max=2.0),
+        dict(scheme="b", layer=1, seeds=1, x_mean=5.0, x_min=5.0, x_max=5.0)]
+
+
+def test_the_studies_share_the_drivers_flags():
+    """One vocabulary: a study's --train_limit is the driver's flag, same help, same check."""
+    driver, one_study = flags.FlagValues(), flags.FlagValues()
+    cli.define_run_flags(driver)
+    study.define_flags(ics.STUDY, one_study)
+    for name in ("dataset", "train_limit", "test_limit", "image_size", "data_dir"):
+        assert driver[name].help == one_study[name].help, name
+    assert "limit" not in one_study
+    assert one_study["seeds"].value == 5 and one_study["epochs"].value == 5

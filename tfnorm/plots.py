@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tfnorm import io, records, stats  # noqa: E402
+from tfnorm.schemes import SCHEMES  # noqa: E402
 from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 
 PANEL_TITLES = {
@@ -162,13 +163,13 @@ def draw_panels(run_dir, only_missing=False):
     return write_gifs(run_dir)
 
 
-def _band(ax, epochs, runs, label, color):
+def band(ax, epochs, runs, label, color, lw=1.5, **kwargs):
     """Mean of ``runs`` (seeds x epochs, NaN past a run's end) with its 95% Student t
     interval shaded (``tfnorm.stats.interval`` at each epoch; none for a single seed)."""
     runs = np.asarray(runs, float)
     intervals = [stats.interval(column) for column in runs.T]
     mean = np.array([i.mean for i in intervals])
-    ax.plot(epochs, mean, label=label, color=color, lw=1.5)
+    ax.plot(epochs, mean, label=label, color=color, lw=lw, **kwargs)
     low, high = (np.array([getattr(i, side) for i in intervals]) for side in ("low", "high"))
     shown = np.isfinite(low) & np.isfinite(high)
     if shown.any():
@@ -176,19 +177,25 @@ def _band(ax, epochs, runs, label, color):
                         alpha=0.2, lw=0)
 
 
-def _colors(names):
-    cmap = plt.get_cmap("tab10")
-    return {name: cmap(i % 10) for i, name in enumerate(names)}
+def scheme_colors(names):
+    """One colour per scheme, the same in every figure of every script: a scheme of
+    tfnorm.SCHEMES keeps its place in the registry's order; other names (variants such as
+    'none+noise', architectures) take a second palette's, in the order given."""
+    schemes, others = plt.get_cmap("tab10"), plt.get_cmap("Dark2")
+    colors = {name: schemes(SCHEMES.index(name)) for name in names if name in SCHEMES}
+    rest = [name for name in names if name not in SCHEMES]
+    colors.update({name: others(i % others.N) for i, name in enumerate(rest)})
+    return colors
 
 
 def accuracy_figure(curves, title=""):
     """curves: {scheme: {"epochs": [E], "train_acc": [seeds, E], "test_acc": [seeds, E]}}.
     Train and test accuracy against epoch, mean over seeds with a shaded 95% interval."""
-    colors = _colors(list(curves))
+    colors = scheme_colors(list(curves))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for scheme, curve in curves.items():
         for ax, key in zip(axes, ("train_acc", "test_acc")):
-            _band(ax, curve["epochs"], curve[key], scheme, colors[scheme])
+            band(ax, curve["epochs"], curve[key], scheme, colors[scheme])
     for ax, name in zip(axes, ("train accuracy", "test accuracy")):
         ax.set_title(name)
         ax.set_xlabel("epoch")
@@ -205,7 +212,7 @@ def accuracy_figure(curves, title=""):
 def nonzero_figure(curves, title=""):
     """curves: {scheme: {"epochs": [E], "nonzero": [seeds, layers, E]}}: per layer, the
     fraction of non-zero entries of the weight gradient against epoch, a curve per scheme."""
-    colors = _colors(list(curves))
+    colors = scheme_colors(list(curves))
     num_layers = max(np.asarray(c["nonzero"]).shape[1] for c in curves.values())
     cols = min(3, num_layers)
     rows = -(-num_layers // cols)
@@ -216,7 +223,7 @@ def nonzero_figure(curves, title=""):
         for scheme, curve in curves.items():
             nonzero = np.asarray(curve["nonzero"], float)
             if layer < nonzero.shape[1]:
-                _band(ax, curve["epochs"], nonzero[:, layer], scheme, colors[scheme])
+                band(ax, curve["epochs"], nonzero[:, layer], scheme, colors[scheme])
         ax.set_title(f"layer {layer + 1}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.set_xlabel("epoch")
