@@ -31,14 +31,8 @@ def define_flags(flag_values=flags.FLAGS):
     """The command line's flags (defined only when run as a script)."""
     fv = {"flag_values": flag_values}
     cli.define_run_flags(flag_values)
-    flags.DEFINE_string("schemes", None, "Comma-separated schemes (default: all of "
-                        "tfnorm.SCHEMES).", **fv)
-    flags.DEFINE_integer("seeds", 5, "Runs per scheme, with seeds seed, seed+1, ...; "
-                         "schemes are paired by seed (same initialization seed and data "
-                         "order).", **fv)
-    flags.DEFINE_integer("seed", 0, "The first seed.", **fv)
-    flags.DEFINE_string("out_dir", "runs/compare", "Where the runs, figures and summaries "
-                        "go.", **fv)
+    cli.define_flags(("schemes", "seeds", "seed", "out_dir"),
+                     dict(seeds=5, out_dir="runs/compare"), flag_values=flag_values)
     flags.DEFINE_string("results_dir", None, "Also copy the figures, summaries and the "
                         "last-epoch four-panel figure of every layer for each scheme here.",
                         **fv)
@@ -57,6 +51,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("panel_seeds", 1, "Draw the four-panel figures and GIFs for the "
                          "first N seeds of each scheme (the others keep their records: "
                          "experiments.panels draws them later).", **fv)
+
 
 def run_dir(out_dir, scheme, seed):
     return os.path.join(out_dir, scheme, f"seed_{seed}")

@@ -1,122 +1,240 @@
-"""experiments.compare on two short runs: figures, summaries and results_dir; --jobs=2
-(subprocesses) gives the same summary as --jobs=1 (this process); complete runs are
-reused."""
+"""experiments.compare: the grid of schemes x seeds trained in one process (traced steps
+shared across seeds), in worker processes (--jobs=2) and by shards (--shard, then
+--summarize), all with the same runs; the summary's intervals and verdicts agree with
+the runs' own metrics; complete runs are reused; a killed compare leaves nothing behind."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+from absl import flags
 
-from experiments import cli, compare
-from tfnorm import io, plots, records
+from experiments import cli, compare, summary
+from test_resume import assert_same_run
+from tfnorm import io, records, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMES = ("none", "batch")
+SEEDS = 2
 TRAIN_FLAGS = dict(epochs=2, image_size=16, train_limit=60, test_limit=40, progress=False)
+
+
+def command(out_dir, *extra, **flags_):
+    values = dict(TRAIN_FLAGS, **flags_)
+    return ([sys.executable, "-m", "experiments.compare", f"--schemes={','.join(SCHEMES)}",
+             f"--seeds={SEEDS}", f"--out_dir={out_dir}"] + list(extra)
+            + cli.to_command_line(values, list(values)))
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    """The command line with --jobs=2, and (to save time) one of its runs again with
-    --jobs=1 in this process: the summary is a function of the runs' metrics."""
+    """The command line with --jobs=2 (two worker processes), and the same grid in this
+    process with --jobs=1."""
     root = tmp_path_factory.mktemp("compare")
     out_dir, results_dir = str(root / "runs"), str(root / "results")
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.compare", f"--schemes={','.join(SCHEMES)}",
-         f"--out_dir={out_dir}", f"--results_dir={results_dir}", "--jobs=2"]
-        + cli.to_command_line(TRAIN_FLAGS, list(TRAIN_FLAGS)),
-        cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command(out_dir, f"--results_dir={results_dir}", "--jobs=2"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     base = cli.resolve(dict(TRAIN_FLAGS, out_dir=str(root / "in_process")))
-    configs = compare.plan(base, ["none"], 1, 0)
+    configs = compare.plan(base, list(SCHEMES), SEEDS, 0)
     compare.train_all(configs, jobs=1)
-    compare.write_outputs(base, configs)
-    return out_dir, results_dir, base["out_dir"], configs
+    summary.write(base, configs, "none")
+    return out_dir, results_dir, base["out_dir"], configs, result.stderr
 
 
-def test_figures_and_summaries_are_written(compared):
-    out_dir, results_dir, _, _ = compared
-    for name in ("accuracy.png", "nonzero.png", "summary.csv", "summary.md"):
+def test_figures_summaries_and_progress_are_written(compared):
+    out_dir, results_dir, _, _, stderr = compared
+    for name in ("accuracy.png", "nonzero.png", "runs.csv", "summary.csv", "summary.md"):
         assert os.path.getsize(os.path.join(out_dir, name)) > 0
         with open(os.path.join(out_dir, name), "rb") as a, \
                 open(os.path.join(results_dir, name), "rb") as b:
             assert a.read() == b.read()
     assert sorted(os.listdir(os.path.join(results_dir, "panels"))) == sorted(
         f"{scheme}_layer{layer}.png" for scheme in SCHEMES for layer in range(1, 7))
-    rows = io.read_csv(os.path.join(out_dir, "summary.csv"))
-    assert [row["scheme"] for row in rows] == list(SCHEMES)
-    assert list(rows[0]) == list(compare.SUMMARY_COLUMNS)
+    # Panels for the first seed only (--panel_seeds=1), records for every seed.
+    for scheme in SCHEMES:
+        assert os.listdir(os.path.join(compare.run_dir(out_dir, scheme, 0), "panels"))
+        assert not os.path.exists(os.path.join(compare.run_dir(out_dir, scheme, 1), "panels"))
+        assert records.record_epochs(compare.run_dir(out_dir, scheme, 1)) == [1, 2]
+    progress = [line for line in stderr.splitlines() if "] [" in line and "/4] " in line]
+    assert len(progress) == 4 and "about" in progress[-1], stderr
     markdown = open(os.path.join(out_dir, "summary.md")).read()
-    assert "| none |" in markdown and "| batch |" in markdown
+    assert "| final_test_acc: batch > none |" in markdown
+    assert "Student t" in markdown
 
 
-def test_summary_agrees_with_each_runs_metrics(compared):
-    out_dir, _, _, _ = compared
-    for row in io.read_csv(os.path.join(out_dir, "summary.csv")):
-        metrics = records.read_metrics(compare.run_dir(out_dir, row["scheme"], 0))
-        test_acc = [m["test_acc"] for m in metrics]
-        train_acc = [m["train_acc"] for m in metrics]
-        assert float(row["final_test_acc"]) == test_acc[-1]
-        assert float(row["best_test_acc"]) == max(test_acc)
-        assert int(row["best_test_epoch"]) == int(np.argmax(test_acc)) + 1
-        reached = [m["epoch"] for m in metrics if m["train_acc"] >= 0.95]
-        assert row["first_epoch_train_acc_95"] == (str(reached[0]) if reached else "")
-        assert float(row["final_train_acc"]) == train_acc[-1]
-        assert row["status"] == "complete"
+def test_the_summary_agrees_with_each_runs_metrics_and_the_stats_module(compared):
+    out_dir, _, _, configs, _ = compared
+    runs = {(r["scheme"], int(r["seed"])): r for r in io.read_csv(
+        os.path.join(out_dir, "runs.csv"))}
+    final = {}
+    for scheme in SCHEMES:
+        for seed in range(SEEDS):
+            metrics = records.read_metrics(compare.run_dir(out_dir, scheme, seed))
+            row = runs[(scheme, seed)]
+            assert float(row["final_test_acc"]) == metrics[-1]["test_acc"]
+            assert float(row["best_test_acc"]) == max(m["test_acc"] for m in metrics)
+            assert float(row["final_train_acc"]) == metrics[-1]["train_acc"]
+            assert float(row["nonzero_6"]) == pytest.approx(
+                np.mean([m["nonzero_grad_frac_6"] for m in metrics]))
+            final[scheme, seed] = metrics[-1]["test_acc"]
+    # The interval and the paired difference, computed here from the metrics by hand.
+    cells = {(r["kind"], r["scheme"], r["metric"]): r
+             for r in io.read_csv(os.path.join(out_dir, "summary.csv"))}
+    batch = [final["batch", s] for s in range(SEEDS)]
+    diffs = [final["batch", s] - final["none", s] for s in range(SEEDS)]
+    cell = cells["scheme", "batch", "final_test_acc"]
+    assert float(cell["mean"]) == pytest.approx(np.mean(batch))
+    half = 12.706205 * np.std(batch, ddof=1) / np.sqrt(2)  # t_{0.975, 1}
+    assert float(cell["high"]) == pytest.approx(np.mean(batch) + half)
+    pair = cells["paired_difference", "batch", "final_test_acc"]
+    assert float(pair["mean"]) == pytest.approx(np.mean(diffs))
+    assert pair["verdict"] == stats.verdict(stats.paired_difference(batch, [
+        final["none", s] for s in range(SEEDS)]))
 
 
-def test_jobs_2_gives_the_same_results_as_jobs_1(compared):
-    out_dir, _, in_process_dir, _ = compared
-    subprocess_rows = io.read_csv(os.path.join(out_dir, "summary.csv"))
-    in_process_rows = io.read_csv(os.path.join(in_process_dir, "summary.csv"))
-    assert in_process_rows == [r for r in subprocess_rows if r["scheme"] == "none"]
-    for scheme in ("none",):
-        a = records.read_metrics(compare.run_dir(out_dir, scheme, 0))
-        b = records.read_metrics(compare.run_dir(in_process_dir, scheme, 0))
-        assert [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \
-            [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+def test_jobs_2_gives_the_same_runs_as_jobs_1(compared):
+    out_dir, _, in_process_dir, _, _ = compared
+    for scheme in SCHEMES:
+        for seed in range(SEEDS):
+            assert_same_run(compare.run_dir(out_dir, scheme, seed),
+                            compare.run_dir(in_process_dir, scheme, seed))
+
+
+def test_a_seed_trained_after_another_in_one_process_equals_it_trained_alone(compared,
+                                                                             tmp_path):
+    """Seed 1 of batch norm reused the steps traced for seed 0 (runner.Builds); the same
+    run trained alone, by experiments.train in a fresh process, is bit-identical."""
+    _, _, in_process_dir, _, _ = compared
+    alone = str(tmp_path / "alone")
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--scheme=batch", "--seed=1",
+         f"--out_dir={alone}", "--nopanels"]
+        + cli.to_command_line(TRAIN_FLAGS, list(TRAIN_FLAGS)),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(alone, compare.run_dir(in_process_dir, "batch", 1))
 
 
 def test_complete_runs_are_reused(compared):
-    _, _, in_process_dir, configs = compared
+    _, _, in_process_dir, configs, _ = compared
     metrics = [os.path.join(c["out_dir"], "metrics.csv") for c in configs]
     before = [os.path.getmtime(m) for m in metrics]
     compare.train_all(configs, jobs=1)
     assert [os.path.getmtime(m) for m in metrics] == before
 
 
-def test_summarize_takes_means_over_seeds_and_reports_divergence():
-    nan = float("nan")
-    curves = {"batch": {
-        "epochs": np.arange(1, 4),
-        "train_acc": np.array([[0.5, 0.94, 0.99], [0.6, 0.97, 0.98]]),
-        "test_acc": np.array([[0.4, 0.6, 0.5], [0.5, 0.7, 0.7]]),
-        "nonzero": np.ones((2, 6, 3)), "seeds": [0, 1],
-        "statuses": [{"state": "complete"}, {"state": "complete"}]},
-        "boxcox": {
-        "epochs": np.arange(1, 4),
-        "train_acc": np.array([[0.2, nan, nan], [0.3, 0.4, 0.5]]),
-        "test_acc": np.array([[0.2, nan, nan], [0.3, 0.35, 0.45]]),
-        "nonzero": np.ones((2, 6, 3)), "seeds": [0, 1],
-        "statuses": [{"state": "diverged", "epoch": 2}, {"state": "complete"}]}}
-    batch, boxcox = compare.summarize(curves)
-    assert batch["first_epoch_train_acc_95"] == 2  # mean 0.955 at epoch 2
-    assert batch["final_test_acc"] == pytest.approx(0.6)
-    assert (batch["final_test_acc_min"], batch["final_test_acc_max"]) == (0.5, 0.7)
-    assert batch["best_test_acc"] == pytest.approx(0.65) and batch["best_test_epoch"] == 2
-    assert boxcox["status"] == "seed 0 diverged at epoch 2"
-    assert boxcox["final_test_acc"] == pytest.approx(0.45)
-    assert boxcox["first_epoch_train_acc_95"] is None
-    figure = plots.accuracy_figure(curves)
-    # One min-max band per scheme and panel (two seeds).
-    assert sum(len(ax.collections) for ax in figure.axes) == 4
+def run_main(*argv):
+    flag_values = flags.FlagValues()
+    compare.define_flags(flag_values)
+    flag_values(["compare"] + list(argv))
+    original = compare.FLAGS
+    compare.FLAGS = flag_values
+    try:
+        return compare.main(["compare"])
+    finally:
+        compare.FLAGS = original
 
 
-def test_unknown_scheme_is_refused():
-    with pytest.raises(cli.ConfigError, match="--schemes: unknown scheme 'bn'"):
-        cli.parse_schemes("none,bn")
+def test_shards_then_summarize_give_the_same_summary(compared, tmp_path, capsys):
+    out_dir = compared[0]
+    sharded = str(tmp_path / "sharded")
+    argv = command(sharded)[3:]
+    with pytest.raises(SystemExit) as refused:
+        run_main(*argv, "--summarize")
+    assert refused.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: --summarize: 4 of 4 runs are not finished (none seed 0")
+    for shard in ("--shard=1/2", "--shard=2/2"):
+        run_main(*argv, shard)
+    assert not os.path.exists(os.path.join(sharded, "summary.csv"))
+    run_main(*argv, "--summarize")
+    columns = ("kind", "scheme", "metric", "mean", "low", "high", "n", "verdict")
+    assert [{k: r[k] for k in columns} for r in io.read_csv(os.path.join(sharded,
+                                                                         "summary.csv"))] == \
+        [{k: r[k] for k in columns} for r in io.read_csv(os.path.join(out_dir, "summary.csv"))]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds=0"], "--seeds=0: must be a positive integer"),
+    (["--shard=3/2"], "--shard=3/2: K must be between 1 and N"),
+    (["--shard=x"], "--shard=x: expected K/N"),
+    (["--shard=1/2", "--summarize"], "--shard and --summarize"),
+    (["--baseline=bn"], "--baseline: unknown scheme 'bn'"),
+    (["--seed=4294967295", "--seeds=2"], "--seed=4294967295: must be between 0 and "
+                                         "4294967294 (with 2 seeds)"),
+])
+def test_bad_grid_flags_are_one_line_before_any_work(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        run_main(f"--out_dir={tmp_path}/runs", *argv)
+    assert refused.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_summary_censors_never_and_leaves_a_diverged_run_out(tmp_path):
+    """epoch_to_95 of a seed that never reached it is epochs + 1 ('never'); a diverged
+    run's accuracies are undefined, counted, not averaged in."""
+    rows = [dict(scheme="none", seed=s, state="complete", final_test_acc=0.5 + s / 10,
+                 best_test_acc=0.6, final_train_acc=0.7, epoch_to_90=np.nan,
+                 epoch_to_95=np.nan, nonzero_1=0.5) for s in range(3)]
+    rows += [dict(scheme="batch", seed=s, state="complete", final_test_acc=0.9,
+                  best_test_acc=0.9, final_train_acc=0.99, epoch_to_90=2.0, epoch_to_95=3.0,
+                  nonzero_1=1.0) for s in range(2)]
+    rows.append(dict(scheme="batch", seed=2, state="diverged", final_test_acc=np.nan,
+                     best_test_acc=np.nan, final_train_acc=np.nan, epoch_to_90=np.nan,
+                     epoch_to_95=np.nan, nonzero_1=np.nan))
+    result = summary.summarize(rows, "none", epochs=10)
+    none, batch = result.per_scheme["none"], result.per_scheme["batch"]
+    assert (none["epoch_to_95"].mean, none["epoch_to_95"].censored) == (11.0, 3)
+    assert (batch["final_test_acc"].n, batch["final_test_acc"].missing) == (2, 1)
+    speed = [c for c in result.comparisons if c.metric == "epoch_to_95"][0]
+    assert speed.direction == -1 and speed.difference.n == 3  # the diverged seed: 11 - 11
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
+def test_a_killed_compare_leaves_no_training_behind_and_reruns(tmp_path):
+    """SIGKILL to compare while its worker processes train: they die with it (they would
+    otherwise keep writing the run directories), and the same command then completes,
+    reusing the runs that were already finished."""
+    out_dir = str(tmp_path / "runs")
+    flags_ = dict(TRAIN_FLAGS, panels=False)
+    base = cli.resolve(dict(flags_, out_dir=out_dir))
+    compare.train_all(compare.plan(base, ["none"], 1, 0), jobs=1)
+    finished = os.path.join(compare.run_dir(out_dir, "none", 0), "metrics.csv")
+    finished_mtime = os.path.getmtime(finished)
+    # Three runs left to train: two worker processes.
+    parent = subprocess.Popen(command(out_dir, "--jobs=2", panels=False), cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        deadline = time.time() + 120
+        while not children and parent.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            children = _living_children(parent.pid)
+        assert children, "compare started no worker"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while any(map(_is_alive, children)) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_is_alive, children)), "a worker outlived its compare"
+    finally:
+        parent.kill()
+        parent.wait()
+        for child in filter(_is_alive, children):
+            os.kill(child, signal.SIGKILL)
+    configs = compare.plan(base, list(SCHEMES), SEEDS, 0)
+    compare.train_all(configs, jobs=1)
+    summary.write(base, configs, "none")
+    assert os.path.getmtime(finished) == finished_mtime
+    assert records.read_status(compare.run_dir(out_dir, "batch", 0))["state"] == "complete"
+    assert os.path.exists(os.path.join(out_dir, "summary.csv"))
 
 
 def _living_children(pid):
@@ -140,50 +258,3 @@ def _is_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
-def test_a_killed_compare_leaves_no_training_behind_and_reruns(tmp_path):
-    """SIGKILL to compare while its training subprocess runs: the child dies with it (it
-    would otherwise keep writing the run directory), and the same command then completes,
-    reusing the run that was already finished."""
-    import signal
-    import time
-    out_dir = str(tmp_path / "runs")
-    flags = dict(TRAIN_FLAGS, panels=False)
-    base = cli.resolve(dict(flags, out_dir=out_dir))
-    compare.train_all(compare.plan(base, ["none"], 1, 0), jobs=1)
-    finished = os.path.join(compare.run_dir(out_dir, "none", 0), "metrics.csv")
-    finished_mtime = os.path.getmtime(finished)
-    command = ([sys.executable, "-m", "experiments.compare", "--schemes=none,batch",
-                f"--out_dir={out_dir}", "--jobs=2"]
-               + cli.to_command_line(flags, list(flags)))
-    parent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    children = []
-    try:
-        deadline = time.time() + 120
-        while not children and parent.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-            children = _living_children(parent.pid)
-        assert children, "compare started no training subprocess"
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        deadline = time.time() + 10
-        while any(map(_is_alive, children)) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not any(map(_is_alive, children)), "a training outlived its compare"
-    finally:
-        parent.kill()
-        parent.wait()
-        for child in filter(_is_alive, children):
-            os.kill(child, signal.SIGKILL)
-
-    # The rerun, in this process (what main does after parsing the flags): the training
-    # still in a subprocess.
-    configs = compare.plan(base, ["none", "batch"], 1, 0)
-    compare.train_all(configs, jobs=2)
-    compare.write_outputs(base, configs)
-    assert os.path.getmtime(finished) == finished_mtime
-    assert records.read_status(compare.run_dir(out_dir, "batch", 0))["state"] == "complete"
-    assert os.path.exists(os.path.join(out_dir, "summary.csv"))
