@@ -1,4 +1,4 @@
-"""Speed of tfnorm's hand-written training step, measured side by side (issue 6).
+"""Speed of tfnorm's hand-written training step, measured side by side.
 
 For every scheme, on the article's network (batch 20, 96x96x3, float32, Adam update
 included), each step a compiled tf.function, interleaved round-robin (the order rotates
@@ -40,13 +40,13 @@ from tfnorm import io, schemes
 FLAGS = flags.FLAGS
 
 KERAS_SCHEMES = ("none", "batch", "layer", "instance", "group")  # keras_model has their layers
-# Targets of issue 6.
+# The targets the README reports against.
 TARGET_A_OVER_B = 0.9
 TARGET_A_OVER_D = 1.25
 TARGET_RECORD_FRACTION = 0.10
 TARGET_PIPELINE_GAP = 0.05
 TARGET_EPOCH_SECONDS = 10.0
-# The article's optimizer (REFERENCE.md section 1).
+# The article's optimizer (his notebook: Adam at 0.0008).
 LEARNING_RATE = 0.0008
 ARTICLE_EPSILON = 1e-8
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import tfnorm
 from experiments.benchmark import (ARTICLE_EPSILON, KERAS_SCHEMES, LEARNING_RATE)
-from tfnorm import data, layers, optimizers, plots, records, training
+from tfnorm import catalog, data, layers, loop, optimizers, plots, records, training
 
 # The benchmark times the deterministic kernels that training runs.
 tf.config.experimental.enable_op_determinism()
@@ -128,8 +128,8 @@ def keras_model(scheme, seed, num_classes=10):
 
     keras.utils.set_random_seed(seed)
     model = keras.Sequential()
-    channels = [16] * 5 + [num_classes]
-    strides = [2, 2, 2, 2, 1, 1]
+    channels = [catalog.ARTICLE_WIDTH] * (catalog.ARTICLE_DEPTH - 1) + [num_classes]
+    strides = catalog.ARTICLE_STRIDES
     for index, (width, stride) in enumerate(zip(channels, strides)):
         model.add(keras.layers.Conv2D(
             width, 3, strides=stride, padding="same", use_bias=False,
@@ -227,28 +227,19 @@ def measure_epoch(scheme, config, trainer=None):
     if trainer is None:
         trainer = hand_trainer(scheme, seed)
     steps = len(train_y) // batch
+    dataset = data.Dataset("synthetic", train_x, train_y, test_x, test_y, 10, ())
     # Raw bytes, scaled inside the steps, as the driver feeds them.
-    train_batches = data.batches(train_x, train_y, batch, dtype=tf.uint8)
+    train_batches = loop.train_batches(dataset, batch, 1, seed, shuffle=False)
     test_batches = data.batches(test_x, test_y, config["eval_batch"], dtype=tf.uint8,
                                 drop_remainder=False)
 
     def epoch():
+        """The driver's epoch: the library's own loop (tfnorm.loop), not a copy."""
         start = time.perf_counter()
-        batches = iter(train_batches)
-        for step in range(1, steps + 1):
-            out = (trainer.record_step_from if step == steps else trainer.train_step_from)(
-                batches)
-            # The driver reads these every step.
-            for key in ("finite", "loss", "accuracy", "layer_stats"):
-                out[key].numpy()
-        recorded = {k: out[k].numpy() for k in ("counts", "ranges", "summaries",
-                                                "layer_stats")}
+        result = loop.train_epoch(trainer, train_batches, steps, 1)
         train_seconds = time.perf_counter() - start
-        for images, labels in test_batches:
-            loss_sum, correct = trainer.eval_step(images, labels)
-            loss_sum.numpy()
-            correct.numpy()
-        return train_seconds, time.perf_counter() - start, recorded
+        loop.evaluate(trainer, test_batches, len(test_y))
+        return train_seconds, time.perf_counter() - start, result.recorded
 
     # Compiles every step function on the real shapes (an eval remainder batch too).
     for images, labels in train_batches.take(1):

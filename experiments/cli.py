@@ -28,7 +28,7 @@ from absl import app, flags
 
 from tfnorm import catalog, errors, records, schemes, stopping
 
-# The article's STL-10 setup (REFERENCE.md section 1); digits: a short run that still
+# The article's STL-10 setup (his notebook); digits: a short run that still
 # separates the schemes (see README). None in a flag means "the dataset's default".
 DATASET_DEFAULTS = {
     "stl10": dict(epochs=200, batch_size=20, learning_rate=0.0008, optimizer="article_adam",
@@ -36,7 +36,6 @@ DATASET_DEFAULTS = {
     "digits": dict(epochs=10, batch_size=20, learning_rate=0.001, optimizer="adam",
                    image_size=32, record_every=5, shuffle=True),
 }
-ARTICLE_WIDTH = 16  # channels of the article's hidden layers: --groups must divide it
 
 # Flags that say where things are or how to show progress, not what is computed: a
 # run directory may be resumed with other values of these.
@@ -132,9 +131,9 @@ def validate(config, *, check_out_dir=True):
     for name in ("train_limit", "test_limit"):
         if config[name] < 0:
             raise ConfigError(f"--{name}={config[name]}: must be 0 (all) or positive")
-    if config["groups"] <= 0 or ARTICLE_WIDTH % config["groups"]:
+    if config["groups"] <= 0 or catalog.ARTICLE_WIDTH % config["groups"]:
         raise ConfigError(f"--groups={config['groups']}: does not divide the network width "
-                          f"{ARTICLE_WIDTH} (use 1, 2, 4, 8 or 16)")
+                          f"{catalog.ARTICLE_WIDTH} (use 1, 2, 4, 8 or 16)")
     if config["batch_size"] < schemes.min_batch_size(config["scheme"]):
         raise ConfigError(f"--batch_size={config['batch_size']}: {config['scheme']} "
                           "normalization needs batches of at least 2")
@@ -225,7 +224,7 @@ FLAG_TABLE = {
                "had none)."),
     "boxcox_lambda": ("float", 2.0, "Initial lambda of Box-Cox (the article's 2)."),
     "groups": ("integer", 4, f"Groups of group normalization; must divide the width "
-               f"{ARTICLE_WIDTH}."),
+               f"{catalog.ARTICLE_WIDTH}."),
     "image_size": ("integer", None, "Image side in pixels."),
     "shuffle": ("boolean", None, "Shuffle the training set each epoch, the order a "
                 "function of (seed, epoch); else the file order (the article's)."),

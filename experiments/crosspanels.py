@@ -5,16 +5,17 @@ the records of an experiments.compare directory alone (no training, no TensorFlo
         --out=results/crosspanels_layer2.png
 
 Bad input is one line ``error: ...`` on stderr naming the flag or file, exit 2, before
-anything is drawn. It does not import experiments.common, which loads TensorFlow.
+anything is drawn.
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from experiments import cli
+from tfnorm import crossplots
 
 FLAGS = flags.FLAGS
-EXIT_BAD_INPUT = 2
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -31,43 +32,28 @@ def define_flags(flag_values=flags.FLAGS):
                         "<compare_dir>/crosspanels/layer<L>_epoch<NNNN>_seed<k>.png.", **fv)
 
 
-def fail(message):
-    """One line on stderr, exit 2 (no traceback, no usage text)."""
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
-    sys.exit(EXIT_BAD_INPUT)
-
-
-def parse_flags_or_fail(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error).splitlines()[0])
-
-
 def check_flags():
     """The checks that need no file: one failing line per problem, the first one wins."""
     if not FLAGS.compare_dir:
-        fail("--compare_dir: required")
+        cli.fail("--compare_dir: required")
     if not os.path.isdir(FLAGS.compare_dir):
-        fail(f"--compare_dir {FLAGS.compare_dir}: no such directory")
+        cli.fail(f"--compare_dir {FLAGS.compare_dir}: no such directory")
     if FLAGS.layer is None:
-        fail("--layer: required (1-based)")
+        cli.fail("--layer: required (1-based)")
     if FLAGS.layer < 1:
-        fail(f"--layer {FLAGS.layer}: layers count from 1")
+        cli.fail(f"--layer {FLAGS.layer}: layers count from 1")
     if FLAGS.epoch is not None and FLAGS.epoch < 1:
-        fail(f"--epoch {FLAGS.epoch}: epochs count from 1")
+        cli.fail(f"--epoch {FLAGS.epoch}: epochs count from 1")
     if FLAGS.seed < 0:
-        fail(f"--seed {FLAGS.seed}: must be >= 0")
+        cli.fail(f"--seed {FLAGS.seed}: must be >= 0")
     if FLAGS.out is not None and not FLAGS.out.lower().endswith(".png"):
-        fail(f"--out {FLAGS.out}: must be a .png path")
+        cli.fail(f"--out {FLAGS.out}: must be a .png path")
 
 
 def main(argv):
-    from tfnorm import crossplots
 
     if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
     out = FLAGS.out or os.path.join(FLAGS.compare_dir, "crosspanels",
                                     f"layer{FLAGS.layer}_epoch{{epoch:04d}}_seed{FLAGS.seed}.png")
@@ -81,13 +67,13 @@ def main(argv):
             FLAGS.compare_dir, FLAGS.layer, out.format(epoch=epoch or 0), epoch=epoch,
             seed=FLAGS.seed, wanted=FLAGS.schemes)
     except crossplots.CrossPanelError as error:
-        fail(str(error))
+        cli.fail(str(error))
     except OSError as error:
-        fail(f"--out {out.format(epoch=epoch or 0)}: cannot write ({error})")
+        cli.fail(f"--out {out.format(epoch=epoch or 0)}: cannot write ({error})")
     logging.info("layer %d, epoch %d, %d schemes (%s): %s", FLAGS.layer, epoch, len(shown),
                  ", ".join(shown), path)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=parse_flags_or_fail)
+    cli.run(main)

@@ -20,6 +20,19 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "article_adam")
 
+# The article's network: six 3x3 convolutions, hidden width 16 (--groups must divide it).
+ARTICLE_WIDTH = 16
+ARTICLE_DEPTH = 6
+
+
+def article_strides(depth):
+    """The article's strides at ``depth`` conv layers: 2 for the first min(4, depth - 1),
+    then 1 (at its depth 6: 2, 2, 2, 2, 1, 1)."""
+    return tuple(2 if i < min(4, depth - 1) else 1 for i in range(depth))
+
+
+ARTICLE_STRIDES = article_strides(ARTICLE_DEPTH)
+
 
 def one_line(error, limit=300):
     """``Type: message`` of a foreign exception on one line, cut to ``limit`` characters."""

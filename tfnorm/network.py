@@ -14,18 +14,9 @@ import collections
 import tensorflow as tf
 
 from tfnorm import checks, layers, losses, norms, schemes
+from tfnorm.catalog import (ARTICLE_DEPTH, ARTICLE_STRIDES, ARTICLE_WIDTH,  # noqa: F401
+                            article_strides)
 
-ARTICLE_WIDTH = 16  # channels of the article's hidden layers
-ARTICLE_DEPTH = 6
-
-
-def article_strides(depth):
-    """The article's strides at ``depth`` conv layers: 2 for the first min(4, depth - 1),
-    then 1 (at its depth 6: 2, 2, 2, 2, 1, 1)."""
-    return tuple(2 if i < min(4, depth - 1) else 1 for i in range(depth))
-
-
-ARTICLE_STRIDES = article_strides(ARTICLE_DEPTH)
 
 check_scheme = schemes.check
 
