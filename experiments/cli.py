@@ -7,24 +7,23 @@ dataset default filled in. ``tfnorm.runner.run(config)`` takes it, so callers (c
 a distribution strategy, tests) build one without going through the command line.
 
 Nothing here imports TensorFlow: a bad flag costs no TensorFlow start-up. A script ends
-with ``cli.run(main)``, which keeps the banner out of stderr (``filter_banner``) and
+with ``cli.run(main)``, which keeps the banner out of stderr (``experiments.banner``) and
 turns absl's flag errors into one line.
 """
 
-import atexit
 import functools
 import math
 import os
-import re
 import sys
 import tempfile
-import threading
 
 # INFO lines of TensorFlow's C++ runtime say nothing about the run; its warnings and
 # errors (level 1 and up) still reach the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags
+
+from experiments import banner
 
 from tfnorm import catalog, errors, records, schemes, stopping
 
@@ -57,20 +56,17 @@ def define_run_flags(flag_values=flags.FLAGS):
 RUN_FLAGS = ("dataset", "data_dir", "stl10_archive", "epochs", "batch_size", "learning_rate",
              "optimizer", "record_every", "affine", "boxcox_lambda", "groups", "image_size",
              "shuffle", "bins", "train_limit", "test_limit", "tensorboard", "overwrite", "progress",
-             "panels")
+             "panels", "final_activation")
 
 
 def resolve(values):
     """A full configuration from flag values (a dict; None or missing: the default)."""
     config = {name: values.get(name) for name in RUN_FLAGS + ("scheme", "seed", "out_dir")}
-    for key, default in (("dataset", "digits"), ("affine", False), ("groups", 4),
-                         ("boxcox_lambda", 2.0),
-                         ("bins", records.DEFAULT_BINS), ("train_limit", 0),
-                         ("test_limit", 0), ("tensorboard", False), ("overwrite", False),
-                         ("progress", True), ("panels", True), ("seed", 0),
-                         ("scheme", "none")):
+    for key in RUN_FLAGS + ("seed",):  # the flags' own defaults (FLAG_TABLE), then the dataset's
         if config[key] is None:
-            config[key] = default
+            config[key] = FLAG_TABLE[key][1]
+    if config["scheme"] is None:
+        config["scheme"] = "none"
     for key, default in DATASET_DEFAULTS.get(config["dataset"], {}).items():
         if config[key] is None:
             config[key] = default
@@ -223,6 +219,9 @@ FLAG_TABLE = {
     "affine": ("boolean", False, "Learnable gamma/beta after normalization (the article "
                "had none)."),
     "boxcox_lambda": ("float", 2.0, "Initial lambda of Box-Cox (the article's 2)."),
+    "final_activation": ("enum", "relu", "The activation of the last layer, whose output "
+                         "the softmax reads: relu (the article's) or linear (logits free to "
+                         "go negative)."),
     "groups": ("integer", 4, f"Groups of group normalization; must divide the width "
                f"{catalog.ARTICLE_WIDTH}."),
     "image_size": ("integer", None, "Image side in pixels."),
@@ -247,7 +246,7 @@ FLAG_TABLE = {
     "every": ("integer", 1, "Measure every this many training steps (steps 1, 1 + every, "
               "...)."),
 }
-_ENUMS = {"dataset": catalog.DATASETS}
+_ENUMS = {"dataset": catalog.DATASETS, "final_activation": ("relu", "linear")}
 
 
 def define_flags(names, defaults=None, flag_values=flags.FLAGS):
@@ -349,77 +348,6 @@ def parse_flags_or_fail(argv, flag_values=flags.FLAGS):
         fail(str(error).splitlines()[0])
 
 
-# ----------------------------------------------------------------------------
-# TensorFlow's start-up banner. TF 2.21 prints it through absl before
-# TF_CPP_MIN_LOG_LEVEL applies, once per native library that initializes absl logging:
-# once at `import tensorflow` and again when tensorflow-datasets (or another library)
-# loads its own copy, how often depends on the CPU (twice on an Intel AVX-512 machine,
-# with a cpu_feature_guard pair). These lines say nothing about the run.
-_BANNER_LINES = (
-    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are "
-               r"written to STDERR$"),
-    re.compile(r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\."),
-    re.compile(r"^I\d{4} [\d:.]+ +\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary "
-               r"is optimized to use available CPU instructions"),
-    re.compile(r"^To enable the following instructions: .*, in other operations, rebuild "
-               r"TensorFlow with the appropriate compiler flags\.$"),
-)
-
-
-def is_banner(line):
-    """True for a line of TensorFlow's start-up banner (without its line ending)."""
-    return any(pattern.match(line) for pattern in _BANNER_LINES)
-
-
-def pump_filtered(read_fd, write_fd):
-    """Copy bytes from ``read_fd`` to ``write_fd`` until end of file, dropping banner
-    lines. Only native code writes here (its log lines end in a newline), so a partial
-    line is held until its newline or the end of the file."""
-    pending = b""
-    while True:
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            break
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        kept = [line + b"\n" for line in lines
-                if not is_banner(line.decode("utf-8", "replace").rstrip("\r"))]
-        if kept:
-            os.write(write_fd, b"".join(kept))
-    if pending and not is_banner(pending.decode("utf-8", "replace")):
-        os.write(write_fd, pending)
-
-
-_filter_state = {}
-
-
-def filter_banner():
-    """From now on, what native code writes to file descriptor 2 goes through a thread
-    that drops the banner lines; Python's ``sys.stderr`` keeps writing to the terminal
-    directly (so tqdm still sees a TTY, and a last error line can never be lost)."""
-    if _filter_state:
-        return
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    read_fd, write_fd = os.pipe()
-    os.dup2(write_fd, 2)
-    os.close(write_fd)
-    sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding,
-                      errors=sys.stderr.errors, closefd=False)
-    thread = threading.Thread(target=pump_filtered, args=(read_fd, terminal),
-                              name="tensorflow-banner-filter", daemon=True)
-    thread.start()
-    _filter_state.update(terminal=terminal, thread=thread)
-    atexit.register(_stop_filter)
-
-
-def _stop_filter():
-    """Point fd 2 back at the terminal, which closes the pipe's last writer here, and
-    let the thread pass on what native code wrote last."""
-    os.dup2(_filter_state["terminal"], 2)
-    _filter_state["thread"].join(timeout=2.0)
-
-
 def one_line_errors(main):
     """A script's main with every ``errors.RunEnded`` as one line on stderr and its exit
     code (a direct call, as in the tests, exits the same way)."""
@@ -436,6 +364,6 @@ def run(main):
     """The entry point of every script: the banner filter, Ctrl-C as a request to stop at
     a safe point (``tfnorm.stopping``), then absl's app.run with flag errors as one line
     (exit 2)."""
-    filter_banner()
+    banner.filter_banner()
     stopping.install()
     app.run(one_line_errors(main), flags_parser=parse_flags_or_fail)

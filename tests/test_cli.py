@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from experiments import cli
+from experiments import banner, cli
 from test_studies_depth import NO_TENSORFLOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,7 @@ def pump(text, chunk=7):
             os.write(source_write, data[start:start + chunk])
         os._exit(0)
     os.close(source_write)
-    cli.pump_filtered(source_read, sink_write)
+    banner.pump_filtered(source_read, sink_write)
     os.close(sink_write)
     os.waitpid(pid, 0)
     out = b""
@@ -65,19 +65,19 @@ def pump(text, chunk=7):
     return out.decode()
 
 
-@pytest.mark.parametrize("banner", [BANNER_AMD, BANNER_INTEL], ids=["amd", "intel"])
-def test_the_banner_filter_drops_every_banner_line_and_keeps_the_rest(banner):
-    text = banner + KEPT[:120] + banner + KEPT[120:] + banner + "a last line without end"
+@pytest.mark.parametrize("captured", [BANNER_AMD, BANNER_INTEL], ids=["amd", "intel"])
+def test_the_banner_filter_drops_every_banner_line_and_keeps_the_rest(captured):
+    text = captured + KEPT[:120] + captured + KEPT[120:] + captured + "a last line without end"
     assert pump(text) == KEPT + "a last line without end"
     assert pump(text, chunk=65536) == KEPT + "a last line without end"
-    assert all(cli.is_banner(line) for line in banner.splitlines())
-    assert not any(cli.is_banner(line) for line in KEPT.splitlines())
+    assert all(banner.is_banner(line) for line in captured.splitlines())
+    assert not any(banner.is_banner(line) for line in KEPT.splitlines())
 
 
 def test_the_filter_is_not_a_prefix_match_on_ordinary_lines():
     for line in ("WARNING: something else", "I0000 00:00:1.0 1 port.cc:1] another message",
                  "To enable the following instructions in your own code"):
-        assert not cli.is_banner(line)
+        assert not banner.is_banner(line)
 
 
 # (module, arguments, the one line): every script that is not a study.
@@ -129,5 +129,5 @@ def test_a_normal_run_shows_no_banner_but_tensorflow_still_speaks(tmp_path):
          "--nopanels", f"--out_dir={tmp_path}/run"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert not any(cli.is_banner(line) for line in result.stderr.splitlines()), result.stderr
+    assert not any(banner.is_banner(line) for line in result.stderr.splitlines()), result.stderr
     assert "none epoch 1/1: train loss" in result.stderr

@@ -132,7 +132,8 @@ SHARED_FLAGS = ("overwrite", "progress", "panels", "tensorboard", "data_dir",
 def _network(config):
     return tfnorm.article_network(config["scheme"], seed=config["seed"],
                                   groups=config["groups"], affine=config["affine"],
-                                  boxcox_lambda=config["boxcox_lambda"])
+                                  boxcox_lambda=config["boxcox_lambda"],
+                                  final_activation=config["final_activation"])
 
 
 def _all_finite(tensors):
