@@ -1,0 +1,64 @@
+"""experiments.claims on a hand-made compare directory: each claim's paired difference and
+verdict equal a computation by hand, censoring included; missing schemes are left out."""
+
+import os
+
+import pytest
+
+from experiments import claims, cli
+from tfnorm import io, records
+
+SEEDS = range(3)
+
+
+def make_compare_dir(root):
+    rows = []
+    for seed in SEEDS:
+        rows.append(dict(scheme="none", seed=seed, state="complete", final_test_acc=0.50,
+                         final_train_acc=0.60, epoch_to_95="",
+                         **{f"nonzero_{i}": 0.5 for i in claims.LAYERS}))
+        rows.append(dict(scheme="batch", seed=seed, state="complete",
+                         final_test_acc=0.90 + 0.01 * seed, final_train_acc=0.99,
+                         epoch_to_95=3 + seed,
+                         **{f"nonzero_{i}": 0.5 + 0.1 * (i - 2) + 0.01 * seed
+                            for i in claims.LAYERS}))
+    io.write_csv(os.path.join(root, "runs.csv"), rows)
+    records.write_config(os.path.join(root, "none", "seed_0"),
+                         cli.resolve(dict(epochs=10)), {})
+    return claims.read_runs(str(root))
+
+
+def test_claims_are_decided_by_the_paired_interval(tmp_path):
+    runs = make_compare_dir(tmp_path)
+    wanted = [c for c in claims.article_claims() if {c.better, c.worse} <= set(runs)]
+    rows, markdown = claims.table(wanted, runs, epochs=10)
+    by_claim = {row["claim"]: row for row in rows}
+    # batch reaches 95% at epochs 3, 4, 5; none never (counted as 11): differences
+    # -8, -7, -6, mean -7, s = 1, t_{0.975,2} = 4.302653: [-9.484, -4.516].
+    speed = by_claim["epoch_to_95: batch < none"]
+    assert speed["mean"] == pytest.approx(-7.0)
+    assert speed["high"] == pytest.approx(-7.0 + 4.302653 / 3 ** 0.5, abs=1e-5)
+    assert speed["censored"] == 3 and speed["verdict"] == "supported"
+    # Layer 1: batch 0.4 + 0.01 seed against 0.5: differences -0.1, -0.09, -0.08.
+    assert by_claim["nonzero_1: batch > none"]["verdict"] == "contradicted"
+    # Layer 2: differences 0, 0.01, 0.02: the interval holds 0.
+    assert by_claim["nonzero_2: batch > none"]["verdict"] == "inconclusive"
+    assert by_claim["nonzero_3: batch > none"]["verdict"] == "supported"
+    assert by_claim["final_test_acc: none > batch"]["verdict"] == "contradicted"
+    assert "| [A] | epoch_to_95: batch < none |" in markdown and "instance >" not in markdown
+
+
+def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
+    make_compare_dir(tmp_path)
+    from absl import flags
+    flag_values = flags.FlagValues()
+    claims.define_flags(flag_values)
+    flag_values(["claims", f"--compare_dir={tmp_path}"])
+    original, claims.FLAGS = claims.FLAGS, flag_values
+    try:
+        claims.main(["claims"])
+    finally:
+        claims.FLAGS = original
+    text = open(tmp_path / "claims.md").read()
+    assert "Left out (not in this directory): claims about boxcox, instance, layer." in text
+    assert len(io.read_csv(str(tmp_path / "claims.csv"))) == 2 + 6 + 1
