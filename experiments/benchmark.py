@@ -42,6 +42,7 @@ FLAGS = flags.FLAGS
 KERAS_SCHEMES = ("none", "batch", "layer", "instance", "group")  # keras_model has their layers
 # The targets the README reports against.
 TARGET_A_OVER_B = 0.9
+TARGET_H_OVER_B = 1.0  # no hand-written backward slower than autograd
 TARGET_A_OVER_D = 1.25
 TARGET_RECORD_FRACTION = 0.10
 TARGET_PIPELINE_GAP = 0.05
@@ -141,19 +142,25 @@ def markdown(result):
         f"Article network, batch {config['batch_size']}, {config['image_size']}x"
         f"{config['image_size']}x3, float32, Adam update included; median wall-clock ms of "
         f"{config['rounds']} interleaved rounds after {config['warmup']} warm-up rounds.",
-        "A: Trainer.train_step (hand-written); B: GradientTape over Network.loss + the same "
-        "update; C_A, C_B: A and B with jit_compile=True; D: the convolutions alone, forward "
-        "and backward; E: Keras 3 layers + GradientTape + keras Adam.",
+        "H: Network.gradients (hand-written backward) + the same update, nothing else; B: "
+        "GradientTape over Network.loss + the same update (H/B: the two backwards like for "
+        "like, with the 10th-90th percentile of the per-round ratio); A: Trainer.train_step, "
+        "H plus the driver's per-layer statistics, finiteness checks and running statistics "
+        "(A/H: their cost); C_A, C_B: A and B with jit_compile=True; D: the convolutions "
+        "alone, forward and backward; E: Keras 3 layers + GradientTape + keras Adam.",
         "",
-        "| scheme | A | B | A/B | D | A/D | C_A | C_B | E | A/B <= 0.9 | A/D <= 1.25 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scheme | H | B | H/B [p10, p90] | H/B <= 1.00 | A | A/H | A/B | D | A/D | C_A | "
+        "C_B | E |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scheme, row in result["schemes"].items():
         lines.append(
-            f"| {scheme} | {_fmt(row['A'])} | {_fmt(row['B'])} | {_fmt(row['A/B'])} | "
-            f"{_fmt(row['D'])} | {_fmt(row['A/D'])} | {_fmt(row.get('C_A'))} | "
-            f"{_fmt(row.get('C_B'))} | {_fmt(row.get('E'))} | "
-            f"{_mark(row['A/B'] <= TARGET_A_OVER_B)} | {_mark(row['A/D'] <= TARGET_A_OVER_D)} |")
+            f"| {scheme} | {_fmt(row['H'])} | {_fmt(row['B'])} | {_fmt(row['H/B'])} "
+            f"[{_fmt(row['H/B_p10'])}, {_fmt(row['H/B_p90'])}] | "
+            f"{_mark(row['H/B'] <= TARGET_H_OVER_B)} | {_fmt(row['A'])} | "
+            f"{_fmt(row['A/H'])} | {_fmt(row['A/B'])} | {_fmt(row['D'])} | "
+            f"{_fmt(row['A/D'])} | {_fmt(row.get('C_A'))} | {_fmt(row.get('C_B'))} | "
+            f"{_fmt(row.get('E'))} |")
     if result["epochs"]:
         lines += [
             "",
@@ -192,7 +199,8 @@ def run(config, command):
     from experiments.benchmark_steps import load_average, machine, measure_epoch, time_scheme
     result = {"machine": machine(), "config": config, "command": command,
               "load_start": load_average(), "schemes": {}, "epochs": {},
-              "targets": {"A/B": TARGET_A_OVER_B, "A/D": TARGET_A_OVER_D,
+              "targets": {"H/B": TARGET_H_OVER_B, "A/B": TARGET_A_OVER_B,
+                          "A/D": TARGET_A_OVER_D,
                           "record_fraction_of_epoch": TARGET_RECORD_FRACTION,
                           "pipeline_gap": TARGET_PIPELINE_GAP,
                           "epoch_seconds": TARGET_EPOCH_SECONDS}}
@@ -202,8 +210,9 @@ def run(config, command):
         if scheme in config["epoch_schemes"]:
             trainers[scheme] = trainer
         result["schemes"][scheme] = row
-        logging.info("%s: A %.2f ms, B %.2f ms, A/B %.3f, D %.2f ms, A/D %.3f", scheme,
-                     row["A"], row["B"], row["A/B"], row["D"], row["A/D"])
+        logging.info("%s: H %.2f ms, B %.2f ms, H/B %.3f [%.3f, %.3f], A %.2f ms, A/H %.3f",
+                     scheme, row["H"], row["B"], row["H/B"], row["H/B_p10"], row["H/B_p90"],
+                     row["A"], row["A/H"])
     for scheme in config["epoch_schemes"]:
         result["epochs"][scheme] = measure_epoch(scheme, config, trainers.get(scheme))
         logging.info("%s epoch: %s", scheme, result["epochs"][scheme])

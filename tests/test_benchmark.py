@@ -42,9 +42,12 @@ def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
     assert stored["machine"]["tensorflow"]
     assert list(stored["schemes"]) == ["batch"]
     row = stored["schemes"]["batch"]
-    for key in ("A", "B", "D", "A_min", "B_min", "D_min"):
+    for key in ("A", "H", "B", "D", "A_min", "B_min", "D_min"):
         assert _positive(row[key]), (key, row[key])
     assert row["A/B"] == pytest.approx(row["A"] / row["B"])
+    assert row["H/B"] == pytest.approx(row["H"] / row["B"])
+    assert row["A/H"] == pytest.approx(row["A"] / row["H"])
+    assert row["H/B_p10"] <= row["H/B_p90"]
     assert row["A/D"] == pytest.approx(row["A"] / row["D"])
     assert "C_A" not in row and "E" not in row  # --nojit --nokeras
 
@@ -68,10 +71,13 @@ def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
     table = [line for line in markdown.splitlines() if line.startswith("| batch |")]
     assert len(table) == 2  # the step table and the epoch table
     cells = [cell.strip() for cell in table[0].strip("|").split("|")]
-    assert float(cells[1]) == pytest.approx(row["A"], abs=0.006)
+    # | scheme | H | B | H/B [p10, p90] | H/B <= 1.00 | A | A/H | A/B | D | A/D | C_A | C_B | E |
+    assert float(cells[1]) == pytest.approx(row["H"], abs=0.006)
     assert float(cells[2]) == pytest.approx(row["B"], abs=0.006)
-    assert float(cells[3]) == pytest.approx(row["A/B"], abs=0.006)
-    assert cells[6] == cells[7] == cells[8] == "-"  # C_A, C_B, E not measured
+    assert float(cells[3].split()[0]) == pytest.approx(row["H/B"], abs=0.006)
+    assert float(cells[5]) == pytest.approx(row["A"], abs=0.006)
+    assert float(cells[7]) == pytest.approx(row["A/B"], abs=0.006)
+    assert cells[10] == cells[11] == cells[12] == "-"  # C_A, C_B, E not measured
     epoch_cells = [cell.strip() for cell in table[1].strip("|").split("|")]
     assert float(epoch_cells[1]) == pytest.approx(epoch["epoch_seconds"], abs=0.006)
 
