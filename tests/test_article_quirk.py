@@ -17,7 +17,7 @@ import tensorflow as tf
 import gradcheck
 import tfnorm
 from experiments import cli
-from tfnorm import distributed, norms, records, runner
+from tfnorm import distributed, io, norms, records, runner
 from tfnorm.norms import per_position
 
 EPSILON = norms.DEFAULT_EPSILON
@@ -244,3 +244,50 @@ def test_the_flag_reaches_the_network_through_resolve_and_the_runner(tmp_path):
     # Training is the same; only the evaluation differs.
     assert (on["train_loss"], on["train_acc"]) == (off["train_loss"], off["train_acc"])
     assert on["test_acc"] != off["test_acc"] and on["test_loss"] != off["test_loss"]
+
+
+def fake_compare(directory, per_scheme, on):
+    """A compare directory: runs.csv with final/best test and final train accuracy per
+    (scheme, seed), and each run's config.json."""
+    rows = []
+    for scheme, values in per_scheme.items():
+        for seed, acc in enumerate(values):
+            rows.append(dict(scheme=scheme, seed=seed, state="complete", final_test_acc=acc,
+                             best_test_acc=acc, final_train_acc=0.9))
+            config = cli.resolve(dict(scheme=scheme, seed=seed, per_position_running_stats=on,
+                                      out_dir=str(directory / scheme / f"seed_{seed}")))
+            os.makedirs(config["out_dir"])
+            records.write_config(config["out_dir"], config, {})
+    io.write_csv(str(directory / "runs.csv"), rows)
+
+
+def test_quirk_command_pairs_by_seed_and_decides_the_claim(tmp_path):
+    import subprocess
+    import sys
+    fake_compare(tmp_path / "off", {"batch": [0.9, 0.8, 0.7], "instance": [0.9, 0.8, 0.7]},
+                 False)
+    fake_compare(tmp_path / "on", {"batch": [0.9, 0.8, 0.7], "instance": [0.5, 0.5, 0.3]},
+                 True)
+    command = [sys.executable, "-c", "import sys; import experiments.quirk as q; "
+               "assert 'tensorflow' not in sys.modules; q.define_flags(); q.cli.run(q.main)",
+               f"--off_dir={tmp_path / 'off'}", f"--on_dir={tmp_path / 'on'}",
+               f"--out_dir={tmp_path / 'out'}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {(r["scheme"], r["metric"]): r for r in io.read_csv(
+        str(tmp_path / "out" / "quirk.csv"))}
+    instance = rows[("instance", "final_test_acc")]
+    # d = (-0.4, -0.3, -0.4): mean -11/30, s = 0.057735, t(0.975, 2) = 4.302653
+    half = 4.302653 * 0.0577350269 / 3 ** 0.5
+    assert float(instance["difference"]) == pytest.approx(-11 / 30)
+    assert float(instance["high"]) == pytest.approx(-11 / 30 + half, rel=1e-6)
+    assert instance["verdict"] == "supported"
+    assert rows[("batch", "final_test_acc")]["verdict"] == "inconclusive"
+    assert "| instance | final_test_acc |" in (tmp_path / "out" / "quirk.md").read_text()
+    # The sides swapped: the off side has the flag on, refused in one line.
+    swapped = command[:3] + [f"--off_dir={tmp_path / 'on'}", f"--on_dir={tmp_path / 'off'}",
+                             f"--out_dir={tmp_path / 'out2'}"]
+    done = subprocess.run(swapped, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == cli.EXIT_BAD_INPUT
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
