@@ -291,3 +291,17 @@ def test_quirk_command_pairs_by_seed_and_decides_the_claim(tmp_path):
     done = subprocess.run(swapped, cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == cli.EXIT_BAD_INPUT
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_train_refuses_the_flag_under_a_strategy_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "experiments.train", "--scheme=instance",
+                           "--per_position_running_stats", "--strategy=mirrored",
+                           "--cpu_devices=2", f"--out_dir={tmp_path / 'run'}"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == cli.EXIT_BAD_INPUT
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --per_position_running_stats: not supported with --strategy=mirrored "
+        "(train on one device)")
