@@ -41,6 +41,9 @@ DATASET_DEFAULTS = {
 NOT_IDENTITY = ("out_dir", "overwrite", "data_dir", "stl10_archive", "tensorboard",
                 "progress", "panels")
 
+# Identity flags added after runs were made: what those runs' config.json lack means this.
+ADDED_LATER = {"per_position_running_stats": False, "final_activation": "relu"}
+
 EXIT_BAD_INPUT = errors.ConfigError.exit_code
 EXIT_DIVERGED = errors.Divergence.exit_code
 
@@ -56,7 +59,7 @@ def define_run_flags(flag_values=flags.FLAGS):
 RUN_FLAGS = ("dataset", "data_dir", "stl10_archive", "epochs", "batch_size", "learning_rate",
              "optimizer", "record_every", "affine", "boxcox_lambda", "groups", "image_size",
              "shuffle", "bins", "train_limit", "test_limit", "tensorboard", "overwrite", "progress",
-             "panels", "final_activation")
+             "panels", "final_activation", "per_position_running_stats")
 
 
 def resolve(values):
@@ -194,7 +197,8 @@ def validate_out_dir(config):
     if not config["out_dir"]:
         raise ConfigError("--out_dir: required")
     check_writable(config["out_dir"])
-    records.check_run_dir(config["out_dir"], identity(config), config["overwrite"])
+    records.check_run_dir(config["out_dir"], identity(config), config["overwrite"],
+                          ADDED_LATER)
 
 
 # ----------------------------------------------------------------------------
@@ -237,6 +241,12 @@ FLAG_TABLE = {
     "progress": ("boolean", True, "Show a progress bar within each epoch."),
     "panels": ("boolean", True, "Draw the four-panel figures and GIFs while training "
                "(--nopanels: only the records; draw them later with experiments.panels)."),
+    "per_position_running_stats": ("boolean", False, "Evaluate layer and instance norm as "
+                                   "the article's notebook did (reproduces its quirk): with "
+                                   "running averages (0.9 old + 0.1 batch) of the per-sample "
+                                   "statistics kept per position of a training batch, test "
+                                   "image i standardized with position i mod batch_size; "
+                                   "ignored by the other schemes."),
     "schemes": ("string", None, "Comma-separated schemes, or 'all'."),
     "seeds": ("integer", 1, "Runs per scheme, with seeds seed, seed+1, ..."),
     "seed": ("integer", 0, "The first seed (initial weights, data order, noise)."),

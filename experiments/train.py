@@ -66,6 +66,9 @@ def main(argv):
     config = cli.resolve(cli.flag_values(FLAGS, TRAIN_FLAGS))
     cli.validate(config, check_out_dir=False)
     cli.check_strategy_flags(FLAGS.strategy, FLAGS.cpu_devices)
+    if FLAGS.strategy != "none" and config["per_position_running_stats"]:
+        raise cli.ConfigError(f"--per_position_running_stats: not supported with "
+                              f"--strategy={FLAGS.strategy} (train on one device)")
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_devices, config["batch_size"])
     cli.validate_out_dir(config)
     from tfnorm import runner  # TensorFlow is loaded by now (make_strategy)

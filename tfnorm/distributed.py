@@ -32,7 +32,8 @@ Usage::
     out = trainer.train_step(global_images, global_labels)
 
 Outside a strategy (or under the default one) the synchronized schemes compute
-exactly what the local ones do.
+exactly what the local ones do. The article notebook's per-position running statistics
+(``per_position_running_stats``) are refused here: a replica sees only its rows.
 """
 
 import functools
@@ -57,6 +58,10 @@ def synchronize(network):
     says which use it). The variables stay the same, so a checkpoint or an optimizer
     built before still applies. Returns the network."""
     for block in network.blocks:
+        if getattr(block.normalization, "positions", 0):
+            raise ValueError("per_position_running_stats is not supported under a "
+                             "distribution strategy (a replica sees only its rows of the "
+                             "batch); train on one device")
         block.normalization.synchronize(CROSS_REPLICA)
     return network
 

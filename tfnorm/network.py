@@ -298,7 +298,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
                     placement="after", residual=False, residual_beta=1.0, affine=False,
                     groups=4, epsilon=norms.DEFAULT_EPSILON, momentum=norms.DEFAULT_MOMENTUM,
                     boxcox_lambda=2.0, init_std=0.05, noise=False, weight_norm=None,
-                    final_activation="relu"):
+                    final_activation="relu", per_position_running_stats=0):
     """The article's network under ``scheme``, and variants.
 
     Default: six 3x3 SAME convolutions, channels in_channels-16-16-16-16-16-num_classes,
@@ -311,7 +311,8 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     y = x + residual_beta * F(x); noise: add Santurkar et al.'s noise after each
     normalization (e.g. 'none' with noise); weight_norm: reparameterize every conv
     as g v/||v|| + b (default: on for 'weight' and 'meanonly', as Salimans & Kingma
-    pair mean-only BN with it). Variables do not depend on the input size.
+    pair mean-only BN with it); per_position_running_stats: 0, or the training batch size
+    (``tfnorm.norms.per_position``). Variables do not depend on the input size.
     """
     check_scheme(scheme)
     if depth < 1:
@@ -339,7 +340,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
             norm = schemes.build(
                 scheme, channels[i + 1], dtype, epsilon=epsilon, momentum=momentum,
                 affine=affine, groups=groups, boxcox_lambda=boxcox_lambda,
-                seed=seed * 1000 + i)
+                seed=seed * 1000 + i, per_position_running_stats=per_position_running_stats)
             if noise:
                 norm = norms.Sequence([norm, norms.DistributionNoise(
                     channels[i + 1], dtype, seed=seed * 1000 + 500 + i)], f"{scheme}+noise")
@@ -353,7 +354,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
                   residual=residual, residual_beta=residual_beta, affine=affine, groups=groups,
                   epsilon=epsilon, momentum=momentum, boxcox_lambda=boxcox_lambda,
                   init_std=init_std, noise=noise, weight_norm=weight_norm,
-                  final_activation=final_activation)
+                  final_activation=final_activation, per_position_running_stats=per_position_running_stats)
     return Network(blocks, "global_avg", scheme, config)
 
 

@@ -317,11 +317,13 @@ def _damaged_checkpoint_file(prefix):
     return data_files[0] if data_files else prefix + ".data-00000-of-00001"
 
 
-def check_run_dir(run_dir, identity, overwrite):
+def check_run_dir(run_dir, identity, overwrite, added_later=None):
     """Refuse a directory holding a run with another configuration (unless ``overwrite``),
-    or holding a corrupt checkpoint. ``identity``: the flags that decide the results."""
+    or holding a corrupt checkpoint. ``identity``: the flags that decide the results;
+    ``added_later``: flag -> the value a run made before that flag existed had."""
     stored = read_config(run_dir) if not overwrite else None
     if stored is not None:
+        stored = dict(added_later or {}, **stored)
         differing = sorted(k for k in set(identity) | set(stored)
                            if k in identity and stored.get(k) != identity.get(k))
         if differing:

@@ -130,10 +130,14 @@ SHARED_FLAGS = ("overwrite", "progress", "panels", "tensorboard", "data_dir",
 
 
 def _network(config):
+    # --per_position_running_stats: his notebook's running statistics, one per position of
+    # a training batch (so as many positions as the batch size).
+    positions = config["batch_size"] if config.get("per_position_running_stats") else 0
     return tfnorm.article_network(config["scheme"], seed=config["seed"],
                                   groups=config["groups"], affine=config["affine"],
                                   boxcox_lambda=config["boxcox_lambda"],
-                                  final_activation=config["final_activation"])
+                                  final_activation=config["final_activation"],
+                                  per_position_running_stats=positions)
 
 
 def _all_finite(tensors):

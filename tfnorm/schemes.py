@@ -16,9 +16,11 @@ import collections
 import importlib
 
 # What a factory may be given, each only if the scheme lists it in ``hyperparameters``:
-# epsilon, momentum, affine, groups, boxcox_lambda, boxcox_shift, seed.
+# epsilon, momentum, affine, groups, boxcox_lambda, boxcox_shift, seed, and
+# per_position_running_stats (0: off; N: the article notebook's evaluation of layer and
+# instance norm with running statistics per position of a training batch of N).
 HYPERPARAMETERS = ("epsilon", "momentum", "affine", "groups", "boxcox_lambda", "boxcox_shift",
-                   "seed")
+                   "seed", "per_position_running_stats")
 
 Scheme = collections.namedtuple("Scheme", [
     "name",
@@ -38,9 +40,11 @@ _ROWS = (
     Scheme("batch", "norms:BatchNorm", True, False, ("epsilon", "momentum", "affine"),
            True, "any",
            "batch norm: per channel over (N, H, W); running statistics at test time"),
-    Scheme("layer", "norms:LayerNorm", False, False, ("epsilon", "affine"), False, "any",
+    Scheme("layer", "norms:LayerNorm", False, False,
+           ("epsilon", "affine", "momentum", "per_position_running_stats"), False, "any",
            "layer norm: per sample over (H, W, C)"),
-    Scheme("instance", "norms:InstanceNorm", False, False, ("epsilon", "affine"), False, "any",
+    Scheme("instance", "norms:InstanceNorm", False, False,
+           ("epsilon", "affine", "momentum", "per_position_running_stats"), False, "any",
            "instance norm: per sample and channel over (H, W)"),
     Scheme("group", "norms:GroupNorm", False, False, ("epsilon", "affine", "groups"), False,
            "any", "group norm: per sample and group of C/G channels over (H, W, C/G)"),

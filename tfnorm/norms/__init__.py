@@ -20,7 +20,7 @@ from tfnorm.norms.noise import *  # noqa: F401,F403
 
 def make_normalization(scheme, channels, dtype=tf.float32, *, epsilon=DEFAULT_EPSILON,
                        momentum=DEFAULT_MOMENTUM, affine=False, groups=4, boxcox_lambda=2.0,
-                       boxcox_shift=1.0, seed=0):
+                       boxcox_shift=1.0, seed=0, per_position_running_stats=0):
     """The normalization that follows a layer under ``scheme`` (see ``tfnorm.SCHEMES``),
     given those of the hyperparameters its registry row takes.
 
@@ -32,4 +32,5 @@ def make_normalization(scheme, channels, dtype=tf.float32, *, epsilon=DEFAULT_EP
                          f"{', '.join(schemes.SCHEMES)}")
     return schemes.build(scheme, channels, dtype, epsilon=epsilon, momentum=momentum,
                          affine=affine, groups=groups, boxcox_lambda=boxcox_lambda,
-                         boxcox_shift=boxcox_shift, seed=seed)
+                         boxcox_shift=boxcox_shift, seed=seed,
+                         per_position_running_stats=per_position_running_stats)

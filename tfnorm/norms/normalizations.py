@@ -18,6 +18,7 @@ from tfnorm.norms.maths import (DEFAULT_EPSILON, DEFAULT_MOMENTUM, StandardizeCa
                                 affine_backward, affine_forward, boxcox_backward,
                                 boxcox_forward, center_backward, center_forward,
                                 standardize_backward, standardize_forward)
+from tfnorm.norms.per_position import PerPositionRunningStatistics
 
 __all__ = ["Synchronization", "BatchStatisticsCache", "Normalization", "BatchNorm",
            "LayerNorm", "InstanceNorm", "GroupNorm", "MeanOnlyBatchNorm", "Sequence",
@@ -186,7 +187,8 @@ class BatchNorm(_RunningStatistics, _Affine):
 
 class _PerSampleNorm(Normalization, _Affine):
     """Statistics per sample, the same in training and evaluation (no running statistics:
-    the article's running averages for layer/instance norm were a bug)."""
+    the article's running averages for layer/instance norm were a bug; layer and instance
+    norm can reproduce them, ``tfnorm.norms.per_position``)."""
 
     def __init__(self, channels, dtype=tf.float32, epsilon=DEFAULT_EPSILON, affine=False):
         super().__init__(channels, dtype)
@@ -206,8 +208,9 @@ class _PerSampleNorm(Normalization, _Affine):
         return standardize_backward(dxhat, cache), grads
 
 
-class LayerNorm(_PerSampleNorm):
-    """Per sample over (H, W, C), or over C for (N, C) input."""
+class LayerNorm(PerPositionRunningStatistics, _PerSampleNorm):
+    """Per sample over (H, W, C), or over C for (N, C) input. ``per_position_running_stats=N``:
+    evaluate with the article notebook's running statistics per batch position."""
 
     name = "layer"
 
@@ -215,8 +218,9 @@ class LayerNorm(_PerSampleNorm):
         return list(range(1, rank))
 
 
-class InstanceNorm(_PerSampleNorm):
-    """Per sample and channel over (H, W)."""
+class InstanceNorm(PerPositionRunningStatistics, _PerSampleNorm):
+    """Per sample and channel over (H, W). ``per_position_running_stats=N``: evaluate with
+    the article notebook's running statistics per batch position."""
 
     name = "instance"
     supported_ranks = (4,)
