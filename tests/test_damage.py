@@ -278,3 +278,36 @@ def test_ctrl_c_stops_train_at_a_safe_point_with_one_line_and_130(tmp_path, fini
     found = rundir.audit(str(out_dir), 40, 1)
     assert found.repairs == [] and found.resume_epoch >= 1
     assert records.read_status(str(out_dir))["state"] == "interrupted"
+
+
+def test_torture_random_signals_at_random_moments_then_resume(finished, tmp_path):
+    """A short run hit again and again by SIGINT, SIGTERM or SIGKILL at random moments
+    (seeded: the same moments every time the test runs), resumed after each by the same
+    command: it ends with the metrics and records of the uninterrupted run. The moments
+    spread over start-up, training and writing, so some kills land inside epochs, some
+    between them, some before the first checkpoint."""
+    rng = np.random.default_rng(7)
+    out_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "experiments.train"] + train_argv(out_dir)
+    outcomes = []
+    for _ in range(8):
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.5, 9.0))
+        signum = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL][rng.integers(3)]
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=300)
+        outcomes.append((signum, process.returncode))
+        # 130: stopped at a safe point; -signum: a kill (SIGKILL, or SIGINT/SIGTERM in the
+        # instant after the run ended, when the interpreter, shutting down, has put back
+        # the default handlers).
+        assert process.returncode in (0, 130, -signal.SIGKILL, -signal.SIGINT,
+                                      -signal.SIGTERM), stderr
+        assert "Traceback" not in stderr, stderr
+        if process.returncode == 0:
+            break
+    final = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert_recovered(str(out_dir), finished)
+    # The kills were real: at least one stopped the run before it was complete.
+    assert any(code != 0 for _, code in outcomes), outcomes
