@@ -20,8 +20,8 @@ from tfnorm import io, records, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # meanonly: weight normalization (with its data-dependent init, which a resume must not
-# redo), a running mean, Adam's slots; 20 steps per epoch so a kill lands inside one.
-FLAGS = dict(scheme="meanonly", epochs=3, image_size=16, train_limit=400, test_limit=40,
+# redo), a running mean, Adam's slots; 5 steps per epoch (the kills are placed exactly).
+FLAGS = dict(scheme="meanonly", epochs=3, image_size=16, train_limit=100, test_limit=40,
              batch_size=20, record_every=2, progress=False, panels=False)
 
 
@@ -72,8 +72,8 @@ def checkpoint_files(out_dir):
 
 # (fault, rows and records the directory must hold after the kill, checkpoint files)
 KILLS = {
-    # Before step 10 of epoch 2 (of 20 steps): epoch 1 is done, epoch 2 half-way.
-    "mid-epoch": ("step:2:10", [1], ["checkpoint", "ckpt-0.data-00000-of-00001",
+    # Before step 3 of epoch 2 (of 5 steps): epoch 1 is done, epoch 2 half-way.
+    "mid-epoch": ("step:2:3", [1], ["checkpoint", "ckpt-0.data-00000-of-00001",
                                      "ckpt-0.index", "ckpt-1.data-00000-of-00001",
                                      "ckpt-1.index"]),
     # Epoch 2's checkpoint files written, its state file still naming epoch 1: the
@@ -205,7 +205,7 @@ def test_nan_in_the_weights_stops_at_once_naming_epoch_step_layer_scheme(referen
     with pytest.raises(runner.Divergence) as error:
         runner.run(config_for(run_dir))
     message = str(error.value)
-    assert message.startswith("scheme meanonly diverged at epoch 3, step 1 of 20, layer 4: "
+    assert message.startswith("scheme meanonly diverged at epoch 3, step 1 of 5, layer 4: "
                               "output not finite in the forward pass")
     assert "epochs 1-2 are kept" in message
     # The earlier epochs stay readable and unchanged.
