@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from experiments import cli, panels, train
+from experiments import cli, panels
+from test_bad_input import run_train
 from test_resume import assert_same_run, without_seconds
 from tfnorm import errors, io, loop, records, rundir, runner, stopping
 
@@ -137,17 +138,6 @@ def test_killed_at_epoch_5_of_8_with_metrics_cut_to_2_rows_resumes_to_rows_1_to_
     rows = runner.run(config_for(damaged, epochs=8, panels=False))
     assert [row["epoch"] for row in rows] == list(range(1, 9))
     assert_same_run(damaged, reference)
-
-
-def run_train(argv, monkeypatch, capsys):
-    from absl import flags
-    flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
-    monkeypatch.setattr(train, "FLAGS", flag_values)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.parse_flags_or_fail(["train"] + argv, flag_values)
-        train.main(["train"])
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
 
 
 def train_argv(out_dir, **overrides):

@@ -24,17 +24,11 @@ import matplotlib.scale  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfnorm import io, records, schemes  # noqa: E402
+from tfnorm import io, plots, records, schemes  # noqa: E402
 from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 
-COLUMN_TITLES = {
-    "weight_gradient": "gradient w.r.t. the weights",
-    "passed_gradient": "gradient passed to the previous layer",
-    "weights": "weights",
-    "update": "update",
-}
-COLUMN_COLORS = {"weight_gradient": "tab:red", "passed_gradient": "tab:purple",
-                 "weights": "tab:blue", "update": "tab:green"}
+# The four panels' titles and colours, the same as in the per-run figures.
+COLUMN_TITLES, COLUMN_COLORS = plots.PANEL_TITLES, plots.PANEL_COLORS
 # Largest/smallest scale of a column above which it gets a symmetric-log axis.
 SYMLOG_RATIO = 30.0
 LINSCALE = 0.5  # width of the linear part of a symlog axis, in decades
