@@ -1,6 +1,6 @@
 """experiments.train end to end (in-process, through ``runner.run``): on tiny digits and on
-the tiny STL-10 prepared by the real tfds builder. Every output of issue 3 section 3
-exists and is consistent with the others."""
+the tiny STL-10 prepared by the real tfds builder. Every output of a run directory
+(tfnorm/records.py) exists and is consistent with the others."""
 
 import json
 import os
