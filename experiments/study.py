@@ -223,7 +223,9 @@ def main(study, argv, flag_values=FLAGS):
             logging.info("%s", ", ".join(f"{k} {_short(v)}" for k, v in row.items()
                                          if not k.endswith(("_low", "_high"))))
         if study.claims is not None:
-            ctx.tables[VERDICTS_CSV] = decide(summary, study.key, study.claims(ctx))
+            # After any a study's ``finish`` decided on other rows (e.g. timing rounds).
+            ctx.tables[VERDICTS_CSV] = ctx.tables.get(VERDICTS_CSV, []) + decide(
+                summary, study.key, study.claims(ctx))
             write_verdicts(ctx.out_dir, ctx.tables[VERDICTS_CSV])
     write_tables(ctx)
     for name, fig in (study.draw(ctx) or {}).items():
@@ -305,8 +307,9 @@ def write_verdicts(out_dir, rows):
     for r in rows:
         at = f" ({r['where']})" if r["where"] else ""
         note = f" *{r['note']}*" if r["note"] else ""
+        other = f"{r['b']} " if isinstance(r["b"], str) else "reference "
         lines.append(f"| {r['sentence']}{note} | {r['metric']}{at}: {r['a']} {r['a_value']}; "
-                     f"{r['b']} {r['b_value']} | {r['difference']} ({r['pairs']} pairs) "
+                     f"{other}{r['b_value']} | {r['difference']} (n = {r['pairs']}) "
                      f"| {r['verdict']} |")
     io.write_text(os.path.join(out_dir, VERDICTS_MD), "\n".join(lines) + "\n")
 
