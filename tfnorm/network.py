@@ -307,7 +307,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
                     placement="after", residual=False, residual_beta=1.0, affine=False,
                     groups=4, epsilon=norms.DEFAULT_EPSILON, momentum=norms.DEFAULT_MOMENTUM,
                     boxcox_lambda=2.0, init_std=0.05, noise=False, weight_norm=None,
-                    final_activation="relu"):
+                    final_activation="relu", use_bias=False):
     """The article's network under ``scheme``, and variants.
 
     Default: six 3x3 SAME convolutions, channels in_channels-16-16-16-16-16-num_classes,
@@ -320,7 +320,8 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     y = x + residual_beta * F(x); noise: add Santurkar et al.'s noise after each
     normalization (e.g. 'none' with noise); weight_norm: reparameterize every conv
     as g v/||v|| + b (default: on for 'weight' and 'meanonly', as Salimans & Kingma
-    pair mean-only BN with it). Variables do not depend on the input size.
+    pair mean-only BN with it); use_bias: a bias in plain convs (weight-normalized ones
+    always have one). Variables do not depend on the input size.
     """
     check_scheme(scheme)
     if depth < 1:
@@ -341,7 +342,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
         layer = WeightLayer("conv", [kernel_size, kernel_size, channels[i], channels[i + 1]],
                             stride=strides[i], padding="SAME", weight_norm=weight_norm,
                             init_std=init_std, seed=seed * 1000 + i, dtype=dtype,
-                            name=f"conv{i + 1}")
+                            name=f"conv{i + 1}", use_bias=use_bias)
         if last:
             norm = norms.Normalization(channels[i + 1], dtype)
         else:
@@ -362,7 +363,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
                   residual=residual, residual_beta=residual_beta, affine=affine, groups=groups,
                   epsilon=epsilon, momentum=momentum, boxcox_lambda=boxcox_lambda,
                   init_std=init_std, noise=noise, weight_norm=weight_norm,
-                  final_activation=final_activation)
+                  final_activation=final_activation, use_bias=use_bias)
     return Network(blocks, "global_avg", scheme, config)
 
 
