@@ -117,8 +117,9 @@ def claims(ctx):
     for metric in ("final_train_acc", "final_test_acc"):
         if {"noisybatch", "batch"} <= have:
             out.append(study.Claim(
-                "Noisy BN trains about as well as BN (tested: noisy BN's accuracy below "
-                "BN's; contradicted = the noise hurts)", metric, "noisybatch", "batch", -1,
+                "Noisy BN trains about as well as BN (tested: noisy BN's accuracy above "
+                "BN's; contradicted = the noise costs accuracy)", metric, "noisybatch",
+                "batch", +1,
                 note=study.SANTURKAR_NOTE if metric == "final_train_acc" else ""))
         for variant in ("batch", "noisybatch"):
             if {variant, "none"} <= have:
