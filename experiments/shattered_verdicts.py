@@ -79,16 +79,19 @@ def claims(ctx):
         if family == "conv" and not ctx.values["conv"]:
             continue
         deepest = {"family": family, "depth": max(ctx.settings[key])}
-        resnets = [u for u in ctx.units if u.startswith("resnet beta=")]
-        for label in resnets:
-            if "plain" in ctx.units:
-                out.append(study.Claim("Skip connections reduce shattering (neighbour "
-                                       "correlation above the plain net's)",
-                                       "neighbour_correlation", label, "plain", +1, deepest))
-        betas = sorted(resnets, key=lambda u: float(u.split("=")[1]))
-        if len(betas) >= 2:
-            out.append(study.Claim("Scaling the branch by a smaller beta reduces shattering",
-                                   "neighbour_correlation", betas[0], betas[-1], +1, deepest))
+        # Each residual family against its plain counterpart (without BN, with BN).
+        for prefix, plain in (("resnet beta=", "plain"), ("resnet_batch beta=", "batch")):
+            resnets = [u for u in ctx.units if u.startswith(prefix)]
+            for label in resnets:
+                if plain in ctx.units:
+                    out.append(study.Claim("Skip connections reduce shattering (neighbour "
+                                           f"correlation above the {plain} net's)",
+                                           "neighbour_correlation", label, plain, +1, deepest))
+            betas = sorted(resnets, key=lambda u: float(u.split("=")[1]))
+            if len(betas) >= 2:
+                out.append(study.Claim("Scaling the branch by a smaller beta reduces "
+                                       "shattering", "neighbour_correlation", betas[0],
+                                       betas[-1], +1, deepest))
         if {"batch", "plain"} <= set(ctx.units):
             note = ("(dense: true by construction, BN centres every unit on the line itself, "
                     "so each is on for about half of its points)" if family == "dense" else
