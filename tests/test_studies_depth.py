@@ -183,6 +183,13 @@ def test_saturation_end_to_end(tmp_path):
     # The learning rate follows the weight scale: 0.0008 x std / 0.05.
     assert sorted(float(r["learning_rate"]) for r in summary if r["seed"] == "0") == \
         pytest.approx([0.0008, 0.008])
+    over = read_csv(out / "summary_over_seeds.csv")
+    wide = [r for r in over if r["init_std"] == "0.5"][0]
+    values = [float(r["saturated_frac_trained"]) for r in summary if r["init_std"] == "0.5"]
+    expected = stats.interval(values)
+    assert wide["seeds"] == "2" and float(wide["saturated_frac_trained_low"]) == \
+        pytest.approx(expected.low) and float(wide["saturated_frac_trained_high"]) == \
+        pytest.approx(expected.high)
     # Independent: the saturated fraction of layer 1 at init, seed 0, std 0.5, by numpy on
     # the fresh network's tanh output over the probe images.
     import tensorflow as tf

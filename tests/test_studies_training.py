@@ -142,23 +142,24 @@ def test_ics_verdicts_pair_batch_with_none_by_seed(tmp_path):
 
 def test_landscape(tmp_path):
     run_main(landscape, tmp_path, *TINY, "--schemes=batch", "--points=3", "--every=2",
-             "--learning_rate=0.2", "--seeds=1")
+             "--learning_rate=0.2", "--seeds=2")
     rows = read(tmp_path, "landscape.csv", ["scheme", "seed", "step", "epoch", "loss",
                                             "loss_min", "loss_max", "loss_with_x_min",
                                             "loss_with_x_max", "predictiveness_min",
                                             "predictiveness_max", "smoothness",
                                             "gradient_norm"])
-    assert [r["step"] for r in rows] == ["1", "3"]
+    assert [(r["seed"], r["step"]) for r in rows] == [("0", "1"), ("0", "3"), ("1", "1"),
+                                                      ("1", "3")]
     assert np.all(floats(rows, "loss_min") <= floats(rows, "loss_max"))
     assert np.all(floats(rows, "predictiveness_min") <= floats(rows, "predictiveness_max"))
     assert np.all(floats(rows, "smoothness") > 0)
     points = read(tmp_path, "landscape_points.csv", ["scheme", "seed", "step", "step_size",
                                                      "loss", "gradient_distance", "distance"])
-    assert len(points) == 2 * 3
+    assert len(points) == 2 * 2 * 3
     np.testing.assert_allclose(floats(points, "step_size")[:3], [0.1, 0.45, 0.8])
     # ||x - x'|| = eta ||g||, and the largest ratio is the smoothness.
     for row in rows:
-        mine = [p for p in points if p["step"] == row["step"]]
+        mine = [p for p in points if (p["seed"], p["step"]) == (row["seed"], row["step"])]
         np.testing.assert_allclose(floats(mine, "distance"),
                                    floats(mine, "step_size") * float(row["gradient_norm"]),
                                    rtol=1e-5)
@@ -170,6 +171,8 @@ def test_landscape(tmp_path):
                                              "median_predictiveness_max", "median_smoothness",
                                              "median_gradient_norm"])
     assert summary[0]["probes"] == "2"
+    over = io.read_csv(tmp_path / study.OVER_SEEDS_CSV)
+    assert_interval_columns(over, summary, "median_loss_spread_with_x", {"scheme": "batch"})
     assert_png(tmp_path / "landscape.png")
     # The paper's range holds L(x) itself; L(x) at step 1 is the fresh network's loss.
     assert np.all(floats(rows, "loss_with_x_min") <= np.minimum(floats(rows, "loss"),
