@@ -3,15 +3,18 @@
 Trains the article network under each scheme and seed and, every --every steps (steps
 1, 1 + every, ...), measures for the layers in --layers: G, the gradient of the layer's
 weights on the step's batch, and G', the same after the earlier layers took this step's
-update; writes ||G - G'||_2 and cos(G, G') (tfnorm.probes.ics), and draws a figure like
-the paper's Figure 3 (mean over seeds, min-max band).
+update; writes ||G - G'||_2 and cos(G, G') (tfnorm.probes.ics, the paper's two measures)
+and ||G - G'|| / ||G|| (ours), and draws a figure like the paper's Figure 3 (mean over
+seeds, 95% t band). The paper's setting by default: BN before the ReLU with gamma/beta
+(--placement=before --affine), SGD at lr 0.1.
 
     python -m experiments.ics                      # digits
     python -m experiments.ics --dataset=stl10 --stl10_archive=/path/stl10_binary.tar.gz
 
 Outputs in --out_dir: ics.csv (one row per seed, probed step and layer), accuracy.csv (per
 seed and epoch), summary.csv (medians per scheme, seed and layer), summary_over_seeds.csv,
-config.json, ics.png.
+verdicts.csv and verdicts.md (the paper's sentence per layer, paired by seed), config.json,
+ics.png.
 """
 
 import numpy as np
@@ -25,6 +28,7 @@ DEPTH = 6  # the article network's layers
 def define_flags(flag_values):
     flags.DEFINE_string("layers", "2,4,6", "Comma-separated layers (1 = the first conv) "
                         "whose ICS is measured.", flag_values=flag_values)
+    study.define_placement_flag(flag_values)
 
 
 def parse_layers(text, depth=DEPTH):
@@ -51,7 +55,8 @@ def check(values):
 def run(ctx):
     from tfnorm.probes import ics
     layers, every = ctx.settings, ctx.values["every"]
-    network = ctx.build_network(ctx.unit, init_std=ctx.values["init_std"])
+    network = ctx.build_network(ctx.unit, init_std=ctx.values["init_std"],
+                                placement=ctx.values["placement"], affine=ctx.values["affine"])
     probe = ics.ICSTrainer(network, ctx.optimizer(), [layer - 1 for layer in layers])
     rows = []
 
@@ -90,6 +95,24 @@ def summarize(ctx):
     return out
 
 
+def claims(ctx):
+    """Santurkar et al.: "models with BatchNorm have similar, or in some cases worse, ICS",
+    on both of the paper's measures (l2 distance larger, cosine smaller) and on ours (the
+    distance relative to ||G||, which does not grow with the gradient's scale)."""
+    if not {"batch", "none"} <= set(ctx.units):
+        return []
+    out = []
+    for layer in ctx.settings:
+        out += [study.Claim("BN's ICS is similar or larger than without BN: l2 ||G - G'||",
+                            "median_distance", "batch", "none", +1, {"layer": layer},
+                            study.SANTURKAR_NOTE),
+                study.Claim("... cos(G, G') (larger ICS = smaller cosine)", "median_cosine",
+                            "batch", "none", -1, {"layer": layer}),
+                study.Claim("... ours: ||G - G'|| / ||G||", "median_relative_distance",
+                            "batch", "none", +1, {"layer": layer})]
+    return out
+
+
 def draw(ctx):
     """Accuracy, then per layer ||G - G'|| and cos(G, G') against the step (Figure 3)."""
     colors = study.colors(ctx.units)
@@ -114,9 +137,9 @@ def draw(ctx):
 
 STUDY = study.Study(
     name="ics", define_flags=define_flags, check=check, run=run, summarize=summarize,
-    draw=draw, summary_keys=("layer",),
+    draw=draw, summary_keys=("layer",), claims=claims,
     shared=study.shared(out_dir="runs/ics", seeds=5, epochs=5, batch_size=20,
-                        optimizer="sgd", learning_rate=0.1, init_std=0.05, every=5,
+                        optimizer="sgd", learning_rate=0.1, init_std=0.05, every=5, affine=True,
                         schemes="none,batch,layer,instance,noisybatch"))
 
 

@@ -11,9 +11,13 @@ the probe had not been there.
     python -m experiments.landscape                # digits
     python -m experiments.landscape --dataset=stl10 --stl10_archive=/path/stl10_binary.tar.gz
 
+The paper's setting by default: BN before the ReLU with gamma/beta (--placement=before
+--affine), SGD at lr 0.1. The loss range is given with L(x) itself (the paper's) and over
+the line's points only.
+
 Outputs in --out_dir: landscape.csv (one row per seed and probe), landscape_points.csv
 (one row per point along each line), accuracy.csv, summary.csv (medians per scheme and
-seed), summary_over_seeds.csv, config.json, landscape.png (mean over seeds).
+seed), summary_over_seeds.csv, verdicts.csv/md, config.json, landscape.png (mean over seeds).
 """
 
 import numpy as np
@@ -25,6 +29,7 @@ from experiments import cli, study
 def define_flags(flag_values):
     flags.DEFINE_integer("points", 8, "Step sizes along the gradient, spread evenly over "
                          "[0.5, 4] x the learning rate.", flag_values=flag_values)
+    study.define_placement_flag(flag_values)
 
 
 def check(values):
@@ -37,7 +42,8 @@ def run(ctx):
     from tfnorm.probes import landscape
     every = ctx.values["every"]
     sizes = landscape.step_sizes(ctx.values["learning_rate"], ctx.values["points"])
-    network = ctx.build_network(ctx.unit, init_std=ctx.values["init_std"])
+    network = ctx.build_network(ctx.unit, init_std=ctx.values["init_std"],
+                                placement=ctx.values["placement"], affine=ctx.values["affine"])
     trainer = ctx.trainer(network)
     probe = landscape.NetworkLandscape(network)
     rows, point_rows = [], []
@@ -46,9 +52,12 @@ def run(ctx):
         if (step - 1) % every == 0:
             line = probe.probe(images, labels, sizes)
             loss_min, loss_max = landscape.loss_range(line)
+            # The paper's range along the line starts at x itself (step size 0).
+            with_x_min, with_x_max = min(loss_min, float(line.loss)), max(loss_max, float(line.loss))
             predict_min, predict_max = landscape.predictiveness_range(line)
             rows.append(dict(step=step, epoch=epoch, loss=line.loss,
                              loss_min=loss_min, loss_max=loss_max,
+                             loss_with_x_min=with_x_min, loss_with_x_max=with_x_max,
                              predictiveness_min=predict_min, predictiveness_max=predict_max,
                              smoothness=landscape.effective_smoothness(line),
                              gradient_norm=line.gradient_norm))
@@ -69,7 +78,8 @@ def draw(ctx):
     (each the mean over seeds)."""
     colors = study.colors(ctx.units)
     fig, axes = study.figure(1, 3, width=4.6, height=3.4)
-    panels = [("loss_min", "loss_max", "loss landscape (loss along the line)", "linear"),
+    panels = [("loss_with_x_min", "loss_with_x_max", "loss landscape (loss along the line, "
+               "with L(x))", "linear"),
               ("predictiveness_min", "predictiveness_max",
                "gradient predictiveness ||g(x) - g(x')||", "log"),
               ("smoothness", None, "effective beta-smoothness", "log")]
@@ -100,6 +110,8 @@ def summarize(ctx):
                 scheme=scheme, seed=seed, probes=len(mine),
                 median_loss_spread=float(np.median([r["loss_max"] - r["loss_min"]
                                                     for r in mine])),
+                median_loss_spread_with_x=float(np.median(
+                    [r["loss_with_x_max"] - r["loss_with_x_min"] for r in mine])),
                 median_predictiveness_max=float(np.median([r["predictiveness_max"]
                                                            for r in mine])),
                 median_smoothness=float(np.median([r["smoothness"] for r in mine])),
@@ -107,11 +119,27 @@ def summarize(ctx):
     return lines
 
 
+def claims(ctx):
+    """Santurkar et al., Figure 4: with BN the loss changes less along the gradient, the
+    gradient is more predictive and the effective beta-smoothness is smaller."""
+    if not {"batch", "none"} <= set(ctx.units):
+        return []
+    return [study.Claim("BN: smaller loss variation along the gradient (range over the "
+                        "line, with L(x))", "median_loss_spread_with_x", "batch", "none", -1,
+                        note=study.SANTURKAR_NOTE),
+            study.Claim("... (range over the line's points only, ours)", "median_loss_spread",
+                        "batch", "none", -1),
+            study.Claim("BN: more predictive gradient (max ||g(x) - g(x')|| smaller)",
+                        "median_predictiveness_max", "batch", "none", -1),
+            study.Claim("BN: smaller effective beta-smoothness", "median_smoothness", "batch",
+                        "none", -1)]
+
+
 STUDY = study.Study(
     name="landscape", define_flags=define_flags, check=check, run=run, summarize=summarize,
-    draw=draw,
+    draw=draw, claims=claims,
     shared=study.shared(out_dir="runs/landscape", seeds=5, epochs=5, batch_size=20,
-                        optimizer="sgd", learning_rate=0.1, init_std=0.05, every=10,
+                        optimizer="sgd", learning_rate=0.1, init_std=0.05, every=10, affine=True,
                         schemes="none,batch,layer,instance,noisybatch"))
 
 

@@ -19,6 +19,9 @@ activation's input and passed back to the layer's input, near-zero meaning
 |g| < --near_zero_relative x RMS(g) over that layer's tensor (saturation.csv,
 saturation.png, mean over seeds; the histogram figures show the first seed). Accuracy
 per epoch: accuracy.csv (was training.csv). Every row has its scheme and seed first.
+summary.csv: per scheme, init std and seed the saturated fraction (mean over layers) and
+the final test accuracy; summary_over_seeds.csv; verdicts.csv/md. Each init std trains at
+--learning_rate x std / 0.05 (--lr_matched_to_init; see its help).
 
 Box-Cox is not offered: its input must stay above -1, which a pre-activation does not.
 """
@@ -44,6 +47,13 @@ def define_flags(flag_values):
                        "A unit is saturated when |tanh| exceeds this.", **fv)
     flags.DEFINE_float("near_zero_relative", 0.01, "A gradient entry is near zero below "
                        "this times the RMS of its layer's tensor.", **fv)
+    flags.DEFINE_bool("lr_matched_to_init", True,
+                      "Train each init std at --learning_rate x std / 0.05: a normalization "
+                      "without gamma/beta makes its layer scale-invariant, so Adam's step, "
+                      "about lr per weight whatever the gradient, moves a layer of weights "
+                      "10x larger 10x less in relative terms; matching keeps the relative "
+                      "step the same, so the accuracy compares saturation, not step size.",
+                      **fv)
 
 
 def parse_stds(text):
@@ -71,6 +81,15 @@ def build(ctx, init_std):
     return ctx.build_network(ctx.unit, activation="tanh", placement="before",
                              final_activation="linear", init_std=init_std,
                              groups=ctx.values["groups"])
+
+
+def learning_rate(values, init_std):
+    """The learning rate of the runs at ``init_std`` (see --lr_matched_to_init)."""
+    scale = init_std / REFERENCE_STD if values["lr_matched_to_init"] else 1.0
+    return values["learning_rate"] * scale
+
+
+REFERENCE_STD = 0.05  # the article's init, at which --learning_rate applies as given
 
 
 def restart(trainer, fresh):
@@ -111,13 +130,17 @@ def run(ctx):
     size = ctx.values["probe_size"]
     ctx.cache["probe"] = (tf.constant(ctx.dataset.test_images[:size], tf.float32) / 255.0,
                           tf.constant(ctx.dataset.test_labels[:size], tf.int32))
+    import tfnorm
+    from tfnorm import training
     for init_std in ctx.settings:
-        if "trainer" not in ctx.cache:
-            network = build(ctx, init_std)
-            ctx.cache["trainer"] = ctx.trainer(network)
+        # One compiled step per learning rate (it is a constant of the traced step).
+        rate = learning_rate(ctx.values, init_std)
+        if rate not in ctx.cache:
+            optimizer = tfnorm.make_optimizer(ctx.values["optimizer"], rate)
+            ctx.cache[rate] = training.Trainer(build(ctx, init_std), optimizer)
         else:
-            restart(ctx.cache["trainer"], build(ctx, init_std))
-        trainer = ctx.cache["trainer"]
+            restart(ctx.cache[rate], build(ctx, init_std))
+        trainer = ctx.cache[rate]
         for stage in ("init", "trained"):
             if stage == "trained":
                 ctx.train(trainer, tag=dict(init_std=init_std))
@@ -185,6 +208,47 @@ def plot_saturation(ctx):
     return {"saturation.png": fig}
 
 
+def summarize(ctx):
+    """Per scheme, init std and seed: the saturated fraction averaged over the tanh layers
+    (at init and after training) and the final test accuracy."""
+    out = []
+    for init_std in ctx.settings:
+        for scheme in ctx.units:
+            for seed in ctx.seeds:
+                where = dict(scheme=scheme, seed=seed, init_std=init_std)
+                row = dict(where, learning_rate=learning_rate(ctx.values, init_std))
+                for stage in ("init", "trained"):
+                    mine = ctx.rows("saturation.csv", stage=stage, **where)
+                    row[f"saturated_frac_{stage}"] = float(np.mean(
+                        [r["saturated_frac"] for r in mine]))
+                epochs = ctx.rows(study.ACCURACY_CSV, **where)
+                row["final_test_acc"] = epochs[-1]["test_acc"] if epochs else float("nan")
+                out.append(row)
+    return out
+
+
+def claims(ctx):
+    """Seed 002: normalization keeps tanh's input in its responsive range (fewer saturated
+    units than without) at the wide init; and the accuracy, with the learning rate matched
+    to the weight scale (else the comparison measures Adam's relative step)."""
+    if "none" not in ctx.units or max(ctx.settings) <= REFERENCE_STD:
+        return []
+    wide, out = max(ctx.settings), []
+    for scheme in ctx.units:
+        if scheme == "none":
+            continue
+        out.append(study.Claim(f"{scheme} keeps tanh out of saturation (fewer saturated "
+                               "units than none, after training)", "saturated_frac_trained",
+                               scheme, "none", -1, {"init_std": wide}))
+    if "batch" in ctx.units:
+        matched = ("lr x std/0.05" if ctx.values["lr_matched_to_init"] else
+                   "lr NOT matched to the weight scale: confounded by Adam's relative step")
+        out.append(study.Claim("... and so trains better (BN's test accuracy above none's)",
+                               "final_test_acc", "batch", "none", +1, {"init_std": wide},
+                               note=f"({matched})"))
+    return out
+
+
 def draw(ctx):
     figures = plot_saturation(ctx)
     for init_std in ctx.settings:
@@ -195,7 +259,7 @@ def draw(ctx):
 
 STUDY = study.Study(
     name="saturation", define_flags=define_flags, check=check, run=run, draw=draw,
-    allowed=SCHEMES,
+    allowed=SCHEMES, summarize=summarize, claims=claims, summary_keys=("init_std",),
     shared=study.shared(out_dir="runs/saturation", seeds=5, epochs=3, batch_size=20,
                         optimizer="adam", learning_rate=0.0008, groups=4, bins=50,
                         schemes="none,batch,layer,instance,group,weight"))

@@ -3,49 +3,45 @@ w.r.t. its input along a 1-D line of inputs, against depth.
 
     python -m experiments.shattered --out_dir=results/shattered
 
-Fully connected networks (``tfnorm.mlp_network``: input 1, width 200, output 1,
-ReLU, He init, biases N(0, --bias_std^2)) at every depth of --depths, on 256
-inputs evenly spaced in [-2, 2], as in the paper's Figure 1, under the
-architectures of --architectures:
+Fully connected networks (input 1, width 200, output 1, ReLU, He init as in the paper;
+biases N(0, --bias_std^2), our choice: see the flag) at every depth of --depths, on 256
+inputs evenly spaced in [-2, 2], as in the paper's Figure 1, under --architectures:
+plain (dense -> ReLU); batch (dense -> BN -> ReLU); resnet, y = x + beta W ReLU(x), and
+resnet_batch, y = x + beta W ReLU(BN(x)) (the branch ends in a linear map as in the
+paper, tfnorm.preactivation; --residual_branch=relu_last for x + beta ReLU([BN](W x))),
+each once per beta of --residual_betas.
 
-- plain: dense -> ReLU;
-- batch: dense -> batch norm -> ReLU;
-- resnet: y = x + beta * ReLU(dense(x)) for the hidden blocks after the first;
-- resnet_batch: y = x + beta * ReLU(BN(dense(x))),
-each residual one once per beta of --residual_betas.
-
-And a convolutional variant (--conv): the article's network (3x3 convs, width 16,
-He init, one output, conv -> [BN] -> ReLU), its first two layers of stride 2, on a
-1-D family of images x(t) = m + t d through two test images a and b of --dataset
-(m = (a + b)/2, d = (b - a)/2, so x(-1) = a, x(1) = b), with the scalar
+And a convolutional variant (--conv): 3x3 convs of width 16, He init, one output, on a
+1-D family of images x(t) = m + t d through a pair of test images a and b of --dataset
+(m = (a + b)/2, d = (b - a)/2; the seed picks the pair, ``image_pair``), with the scalar
 g(t) = <grad f(x(t)), d> = df(x(t))/dt as its gradient along the line.
 
-Batch norm: the line is one batch; its statistics are frozen at their values on
-the line and the gradient of each point is taken with them (see
-tfnorm.probes.shattering; --batch_mode=train for the batch-coupled gradient).
+Batch norm: the line is one batch; its statistics are frozen at their values on the line
+and each point's gradient is taken with them (tfnorm.probes.shattering; --batch_mode=train
+for the batch-coupled gradient).
 
-Measured per network, --seeds networks per architecture and depth (dense and conv;
-every row has its architecture and seed first): the gradient at every point
-(gradients.csv, first seed; figure gradients_<family>.png like the paper's Figure 1),
-its autocorrelation (autocorrelation.csv; autocorrelation_<family>.png, mean over
-seeds), the correlation between the gradients of neighbouring inputs against depth
-beside 1/2^L and 1/sqrt(L) (correlation.csv; summary.csv per seed, with the mean
-co-activation; summary_over_seeds.csv; neighbour_correlation.png), and per layer the
-rate at which rectifiers are active and co-active (coactivation.csv, coactivation.png). Co-activation, as
-the paper defines it: for a pair of distinct inputs, the fraction of a layer's
-units active on both, averaged over all pairs of inputs of the line (1/4 when
-every unit is on for half the inputs independently); the unit-pair version is
-stored beside it.
+Measured per network, --seeds networks per architecture and depth (every row has its
+architecture and seed first): the gradient at every point (gradients.csv, first seed;
+gradients_<family>.png like Figure 1), its autocorrelation (autocorrelation.csv), the
+neighbour correlation (correlation.csv; summary.csv per seed with the co-activation and
+its distance from 1/4; summary_over_seeds.csv with 95% intervals;
+neighbour_correlation.png), per layer the active and co-active rates (coactivation.csv,
+coactivation.png; co-activation as the paper defines it: for a pair of distinct inputs,
+the fraction of a layer's units active on both, averaged over all pairs; the unit-pair
+version beside it), the decay fits against depth (decay_fit.csv) and the verdicts
+(verdicts.csv/md; experiments/shattered_verdicts.py).
 """
 
 
 import numpy as np
 from absl import flags, logging
 
-from experiments import cli, study
+from experiments import cli, shattered_verdicts, study
 
 ARCHITECTURES = ("plain", "batch", "resnet", "resnet_batch")
 BATCH_MODES = ("line_statistics", "train")  # tfnorm.probes.shattering.BATCH_MODES
+BRANCHES = ("linear_last", "relu_last")
+
 FAMILIES = ("dense", "conv")
 
 
@@ -63,8 +59,14 @@ def define_flags(flag_values):
     flags.DEFINE_float("high", 2.0, "End of the line.", **fv)
     flags.DEFINE_integer("width", 200, "Units per hidden layer of the dense nets.", **fv)
     flags.DEFINE_float("bias_std", 1.0,
-                       "Std of the dense biases at init; 0 puts every unit's switching point "
-                       "of the first layer at x = 0.", **fv)
+                       "Std of the dense biases at init: our choice, not the paper's (our "
+                       "sources, REFERENCE.md section 3 and seed 001, give He init and no "
+                       "bias init); 0 puts every first-layer unit's switching point at "
+                       "x = 0.", **fv)
+    flags.DEFINE_enum("residual_branch", BRANCHES[0], BRANCHES,
+                      "linear_last: y = x + beta W ReLU(norm(x)), the branch ending in a "
+                      "linear map (the paper's, tfnorm.preactivation); relu_last: y = x + "
+                      "beta ReLU(norm(W x)).", **fv)
     flags.DEFINE_integer("max_lag", 40, "Largest lag of the autocorrelation.", **fv)
     flags.DEFINE_enum("batch_mode", BATCH_MODES[0], BATCH_MODES,
                       "Batch norm: frozen statistics of the line, or the training-mode "
@@ -133,9 +135,15 @@ def architectures(names, betas):
 def dense_network(values, scheme, beta, depth, seed):
     import tensorflow as tf
     import tfnorm
-    network = tfnorm.mlp_network(scheme, in_dim=1, out_dim=1, width=values["width"],
-                                 depth=depth, residual_beta=beta, seed=seed,
-                                 dtype=values["dtype"])
+    from tfnorm import preactivation
+    if beta is not None and values["residual_branch"] == "linear_last":
+        network = preactivation.preactivation_resnet(
+            scheme, kind="dense", width=values["width"], depth=depth, residual_beta=beta,
+            seed=seed, dtype=values["dtype"])
+    else:
+        network = tfnorm.mlp_network(scheme, in_dim=1, out_dim=1, width=values["width"],
+                                     depth=depth, residual_beta=beta, seed=seed,
+                                     dtype=values["dtype"])
     # He et al.'s init with zero biases puts every first-layer unit's switching point at
     # x = 0; spread biases make the one-layer net's gradient the paper's brown noise.
     for index, block in enumerate(network.blocks):
@@ -147,6 +155,13 @@ def dense_network(values, scheme, beta, depth, seed):
 
 def conv_network(values, scheme, beta, depth, seed, in_channels):
     import tfnorm
+    from tfnorm import preactivation
+    if beta is not None and values["residual_branch"] == "linear_last":
+        # One stride-2 conv, then residual units at the same width (He init throughout).
+        return preactivation.preactivation_resnet(
+            scheme, kind="conv", in_channels=in_channels, width=values["conv_width"],
+            depth=depth, residual_beta=beta, seed=seed, dtype=values["dtype"],
+            first_stride=2)
     strides = [2 if i < min(2, depth - 1) else 1 for i in range(depth)]
     network = tfnorm.article_network(
         scheme, num_classes=1, in_channels=in_channels, width=values["conv_width"],
@@ -180,8 +195,19 @@ def measure(values, network, inputs, direction=None):
     return along, acf, layers
 
 
+def image_pair(labels, seed):
+    """The conv line's two test images for ``seed``: image ``seed`` (mod the test set) and
+    the next one of another class, so every seed crosses between two different digits."""
+    first = seed % len(labels)
+    later = np.flatnonzero(labels[first + 1:] != labels[first])
+    second = first + 1 + int(later[0]) if later.size else int(
+        np.flatnonzero(labels != labels[first])[0])
+    return first, second
+
+
 def lines(ctx):
-    """family -> (build(scheme, beta, depth, seed), inputs, positions, direction)."""
+    """family -> (build(scheme, beta, depth, seed), inputs, positions, direction); the conv
+    line goes through this seed's image pair."""
     from tfnorm.probes import shattering
     values = ctx.values
     out = {"dense": (lambda *a: dense_network(values, *a),
@@ -190,8 +216,7 @@ def lines(ctx):
                      np.linspace(values["low"], values["high"], values["num_points"]), None)}
     if values["conv"]:
         # Two test images of different classes, so the line crosses between digits/objects.
-        labels = ctx.dataset.test_labels
-        first, second = 0, int(np.flatnonzero(labels != labels[0])[0])
+        first, second = image_pair(ctx.dataset.test_labels, ctx.seed)
         images = ctx.dataset.test_images.astype(values["dtype"]) / 255.0
         line, t, direction = shattering.image_line(images[first], images[second],
                                                    values["num_points"], values["low"],
@@ -210,7 +235,9 @@ def run(ctx):
             along, acf, layers = measure(ctx.values, build(scheme, beta, depth, ctx.seed),
                                          inputs, direction)
             key = dict(family=family, depth=depth)
-            ctx.add("correlation.csv", [dict(key, neighbour_correlation=acf[1],
+            pair = image_pair(ctx.dataset.test_labels, ctx.seed) if family == "conv" else ()
+            ctx.add("correlation.csv", [dict(key, image_pair="-".join(map(str, pair)),
+                                             neighbour_correlation=acf[1],
                                              gradient_std=float(np.std(along)))])
             ctx.add("autocorrelation.csv", [dict(key, lag=lag, autocorrelation=float(r))
                                             for lag, r in enumerate(acf)])
@@ -232,7 +259,9 @@ def summarize(ctx):
         out.append(dict(where, reference_2_pow_minus_L=2.0 ** -row["depth"],
                         reference_1_over_sqrt_L=1.0 / np.sqrt(row["depth"]),
                         neighbour_correlation=row["neighbour_correlation"],
-                        coactivation_inputs=float(np.mean(coact)) if coact else float("nan")))
+                        coactivation_inputs=float(np.mean(coact)) if coact else float("nan"),
+                        coactivation_gap=abs(float(np.mean(coact)) - 0.25) if coact
+                        else float("nan")))
     return out
 
 
@@ -300,9 +329,11 @@ def plot_correlation(ctx):
             depth = np.array([r["depth"] for r in mine])
             ax.plot(depth, [r["neighbour_correlation_mean"] for r in mine], "o-", ms=3,
                     color=colors[label], label=label)
-            ax.fill_between(depth, [r["neighbour_correlation_min"] for r in mine],
-                            [r["neighbour_correlation_max"] for r in mine],
-                            color=colors[label], alpha=0.15)
+            low = np.array([r["neighbour_correlation_low"] for r in mine], float)
+            high = np.array([r["neighbour_correlation_high"] for r in mine], float)
+            shown = np.isfinite(low) & np.isfinite(high)
+            ax.fill_between(depth[shown], low[shown], high[shown], color=colors[label],
+                            alpha=0.15)
         depth = np.array(sorted({r["depth"] for r in rows}), float)
         ax.plot(depth, 2.0 ** -depth, "k--", lw=1, label="$1/2^L$")
         ax.plot(depth, 1 / np.sqrt(depth), "k:", lw=1, label=r"$1/\sqrt{L}$")
@@ -312,7 +343,7 @@ def plot_correlation(ctx):
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set(xlabel="depth L", ylabel="correlation of neighbours' gradients")
-        ax.set_title(f"{family} nets (mean and min-max over seeds)", fontsize=9)
+        ax.set_title(f"{family} nets (mean over seeds, 95% t interval)", fontsize=9)
         ax.legend(fontsize=6)
     return fig
 
@@ -352,7 +383,8 @@ def draw(ctx):
 
 STUDY = study.Study(
     name="shattered", define_flags=define_flags, check=check, run=run, summarize=summarize,
-    draw=draw, key="architecture", units=lambda ctx: list(ctx.settings["architectures"]),
+    draw=draw, key="architecture", finish=shattered_verdicts.finish,
+    claims=shattered_verdicts.claims, units=lambda ctx: list(ctx.settings["architectures"]),
     summary_keys=("family", "depth", "reference_2_pow_minus_L", "reference_1_over_sqrt_L"),
     needs_data=lambda values: values["conv"],
     shared=study.shared(training=False, out_dir="runs/shattered", seeds=5))

@@ -36,6 +36,7 @@ FLAGS = flags.FLAGS
 ACCURACY_CSV = "accuracy.csv"
 SUMMARY_CSV = "summary.csv"
 OVER_SEEDS_CSV = "summary_over_seeds.csv"
+VERDICTS_CSV, VERDICTS_MD = "verdicts.csv", "verdicts.md"
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 
@@ -45,13 +46,23 @@ def _none(ctx):
 
 Study = collections.namedtuple(
     "Study", ["name", "shared", "define_flags", "check", "run", "summarize", "draw", "finish",
-              "key", "allowed", "units", "summary_keys", "needs_data"],
-    defaults=[_none, _none, _none, "scheme", None, None, (), True])
+              "key", "allowed", "units", "summary_keys", "needs_data", "claims"],
+    defaults=[_none, _none, _none, "scheme", None, None, (), True, None])
 Study.__doc__ = """One study (see the module's docstring). key: the column naming the unit
 (scheme, or architecture for shattered); allowed: the names --schemes may take (default
 tfnorm.SCHEMES); units(ctx) -> the units when they are not --schemes; summary_keys: the
 columns besides ``key`` that identify a row of summary.csv; needs_data(values): whether
-the dataset is loaded."""
+the dataset is loaded; claims(ctx) -> [Claim], the papers' sentences decided on summary.csv
+(verdicts.csv and verdicts.md, ``decide``)."""
+
+Claim = collections.namedtuple(
+    "Claim", ["sentence", "metric", "a", "b", "direction", "where", "note"],
+    defaults=[None, ""])
+Claim.__doc__ = """A paper's sentence as a comparison on one column of summary.csv: "unit a's
+``metric`` is larger (direction +1) or smaller (-1) than unit b's", paired by seed, on the
+rows matching ``where`` (e.g. {"layer": 2}); b may be a number (a reference value, so the
+interval is that of a - b). ``note``: what the reader must know beside the verdict (a
+setting we could not match, a claim true by construction)."""
 
 
 class Context:
@@ -210,7 +221,12 @@ def main(study, argv, flag_values=FLAGS):
         ctx.tables[OVER_SEEDS_CSV] = over_seeds(summary, (study.key,) + tuple(study.summary_keys))
         for row in ctx.tables[OVER_SEEDS_CSV]:
             logging.info("%s", ", ".join(f"{k} {_short(v)}" for k, v in row.items()
-                                         if not k.endswith(("_min", "_max"))))
+                                         if not k.endswith(("_low", "_high"))))
+        if study.claims is not None:
+            # After any a study's ``finish`` decided on other rows (e.g. timing rounds).
+            ctx.tables[VERDICTS_CSV] = ctx.tables.get(VERDICTS_CSV, []) + decide(
+                summary, study.key, study.claims(ctx))
+            write_verdicts(ctx.out_dir, ctx.tables[VERDICTS_CSV])
     write_tables(ctx)
     for name, fig in (study.draw(ctx) or {}).items():
         save_figure(fig, ctx.out_dir, name)
@@ -232,11 +248,11 @@ def _short(value):
 
 
 def over_seeds(rows, keys):
-    """The per-scheme summaries, computed from per-seed rows: one row per value of ``keys``
-    with the number of seeds and, for every other numeric column, its mean, min and max
-    over the seeds. THE place where intervals over seeds go (tfnorm/stats.py): the mean
-    with its 95% interval, and differences paired by seed."""
-    import numpy as np
+    """The per-unit summaries, computed from per-seed rows: one row per value of ``keys``
+    with the number of seeds and, for every other numeric column, its mean over the seeds
+    and the 95% Student t interval of that mean (``tfnorm.stats.interval``: columns
+    _mean, _low, _high; NaN seeds are left out and counted in _missing when any)."""
+    from tfnorm import stats
     groups = collections.OrderedDict()
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -246,13 +262,56 @@ def over_seeds(rows, keys):
     for key, group in groups.items():
         row = dict(zip(keys, key), seeds=len({r["seed"] for r in group}))
         for column in columns:
-            values = np.array([r[column] for r in group], float)
-            with np.errstate(all="ignore"):
-                row.update({f"{column}_mean": float(np.nanmean(values)),
-                            f"{column}_min": float(np.nanmin(values)),
-                            f"{column}_max": float(np.nanmax(values))})
+            value = stats.interval([r[column] for r in group])
+            row.update({f"{column}_mean": value.mean, f"{column}_low": value.low,
+                        f"{column}_high": value.high})
+            if value.missing:
+                row[f"{column}_missing"] = value.missing
         out.append(row)
     return out
+
+
+def decide(rows, key, claims):
+    """Each Claim decided by the one rule (``tfnorm.stats.verdict`` on the paired difference
+    a - b over the seeds both have): rows of verdicts.csv with both sides' intervals."""
+    from tfnorm import stats
+    out = []
+    for claim in claims:
+        where = claim.where or {}
+        mine = [r for r in rows if all(r[k] == v for k, v in where.items())]
+        side_a = {r["seed"]: r[claim.metric] for r in mine if r[key] == claim.a}
+        if isinstance(claim.b, str):
+            side_b = {r["seed"]: r[claim.metric] for r in mine if r[key] == claim.b}
+        else:
+            side_b = {seed: float(claim.b) for seed in side_a}
+        seeds = sorted(set(side_a) & set(side_b))
+        a, b = [side_a[s] for s in seeds], [side_b[s] for s in seeds]
+        difference = stats.paired_difference(a, b)
+        out.append(dict(sentence=claim.sentence, metric=claim.metric,
+                        where=", ".join(f"{k}={v}" for k, v in where.items()),
+                        a=claim.a, b=claim.b, direction=claim.direction, pairs=difference.n,
+                        a_value=stats.format_interval(stats.interval(a)),
+                        b_value=(stats.format_interval(stats.interval(b))
+                                 if isinstance(claim.b, str) else f"{claim.b:g}"),
+                        difference=stats.format_interval(difference),
+                        difference_mean=difference.mean, difference_low=difference.low,
+                        difference_high=difference.high,
+                        verdict=stats.verdict(difference, claim.direction), note=claim.note))
+    return out
+
+
+def write_verdicts(out_dir, rows):
+    """verdicts.md: the README's table (sentence, our numbers with 95% intervals, verdict)."""
+    lines = ["| paper's sentence | measured (mean [95% CI] over seeds) | a - b, paired "
+             "[95% CI] | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        at = f" ({r['where']})" if r["where"] else ""
+        note = f" *{r['note']}*" if r["note"] else ""
+        other = f"{r['b']} " if isinstance(r["b"], str) else "reference "
+        lines.append(f"| {r['sentence']}{note} | {r['metric']}{at}: {r['a']} {r['a_value']}; "
+                     f"{other}{r['b_value']} | {r['difference']} (n = {r['pairs']}) "
+                     f"| {r['verdict']} |")
+    io.write_text(os.path.join(out_dir, VERDICTS_MD), "\n".join(lines) + "\n")
 
 
 def accuracy_summary(ctx):
@@ -297,7 +356,7 @@ def colors(names):
 
 
 def band(ax, rows, x, y, seeds, label, color, **kwargs):
-    """Mean over seeds of ``y`` against ``x`` with a min-max band (``plots.band``)."""
+    """Mean over seeds of ``y`` against ``x`` with its 95% t interval band (``plots.band``)."""
     from tfnorm import plots
     xs, values = per_seed(rows, x, y, seeds)
     plots.band(ax, xs, values, label, color, **kwargs)
@@ -311,3 +370,17 @@ def save_figure(fig, out_dir, name):
     io.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------
+# Santurkar et al.'s setting (ics, landscape, noisy_bn)
+
+SANTURKAR_NOTE = "(article net on digits, not VGG on CIFAR-10: neither is available offline)"
+
+
+def define_placement_flag(flag_values, default="before"):
+    """--placement: where the normalization sits; Santurkar et al.'s VGG (and BN's own
+    paper) has conv -> BN -> ReLU ('before'), the article conv -> ReLU -> norm ('after')."""
+    flags.DEFINE_enum("placement", default, ["before", "after"],
+                      "Normalization before the activation (conv -> norm -> ReLU, the "
+                      "papers') or after it (the article's).", flag_values=flag_values)

@@ -195,3 +195,32 @@ def test_layer_statistics_columns():
     assert stats["near_zero_passed_grad_frac"] == 0.0
     assert stats["mean_tanh_derivative"] == pytest.approx((1 + 1 - np.tanh(5.0) ** 2) / 2)
     assert stats["activation_input_abs_max"] == 5.0
+
+
+# ----------------------------------------------------------------------------
+# The residual nets whose branch ends in a linear map (tfnorm.preactivation)
+
+
+@pytest.mark.parametrize("kind, scheme", [("dense", "none"), ("dense", "batch"),
+                                          ("conv", "batch")])
+def test_preactivation_resnet_backward_equals_autodiff(kind, scheme):
+    """y = x + beta W ReLU(norm(x)): the hand-written input and weight gradients of a
+    weighted sum of outputs (training-mode BN couples the batch) against tf.GradientTape."""
+    from tfnorm import preactivation
+    network = preactivation.preactivation_resnet(
+        scheme, kind=kind, in_channels=1 if kind == "dense" else 3, width=8, depth=3,
+        residual_beta=0.5, dtype=tf.float64, first_stride=2 if kind == "conv" else 1)
+    shape = [6, 1] if kind == "dense" else [6, 8, 8, 3]
+    x = tf.random.stateless_normal(shape, [1, 2], dtype=tf.float64)
+    weights = tf.range(1, 7, dtype=tf.float64)[:, None]
+    out, caches, records = network.forward(x, training=True)
+    dx, grads, _ = network.backward(weights * tf.ones_like(out), caches, need_input_grad=True)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(network.forward(x, training=True)[0] * weights)
+    expected = tape.gradient(loss, [x] + network.trainable_variables)
+    for mine, theirs in zip([dx] + grads, expected):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-9, atol=1e-12)
+    # The branch's last operation is the weight layer: the residual stream can decrease.
+    assert records[1]["output"].shape == records[0]["output"].shape
+    assert isinstance(network.blocks[1], preactivation.PreActivationBlock)

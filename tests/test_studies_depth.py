@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from experiments import cli, nonzero, saturation, shattered, study
+from experiments import cli, nonzero, saturation, shattered, shattered_verdicts, study
+from tfnorm import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,8 +74,8 @@ def test_shattered_end_to_end(tmp_path):
                              "coactivation_inputs"])
     assert len(summary) == len(correlation)
     over = read_csv(out / "summary_over_seeds.csv")
-    assert_columns(over, ["neighbour_correlation_mean", "neighbour_correlation_min",
-                          "neighbour_correlation_max", "reference_2_pow_minus_L",
+    assert_columns(over, ["neighbour_correlation_mean", "neighbour_correlation_low",
+                          "neighbour_correlation_high", "reference_2_pow_minus_L",
                           "reference_1_over_sqrt_L", "seeds"])
     assert len(over) == 9 and {r["seeds"] for r in over} == {"2"}
     cell = [r for r in over if (r["architecture"], r["family"], r["depth"])
@@ -83,9 +84,65 @@ def test_shattered_end_to_end(tmp_path):
     values = [float(r["neighbour_correlation"]) for r in summary
               if (r["architecture"], r["family"], r["depth"]) == ("plain", "dense", "3")]
     assert float(cell["neighbour_correlation_mean"]) == pytest.approx(np.mean(values))
+    assert float(cell["neighbour_correlation_low"]) == pytest.approx(stats.interval(values).low)
+    # The seed picks the conv line's image pair: two seeds, two pairs.
+    pairs = {r["seed"]: r["image_pair"] for r in correlation if r["family"] == "conv"}
+    assert pairs["0"] != pairs["1"]
+    fits = read_csv(out / "decay_fit.csv")
+    assert {(r["family"], r["model"]) for r in fits} >= {("dense", "exponential"),
+                                                         ("dense", "power_law")}
+    assert any(v["metric"] == "coactivation_gap" for v in read_csv(out / "verdicts.csv"))
+    # Independent of the probe: the co-activation rate of the depth-1 batch net of seed 0
+    # by numpy, from the rectifiers' outputs on the line (inputs x inputs products).
+    network = shattered.dense_network(dict(width=12, dtype="float32", bias_std=1.0,
+                                           residual_branch="linear_last"), "batch", None, 1, 0)
+    from tfnorm.probes import shattering
+    _, _, records = shattering.input_gradients(
+        network, shattering.line_inputs(24, -2.0, 2.0, "float32"))
+    active = (records[0]["activation"].numpy() > 0).astype(float)
+    pairs_on = active @ active.T  # [i, j]: units on for both inputs i and j
+    expected = (pairs_on.sum() - np.trace(pairs_on)) / (24 * 23 * active.shape[1])
+    saved = [r for r in coactivation if (r["architecture"], r["seed"], r["family"],
+                                         r["depth"], r["layer"]) == ("batch", "0", "dense",
+                                                                     "1", "1")][0]
+    assert float(saved["coactivation_inputs"]) == pytest.approx(expected, rel=1e-6)
     for name in ("gradients_dense.png", "gradients_conv.png", "autocorrelation_dense.png",
                  "neighbour_correlation.png", "coactivation.png"):
         assert_png(out / name)
+
+
+class _Rows:
+    """The part of a study Context that shattered_verdicts.fit_rows reads."""
+
+    def __init__(self, rows, units):
+        self.tables, self.units = {"correlation.csv": rows}, units
+
+    def rows(self, name, **where):
+        return [r for r in self.tables[name] if all(r[k] == v for k, v in where.items())]
+
+
+def test_the_decay_fit_recovers_a_known_rate_and_the_verdict_uses_its_interval():
+    rng = np.random.default_rng(1)  # noise of a fixed draw; the intervals are 95% ones
+    depths = [1, 2, 4, 8, 16]
+    rows = [dict(architecture="plain", seed=s, family="dense", depth=d,
+                 neighbour_correlation=0.9 * 2.0 ** (-0.3 * d) * np.exp(rng.normal(0, 0.05)))
+            for d in depths for s in range(5)]
+    # resnet: a power law L^-1/2, then one seed non-positive at depth 16, so the fit stops
+    # at depth 8 (single seeds are not dropped: that would bias the rate).
+    rows += [dict(architecture="resnet beta=1", seed=s, family="dense", depth=d,
+                  neighbour_correlation=(-0.01 if (d, s) == (16, 0) else
+                                         d ** -0.5 * np.exp(rng.normal(0, 0.05))))
+             for d in depths for s in range(5)]
+    fits = shattered_verdicts.fit_rows(_Rows(rows, ["plain", "resnet beta=1"]))
+    by = {(f["architecture"], f["model"]): f for f in fits}
+    plain = by[("plain", "exponential")]
+    assert plain["low"] < 0.3 < plain["high"] and plain["high"] - plain["low"] < 0.05
+    assert plain["better"] == "exponential" and plain["points"] == 25
+    resnet = by[("resnet beta=1", "power_law")]
+    assert resnet["depths"] == "1/2/4/8" and resnet["low"] < 0.5 < resnet["high"]
+    verdicts = {v["a"]: v for v in shattered_verdicts.fit_verdicts(fits)}
+    assert verdicts["plain"]["verdict"] == "contradicted"  # 0.3 is not the paper's 1
+    assert verdicts["resnet beta=1"]["verdict"] == "inconclusive"  # 1/2 inside the interval
 
 
 def test_saturation_end_to_end(tmp_path):
@@ -119,6 +176,35 @@ def test_saturation_end_to_end(tmp_path):
         ("0", "0.05"), ("0", "0.5"), ("1", "0.05"), ("1", "0.5")]
     assert all(0 <= float(r["test_acc"]) <= 1 for r in accuracy)
     assert not os.path.exists(out / "training.csv")
+    summary = read_csv(out / "summary.csv")
+    assert_columns(summary, ["scheme", "seed", "init_std", "learning_rate",
+                             "saturated_frac_init", "saturated_frac_trained",
+                             "final_test_acc"])
+    # The learning rate follows the weight scale: 0.0008 x std / 0.05.
+    assert sorted(float(r["learning_rate"]) for r in summary if r["seed"] == "0") == \
+        pytest.approx([0.0008, 0.008])
+    over = read_csv(out / "summary_over_seeds.csv")
+    wide = [r for r in over if r["init_std"] == "0.5"][0]
+    values = [float(r["saturated_frac_trained"]) for r in summary if r["init_std"] == "0.5"]
+    expected = stats.interval(values)
+    assert wide["seeds"] == "2" and float(wide["saturated_frac_trained_low"]) == \
+        pytest.approx(expected.low) and float(wide["saturated_frac_trained_high"]) == \
+        pytest.approx(expected.high)
+    # Independent: the saturated fraction of layer 1 at init, seed 0, std 0.5, by numpy on
+    # the fresh network's tanh output over the probe images.
+    import tensorflow as tf
+    import tfnorm
+    from tfnorm import data
+    dataset = data.load("digits")
+    network = tfnorm.article_network("batch", num_classes=10, seed=0, activation="tanh",
+                                     placement="before", final_activation="linear",
+                                     init_std=0.5, groups=4)
+    images = tf.constant(dataset.test_images[:8], tf.float32) / 255.0
+    _, _, records = network.forward(images, training=True)
+    expected = float(np.mean(np.abs(records[0]["activation"].numpy()) > 0.99))
+    saved = [r for r in rows if (r["seed"], r["init_std"], r["stage"], r["layer"])
+             == ("0", "0.5", "init", "1")][0]
+    assert float(saved["saturated_frac"]) == pytest.approx(expected, abs=1e-9)
     for name in ("saturation.png", "preactivation_0.5.png", "activation_0.05.png"):
         assert_png(out / name)
 

@@ -11,7 +11,7 @@ from absl import flags
 
 import stl10_fixture
 from experiments import cli, ics, landscape, noisy_bn, study, weightnorm
-from tfnorm import io
+from tfnorm import io, stats
 
 TINY = ["--train_limit=40", "--test_limit=40", "--batch_size=10", "--epochs=1"]  # 4 steps
 
@@ -22,6 +22,31 @@ def run_main(module, out_dir, *argv):
     study.define_flags(module.STUDY, flag_values)
     flag_values(["study", f"--out_dir={out_dir}", *argv])
     study.main(module.STUDY, ["study"], flag_values)
+
+
+def study_context(module, out_dir, *argv):
+    """The Context the study's runs see (flags checked, data loaded), to rebuild a run's
+    network in this process and check a saved number against an independent computation."""
+    from tfnorm import runner
+    flag_values = flags.FlagValues()
+    study.define_flags(module.STUDY, flag_values)
+    flag_values(["study", f"--out_dir={out_dir}", *argv])
+    ctx = study.prepare(module.STUDY, flag_values)
+    ctx.dataset = runner.load_data(dict(cli.resolve(ctx.values), **ctx.values))
+    ctx.seed = ctx.seeds[0]
+    return ctx
+
+
+def assert_interval_columns(over, per_seed_rows, column, where):
+    """summary_over_seeds.csv's mean and 95% t interval of ``column`` equal
+    tfnorm.stats.interval of the per-seed values."""
+    row = [r for r in over if all(r[k] == v for k, v in where.items())][0]
+    values = floats([r for r in per_seed_rows if all(r[k] == v for k, v in where.items())],
+                    column)
+    expected = stats.interval(values)
+    for side in ("mean", "low", "high"):
+        assert float(row[f"{column}_{side}"]) == pytest.approx(getattr(expected, side))
+    assert int(row["seeds"]) == len(values)
 
 
 def read(out_dir, name, columns):
@@ -72,37 +97,69 @@ def test_ics_two_seeds(tmp_path):
     over = read(tmp_path, study.OVER_SEEDS_CSV,
                 ["scheme", "layer", "seeds"] + [f"{c}_{s}" for c in (
                     "median_distance", "median_relative_distance", "median_cosine")
-                    for s in ("mean", "min", "max")])
-    layer3 = [r for r in over if r["layer"] == "3"][0]
-    per_seed = floats([r for r in summary if r["layer"] == "3"], "median_distance")
-    assert layer3["seeds"] == "2"
-    assert float(layer3["median_distance_mean"]) == pytest.approx(per_seed.mean())
-    assert float(layer3["median_distance_min"]) == pytest.approx(per_seed.min())
+                    for s in ("mean", "low", "high")])
+    for column in ("median_distance", "median_cosine"):
+        assert_interval_columns(over, summary, column, {"layer": "3"})
     assert_png(tmp_path / "ics.png")
     config = io.read_json(tmp_path / "config.json")
     assert config["flags"]["layers"] == "1,3" and config["flags"]["seeds"] == 2
     assert config["flags"]["image_size"] == 32  # the dataset's default, filled in
     assert config["seed"] == 0 and "numpy" in config["versions"]
+    # Independent of the probe: G and G' of layer 3 at step 1 from two backprops, the
+    # first two layers moved by SGD in between (lr 0.1), on the run's first batch.
+    import tensorflow as tf
+    ctx = study_context(ics, tmp_path / "again", *TINY, "--schemes=batch")
+    network = ctx.build_network("batch", init_std=0.05, placement="before", affine=True)
+    images, labels = ctx.first_batch()
+    before = network.backprop(images, labels)
+    earlier = sum(len(b.trainable_variables) for b in network.blocks[:2])
+    for variable, gradient in zip(network.trainable_variables[:earlier], before.grads):
+        variable.assign_sub(0.1 * gradient)
+    after = network.backprop(images, labels)
+    g, g_shifted = (tf.cast(tf.reshape(r.grads[earlier], [-1]), tf.float64)
+                    for r in (before, after))
+    saved = [r for r in rows if (r["seed"], r["step"], r["layer"]) == ("0", "1", "3")][0]
+    assert float(saved["distance"]) == pytest.approx(float(tf.norm(g - g_shifted)), rel=1e-4)
+    cosine = float(tf.reduce_sum(g * g_shifted) / tf.norm(g) / tf.norm(g_shifted))
+    assert float(saved["cosine"]) == pytest.approx(cosine, abs=1e-5)
+
+
+def test_ics_verdicts_pair_batch_with_none_by_seed(tmp_path):
+    run_main(ics, tmp_path, *TINY, "--schemes=none,batch", "--layers=3", "--every=2",
+             "--seeds=2")
+    summary = io.read_csv(tmp_path / "summary.csv")
+    verdicts = io.read_csv(tmp_path / study.VERDICTS_CSV)
+    assert [v["metric"] for v in verdicts] == ["median_distance", "median_cosine",
+                                               "median_relative_distance"]
+    first = verdicts[0]
+    side = {s: floats([r for r in summary if r["scheme"] == s], "median_distance")
+            for s in ("batch", "none")}
+    difference = stats.paired_difference(side["batch"], side["none"])
+    assert float(first["difference_low"]) == pytest.approx(difference.low)
+    assert first["verdict"] == stats.verdict(difference, +1) and first["pairs"] == "2"
+    assert "| median_distance (layer=3)" in (tmp_path / study.VERDICTS_MD).read_text()
 
 
 def test_landscape(tmp_path):
     run_main(landscape, tmp_path, *TINY, "--schemes=batch", "--points=3", "--every=2",
-             "--learning_rate=0.2", "--seeds=1")
+             "--learning_rate=0.2", "--seeds=2")
     rows = read(tmp_path, "landscape.csv", ["scheme", "seed", "step", "epoch", "loss",
-                                            "loss_min", "loss_max", "predictiveness_min",
+                                            "loss_min", "loss_max", "loss_with_x_min",
+                                            "loss_with_x_max", "predictiveness_min",
                                             "predictiveness_max", "smoothness",
                                             "gradient_norm"])
-    assert [r["step"] for r in rows] == ["1", "3"]
+    assert [(r["seed"], r["step"]) for r in rows] == [("0", "1"), ("0", "3"), ("1", "1"),
+                                                      ("1", "3")]
     assert np.all(floats(rows, "loss_min") <= floats(rows, "loss_max"))
     assert np.all(floats(rows, "predictiveness_min") <= floats(rows, "predictiveness_max"))
     assert np.all(floats(rows, "smoothness") > 0)
     points = read(tmp_path, "landscape_points.csv", ["scheme", "seed", "step", "step_size",
                                                      "loss", "gradient_distance", "distance"])
-    assert len(points) == 2 * 3
+    assert len(points) == 2 * 2 * 3
     np.testing.assert_allclose(floats(points, "step_size")[:3], [0.1, 0.45, 0.8])
     # ||x - x'|| = eta ||g||, and the largest ratio is the smoothness.
     for row in rows:
-        mine = [p for p in points if p["step"] == row["step"]]
+        mine = [p for p in points if (p["seed"], p["step"]) == (row["seed"], row["step"])]
         np.testing.assert_allclose(floats(mine, "distance"),
                                    floats(mine, "step_size") * float(row["gradient_norm"]),
                                    rtol=1e-5)
@@ -110,10 +167,20 @@ def test_landscape(tmp_path):
         np.testing.assert_allclose(ratio.max(), float(row["smoothness"]), rtol=1e-9)
     read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
     summary = read(tmp_path, "summary.csv", ["scheme", "seed", "probes", "median_loss_spread",
+                                             "median_loss_spread_with_x",
                                              "median_predictiveness_max", "median_smoothness",
                                              "median_gradient_norm"])
     assert summary[0]["probes"] == "2"
+    over = io.read_csv(tmp_path / study.OVER_SEEDS_CSV)
+    assert_interval_columns(over, summary, "median_loss_spread_with_x", {"scheme": "batch"})
     assert_png(tmp_path / "landscape.png")
+    # The paper's range holds L(x) itself; L(x) at step 1 is the fresh network's loss.
+    assert np.all(floats(rows, "loss_with_x_min") <= np.minimum(floats(rows, "loss"),
+                                                                floats(rows, "loss_min")))
+    ctx = study_context(landscape, tmp_path / "again", *TINY)
+    network = ctx.build_network("batch", init_std=0.05, placement="before", affine=True)
+    loss = float(network.loss(*ctx.first_batch()))
+    assert float(rows[0]["loss"]) == pytest.approx(loss, rel=1e-5)
 
 
 def test_noisy_bn_two_seeds(tmp_path):
@@ -136,10 +203,21 @@ def test_noisy_bn_two_seeds(tmp_path):
     assert [r["seed"] for r in summary] == ["0", "1"]
     for row, epoch in zip(summary, epochs):
         assert row["final_test_acc"] == epoch["test_acc"]
-    assert read(tmp_path, study.OVER_SEEDS_CSV, ["scheme", "seeds"] + [
+    over = read(tmp_path, study.OVER_SEEDS_CSV, ["scheme", "seeds"] + [
         f"{c}_{s}" for c in ("final_train_acc", "final_test_acc", "best_test_acc")
-        for s in ("mean", "min", "max")])[0]["seeds"] == "2"
+        for s in ("mean", "low", "high")])
+    assert_interval_columns(over, summary, "final_test_acc", {"scheme": "none+noise"})
     assert_png(tmp_path / "noisy_bn.png")
+    # Independent: the epoch-0 percentiles are those of the fresh network's layer-3 output
+    # on the first batch (noise of step 0 included), by numpy.
+    ctx = study_context(noisy_bn, tmp_path / "again", *TINY)
+    network = ctx.build_network("none", noise=True, init_std=0.15, placement="before",
+                                affine=True)
+    _, _, records = network.forward(ctx.first_batch()[0], training=True)
+    expected = np.percentile(records[2]["output"].numpy().ravel(), [5, 50, 95])
+    saved = activations[0]
+    np.testing.assert_allclose([float(saved[k]) for k in ("p5", "p50", "p95")], expected,
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_weightnorm(tmp_path):
@@ -161,6 +239,27 @@ def test_weightnorm(tmp_path):
         ("weight", "0"), ("weight", "1"), ("none", "0"), ("none", "1")]
     assert len(read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)) == 4
     assert_png(tmp_path / "weightnorm.png")
+    verdicts = io.read_csv(tmp_path / study.VERDICTS_CSV)
+    assert [(v["a"], v["b"], v["metric"]) for v in verdicts] == [
+        ("weight", "none", "final_train_acc")]
+
+
+def test_the_init_only_ablation_is_weight_norm_at_init_without_the_reparameterization(
+        tmp_path):
+    """none+ddi computes, before any step, the same function as the initialized 'weight'
+    network (kernel g v/||v||, bias b copied), with a plain kernel as its variable."""
+    ctx = study_context(weightnorm, tmp_path, *TINY)
+    images = ctx.first_batch()[0]
+    plain = weightnorm.init_only_network(ctx)
+    reparameterized = weightnorm.build(ctx, "weight")
+    np.testing.assert_allclose(plain.forward(images)[0].numpy(),
+                               reparameterized.forward(images)[0].numpy(), rtol=1e-4,
+                               atol=1e-5)
+    assert not plain.blocks[0].layer.weight_norm and plain.blocks[0].layer.bias is not None
+    # Standardized output of layer 1 on the init batch (the data-dependent init).
+    out = plain.blocks[0].layer.forward(images)[0].numpy().reshape(-1, 16)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=0), 1, rtol=1e-3)
 
 
 def test_a_study_on_stl10_through_the_real_tfds_builder(tmp_path):
@@ -202,9 +301,24 @@ def test_a_bad_flag_is_one_line_before_any_work(tmp_path, capsys):
 def test_over_seeds():
     rows = [dict(scheme="a", seed=s, layer=1, x=float(s), flag=True) for s in (0, 1, 2)]
     rows += [dict(scheme="b", seed=0, layer=1, x=5.0, flag=True)]
-    assert study.over_seeds(rows, ("scheme", "layer")) == [
-        dict(scheme="a", layer=1, seeds=3, x_mean=1.0, x_min=0.0, x_max=2.0),
-        dict(scheme="b", layer=1, seeds=1, x_mean=5.0, x_min=5.0, x_max=5.0)]
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t_{0.975, 2} s / sqrt(n), s = 1
+    a, b = study.over_seeds(rows, ("scheme", "layer"))
+    assert a == pytest.approx(dict(scheme="a", layer=1, seeds=3, x_mean=1.0,
+                                   x_low=1.0 - half, x_high=1.0 + half))
+    assert b == dict(scheme="b", layer=1, seeds=1, x_mean=5.0, x_low=-np.inf, x_high=np.inf)
+
+
+def test_decide_pairs_by_seed_and_takes_a_reference_value():
+    rows = [dict(scheme=s, seed=k, m=v) for s, values in (("a", (3.0, 4.0, 5.5)),
+                                                          ("b", (1.0, 2.5, 3.0)))
+            for k, v in enumerate(values)]
+    claims = [study.Claim("a above b", "m", "a", "b", +1),
+              study.Claim("a below b", "m", "a", "b", -1),
+              study.Claim("a above 10", "m", "a", 10.0, +1)]
+    above, below, reference = study.decide(rows, "scheme", claims)
+    assert above["verdict"] == "supported" and below["verdict"] == "contradicted"
+    assert above["difference_mean"] == pytest.approx(2.0) and above["pairs"] == 3
+    assert reference["verdict"] == "contradicted" and reference["b_value"] == "10"
 
 
 def test_the_studies_share_the_drivers_flags():

@@ -14,8 +14,8 @@ import collections
 import tensorflow as tf
 
 from tfnorm import checks, layers, losses, norms, schemes
-from tfnorm.catalog import (ARTICLE_DEPTH, ARTICLE_STRIDES, ARTICLE_WIDTH,  # noqa: F401
-                            article_strides)
+# ARTICLE_STRIDES: the article's shape, exported here with the network that has it.
+from tfnorm.catalog import ARTICLE_DEPTH, ARTICLE_STRIDES, ARTICLE_WIDTH, article_strides  # noqa: F401,E501
 
 
 check_scheme = schemes.check
@@ -294,11 +294,12 @@ class Network:
 
 
 def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_channels=3,
-                    width=ARTICLE_WIDTH, depth=ARTICLE_DEPTH, strides=None, kernel_size=3, activation="relu",
+                    width=ARTICLE_WIDTH, depth=ARTICLE_DEPTH, strides=None, kernel_size=3,
+                    activation="relu",
                     placement="after", residual=False, residual_beta=1.0, affine=False,
                     groups=4, epsilon=norms.DEFAULT_EPSILON, momentum=norms.DEFAULT_MOMENTUM,
                     boxcox_lambda=2.0, init_std=0.05, noise=False, weight_norm=None,
-                    final_activation="relu", per_position_running_stats=0):
+                    final_activation="relu", per_position_running_stats=0, use_bias=False):
     """The article's network under ``scheme``, and variants.
 
     Default: six 3x3 SAME convolutions, channels in_channels-16-16-16-16-16-num_classes,
@@ -312,7 +313,8 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     normalization (e.g. 'none' with noise); weight_norm: reparameterize every conv
     as g v/||v|| + b (default: on for 'weight' and 'meanonly', as Salimans & Kingma
     pair mean-only BN with it); per_position_running_stats: 0, or the training batch size
-    (``tfnorm.norms.per_position``). Variables do not depend on the input size.
+    (``tfnorm.norms.per_position``); use_bias: a bias in plain convs (weight-normalized
+    ones always have one). Variables do not depend on the input size.
     """
     check_scheme(scheme)
     if depth < 1:
@@ -333,7 +335,7 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
         layer = WeightLayer("conv", [kernel_size, kernel_size, channels[i], channels[i + 1]],
                             stride=strides[i], padding="SAME", weight_norm=weight_norm,
                             init_std=init_std, seed=seed * 1000 + i, dtype=dtype,
-                            name=f"conv{i + 1}")
+                            name=f"conv{i + 1}", use_bias=use_bias)
         if last:
             norm = norms.Normalization(channels[i + 1], dtype)
         else:
@@ -354,7 +356,8 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
                   residual=residual, residual_beta=residual_beta, affine=affine, groups=groups,
                   epsilon=epsilon, momentum=momentum, boxcox_lambda=boxcox_lambda,
                   init_std=init_std, noise=noise, weight_norm=weight_norm,
-                  final_activation=final_activation, per_position_running_stats=per_position_running_stats)
+                  final_activation=final_activation, use_bias=use_bias,
+                  per_position_running_stats=per_position_running_stats)
     return Network(blocks, "global_avg", scheme, config)
 
 
