@@ -258,3 +258,19 @@ def _is_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_noisy_bn_seeds_sharing_traced_steps_draw_their_own_noise(tmp_path):
+    """The noise's seed is state, not a constant of the traced step: seed 1 of noisy BN
+    trained after seed 0 on the same compiled steps equals seed 1 built afresh (a seed
+    baked into the graph would give it seed 0's noise)."""
+    from tfnorm import runner
+    flags_ = dict(TRAIN_FLAGS, scheme="noisybatch", panels=False)
+    builds = runner.Builds()
+    for seed in (0, 1):
+        runner.run(cli.resolve(dict(flags_, seed=seed, out_dir=str(tmp_path / f"s{seed}"))),
+                   builds=builds)
+    runner.run(cli.resolve(dict(flags_, seed=1, out_dir=str(tmp_path / "alone"))))
+    assert_same_run(str(tmp_path / "s1"), str(tmp_path / "alone"))
+    assert records.read_metrics(str(tmp_path / "s0")) != records.read_metrics(
+        str(tmp_path / "s1"))
