@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import cli, panels
+from runs import checked_config, exit_of_main
 from test_bad_input import run_train
 from test_resume import assert_same_run, without_seconds
 from tfnorm import errors, io, loop, records, rundir, runner, stopping
@@ -27,9 +28,7 @@ FLAGS = dict(scheme="batch", epochs=3, image_size=16, train_limit=60, test_limit
 
 
 def config_for(out_dir, **overrides):
-    config = cli.resolve(dict(FLAGS, out_dir=str(out_dir), **overrides))
-    cli.validate(config)
-    return config
+    return checked_config(FLAGS, out_dir, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -158,18 +157,12 @@ def test_a_damaged_config_is_refused_with_one_line_naming_it(copy, content, monk
 
 
 def test_a_damaged_record_makes_panels_name_the_file(copy, monkeypatch, capsys):
-    from absl import flags
     path = records.record_path(copy, 2)
     with open(path, "r+b") as f:
         f.truncate(200)
-    flag_values = flags.FlagValues()
-    panels.define_flags(flag_values)
-    flag_values(["panels", f"--run_dir={copy}"])
-    monkeypatch.setattr(panels, "FLAGS", flag_values)
-    with pytest.raises(SystemExit) as exit_info:
-        panels.main(["panels"])
+    code = exit_of_main(panels, [f"--run_dir={copy}"], monkeypatch)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 6
+    assert code == 6
     assert lines == [f"error: {path}: damaged, not a record (BadZipFile)"]
 
 

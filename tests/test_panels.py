@@ -77,16 +77,9 @@ def test_panels_command_redraws_everything_from_records(records_only_dir):
 
 
 def test_panels_command_refuses_a_directory_without_records(tmp_path, monkeypatch, capsys):
-    from absl import flags
-
     from experiments import panels
-    flag_values = flags.FlagValues()
-    panels.define_flags(flag_values)
-    flag_values(["panels", f"--run_dir={tmp_path}"])
-    monkeypatch.setattr(panels, "FLAGS", flag_values)
-    with pytest.raises(SystemExit) as exit_info:
-        panels.main(["panels"])
-    assert exit_info.value.code == 2
+    from runs import exit_of_main
+    assert exit_of_main(panels, [f"--run_dir={tmp_path}"], monkeypatch) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: --run_dir {tmp_path}: holds no records "
         f"({tmp_path}/records/epoch_NNNN.npz)"]

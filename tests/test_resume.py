@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from experiments import cli, train
+from runs import checked_config
 from tfnorm import io, records, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +27,7 @@ FLAGS = dict(scheme="meanonly", epochs=3, image_size=16, train_limit=100, test_l
 
 
 def config_for(out_dir):
-    config = cli.resolve(dict(FLAGS, out_dir=str(out_dir)))
-    cli.validate(config)
-    return config
+    return checked_config(FLAGS, out_dir)
 
 
 def without_seconds(rows):

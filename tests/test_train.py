@@ -12,6 +12,7 @@ from PIL import Image
 
 import stl10_fixture
 from experiments import cli, panels, train
+from runs import checked_config
 from tfnorm import records, runner
 from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
@@ -23,9 +24,7 @@ TINY = dict(image_size=16, train_limit=60, test_limit=40, epochs=2, record_every
 
 
 def tiny_config(out_dir, **overrides):
-    config = cli.resolve(dict(TINY, out_dir=str(out_dir), **overrides))
-    cli.validate(config)
-    return config
+    return checked_config(TINY, out_dir, **overrides)
 
 
 @pytest.fixture(scope="module")
