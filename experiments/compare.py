@@ -75,7 +75,9 @@ def train_here(configs, progress):
     """Train ``configs`` one after the other in this process, sharing the traced steps of
     runs that differ only in their seed (``runner.Builds``). Returns after a Ctrl-C too,
     the run in progress stopped at a safe point."""
-    from tfnorm import runner  # TensorFlow loads here, after every flag was checked
+    from tfnorm import cores, runner  # TensorFlow loads here, after every flag was checked
+    if cores.shares_cores():
+        cores.stop_spinning()
     builds = runner.Builds()
     for config in configs:
         if stopping.requested():
