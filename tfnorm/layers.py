@@ -143,14 +143,17 @@ def avg_pool_backward(dout, cache):
 
 
 def relu_forward(x):
-    """The cache is the 0/1 mask of the active units, so the backward is one multiply
-    (a select, tf.where, costs about five multiplies on CPU)."""
+    """The cache is the output: out > 0 exactly where x > 0."""
     out = tf.nn.relu(x)
-    return out, tf.sign(out)
+    return out, out
 
 
-def relu_backward(dout, mask):
-    return dout * mask
+def relu_backward(dout, out):
+    """dout where out > 0, else 0, in one pass (TensorFlow's ReluGrad kernel, the formula
+    written as a kernel, not autodiff): a 0/1 mask kept from the forward cost a tf.sign
+    pass over every activation there and a multiply here (the step of an unnormalized
+    article network at 96 px: ~7% slower than autograd, which uses this kernel)."""
+    return tf.raw_ops.ReluGrad(gradients=dout, features=out)
 
 
 def leaky_relu_forward(x, alpha=0.2):
