@@ -93,6 +93,10 @@ BAD_FLAGS = [
      "error: --schemes: unknown scheme 'bn'"),
     ("panels", ["--run_dir={tmp}/missing"], "error: --run_dir {tmp}/missing: no such"),
     ("benchmark", ["--rounds=0", "--out_dir={tmp}/run"], "error: --rounds=0: must be a"),
+    ("benchmark_seeds", ["--seeds=1", "--out_dir={tmp}/run"],
+     "error: --seeds=1: nothing to compare with --seeds=1"),
+    ("benchmark_seeds", ["--compare_flags=--out_dir=x", "--out_dir={tmp}/run"],
+     "error: --compare_flags: '--out_dir=x' is not a compare flag"),
     ("crosspanels", ["--compare_dir={tmp}/missing", "--layer=1"],
      "error: --compare_dir {tmp}/missing: no such directory"),
 ]

@@ -1,0 +1,43 @@
+"""experiments.benchmark_seeds: the pairs alternate their order, every compare writes
+into a directory of its own, the ratios are taken pair by pair (bad flags: test_cli)."""
+
+import sys
+
+import pytest
+
+from experiments import benchmark_seeds, cli
+CONFIG = dict(schemes=["none", "batch"], seeds=5, pairs=3, compare_flags=["--epochs=2"],
+              out_dir="unused")
+
+
+def test_pairs_alternate_use_fresh_directories_and_give_pair_by_pair_ratios():
+    calls = []
+    seconds = {1: [(10.0, 20.0), (12.0, 22.0), (11.0, 21.0)],
+               5: [(30.0, 70.0), (18.0, 40.0), (33.0, 75.0)]}
+
+    def fake_run(command):
+        seeds = int(next(a for a in command if a.startswith("--seeds=")).split("=")[1])
+        out_dir = next(a for a in command if a.startswith("--out_dir=")).split("=", 1)[1]
+        assert "--epochs=2" in command and "--schemes=none,batch" in command
+        calls.append((seeds, out_dir))
+        return seconds[seeds].pop(0)
+
+    pairs = benchmark_seeds.measure(CONFIG, run=fake_run)
+    assert [s for s, _ in calls] == [1, 5, 5, 1, 1, 5]
+    assert len({d for _, d in calls}) == 6
+    assert [p["wall_ratio"] for p in pairs] == [3.0, 1.5, 3.0]
+    assert [p["cpu_ratio"] for p in pairs] == [3.5, 40 / 22, 75 / 21]
+    result = benchmark_seeds.summarize(CONFIG, pairs)
+    assert result["median"]["wall_ratio"] == 3.0 and not result["met"]
+    text = benchmark_seeds.markdown(result, "cmd")
+    assert "**3.00**" in text and "not met" in text
+
+
+def test_timed_counts_the_childs_cpu_and_names_a_failure():
+    wall, cpu = benchmark_seeds.timed(
+        [sys.executable, "-c", "import time\nt = time.process_time()\n"
+         "while time.process_time() - t < 0.3: pass"])
+    assert cpu >= 0.25 and wall >= cpu * 0.5
+    with pytest.raises(cli.ConfigError, match="boom"):
+        benchmark_seeds.timed([sys.executable, "-c",
+                               "import sys; sys.exit('x y\\nboom')"])
