@@ -260,7 +260,8 @@ def _is_alive(pid):
         return False
 
 
-def test_noisy_bn_seeds_sharing_traced_steps_draw_their_own_noise(tmp_path):
+def test_seeds_sharing_traced_steps_never_retrace_and_noisy_bn_draws_its_own_noise(
+        tmp_path):
     """The noise's seed is state, not a constant of the traced step: seed 1 of noisy BN
     trained after seed 0 on the same compiled steps equals seed 1 built afresh (a seed
     baked into the graph would give it seed 0's noise)."""
@@ -270,6 +271,12 @@ def test_noisy_bn_seeds_sharing_traced_steps_draw_their_own_noise(tmp_path):
     for seed in (0, 1):
         runner.run(cli.resolve(dict(flags_, seed=seed, out_dir=str(tmp_path / f"s{seed}"))),
                    builds=builds)
+    # Two seeds of two epochs each (a new tf.data iterator every epoch): every compiled
+    # function was traced once, for the first seed's first epoch, and never again.
+    trainer = builds.build(cli.resolve(dict(flags_, seed=0, out_dir="unused")))[1]
+    for name in ("train_step_from", "record_step_from", "eval_step", "train_step",
+                 "record_step"):
+        assert getattr(trainer, name).experimental_get_tracing_count() == 1, name
     runner.run(cli.resolve(dict(flags_, seed=1, out_dir=str(tmp_path / "alone"))))
     assert_same_run(str(tmp_path / "s1"), str(tmp_path / "alone"))
     assert records.read_metrics(str(tmp_path / "s0")) != records.read_metrics(

