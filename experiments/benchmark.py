@@ -47,6 +47,7 @@ TARGET_A_OVER_D = 1.25
 TARGET_RECORD_FRACTION = 0.10
 TARGET_PIPELINE_GAP = 0.05
 TARGET_EPOCH_SECONDS = 10.0
+TRACED = ("train_step_from", "record_step_from", "eval_step")  # benchmark_steps times them
 # The article's optimizer (his notebook: Adam at 0.0008).
 LEARNING_RATE = 0.0008
 ARTICLE_EPSILON = 1e-8
@@ -65,6 +66,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_boolean("jit", True, "Also time C: A and B compiled with jit_compile=True.", **fv)
     flags.DEFINE_boolean("keras", True, "Also time E: a Keras 3 model, where Keras has the "
                          "scheme.", **fv)
+    flags.DEFINE_boolean("tracing", True, "Also time the first call of each compiled "
+                         "function of a new Trainer against its later calls, and count "
+                         "its traces over two epochs.", **fv)
     flags.DEFINE_string("epoch_schemes", "batch",
                         "Schemes whose epoch, recording cost and tf.data step are measured "
                         "('all', or comma-separated; empty: none).", **fv)
@@ -109,6 +113,7 @@ def check_flags(flag_values=FLAGS):
         raise cli.ConfigError(f"--train_images={values.train_images}: fewer than one batch "
                                  f"of {values.batch_size}")
     config.update(warmup=values.warmup, jit=values.jit, keras=values.keras, seed=values.seed,
+                  tracing=values.tracing,
                   out_dir=values.out_dir)
     cli.check_writable(values.out_dir, "--out_dir")
     return config
@@ -161,6 +166,25 @@ def markdown(result):
             f"{_fmt(row['A/H'])} | {_fmt(row['A/B'])} | {_fmt(row['D'])} | "
             f"{_fmt(row['A/D'])} | {_fmt(row.get('C_A'))} | {_fmt(row.get('C_B'))} | "
             f"{_fmt(row.get('E'))} |")
+    if result.get("tracing"):
+        lines += [
+            "",
+            "## Tracing: the first call of each compiled function",
+            "",
+            "A new Trainer's first call of each function (tracing, graph optimization, "
+            "first run), as the driver calls it, against the median of its next 10 calls, "
+            "in ms; traces: how many times it was traced after a second epoch on a new "
+            "iterator (1: none again).",
+            "",
+            "| scheme | " + " | ".join(f"{n} first | later | traces" for n in TRACED)
+            + " | first calls, s |",
+            "|---|" + "---|---|---|" * len(TRACED) + "---|",
+        ]
+        for scheme, row in result["tracing"].items():
+            lines.append(f"| {scheme} | " + " | ".join(
+                f"{_fmt(row[f'{n}_first_ms'], 0)} | {_fmt(row[f'{n}_later_ms'])} | "
+                f"{row[f'{n}_traces']}" for n in TRACED)
+                + f" | {_fmt(row['first_calls_s'])} |")
     if result["epochs"]:
         lines += [
             "",
@@ -196,7 +220,8 @@ def markdown(result):
 
 def run(config, command):
     # TensorFlow loads here, once the flags are checked.
-    from experiments.benchmark_steps import load_average, machine, measure_epoch, time_scheme
+    from experiments.benchmark_steps import (load_average, machine, measure_epoch,
+                                             measure_tracing, time_scheme)
     result = {"machine": machine(), "config": config, "command": command,
               "load_start": load_average(), "schemes": {}, "epochs": {},
               "targets": {"H/B": TARGET_H_OVER_B, "A/B": TARGET_A_OVER_B,
@@ -213,6 +238,11 @@ def run(config, command):
         logging.info("%s: H %.2f ms, B %.2f ms, H/B %.3f [%.3f, %.3f], A %.2f ms, A/H %.3f",
                      scheme, row["H"], row["B"], row["H/B"], row["H/B_p10"], row["H/B_p90"],
                      row["A"], row["A/H"])
+    if config["tracing"]:
+        result["tracing"] = {}
+        for scheme in config["schemes"]:
+            result["tracing"][scheme] = measure_tracing(scheme, config)
+            logging.info("%s tracing: %s", scheme, result["tracing"][scheme])
     for scheme in config["epoch_schemes"]:
         result["epochs"][scheme] = measure_epoch(scheme, config, trainers.get(scheme))
         logging.info("%s epoch: %s", scheme, result["epochs"][scheme])
@@ -235,7 +265,7 @@ def main(argv, flag_values=FLAGS):
     run(config, command.strip())  # app.run exits with main's return value: None is 0
 
 
-_FLAG_NAMES = ("schemes", "rounds", "warmup", "batch_size", "image_size", "jit", "keras",
+_FLAG_NAMES = ("schemes", "rounds", "warmup", "batch_size", "image_size", "jit", "keras", "tracing",
                "epoch_schemes", "train_images", "test_images", "eval_batch", "epoch_repeats",
                "pipeline_rounds", "pipeline_steps", "seed", "out_dir")
 

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfnorm
-from experiments.benchmark import (ARTICLE_EPSILON, KERAS_SCHEMES, LEARNING_RATE)
+from experiments.benchmark import ARTICLE_EPSILON, KERAS_SCHEMES, LEARNING_RATE, TRACED
 from tfnorm import catalog, data, layers, loop, optimizers, plots, records, training
 
 # The benchmark times the deterministic kernels that training runs.
@@ -229,6 +229,43 @@ def time_scheme(scheme, config):
     row["A_min"], row["B_min"], row["D_min"] = (1e3 * min(times[k]) for k in ("A", "B", "D"))
     row["rounds"] = config["rounds"]
     return row, trainer
+
+
+# ----------------------------------------------------------------------------
+# Tracing
+
+
+def measure_tracing(scheme, config, later_calls=10):
+    """The first call of each compiled function of a new Trainer, as the driver makes it
+    (raw uint8 batches from the tf.data pipeline; the test pass in one shape), against the
+    median of its later calls: the difference is the tracing, graph optimization and
+    first-run cost. Then a second epoch on a new iterator: how many times each function
+    was traced in all (1: no retracing across epochs)."""
+    batch, size, seed = config["batch_size"], config["image_size"], config["seed"]
+    count = batch * (2 * later_calls + 2)
+    images, labels = synthetic_dataset(count, size, seed)
+    dataset = data.Dataset("synthetic", images, labels, images[:batch], labels[:batch], 10, ())
+    trainer = hand_trainer(scheme, seed)
+    test_images, test_labels = next(iter(loop.test_batches(dataset)))
+    calls = {"train_step_from": lambda it: trainer.train_step_from(it),
+             "record_step_from": lambda it: trainer.record_step_from(it),
+             "eval_step": lambda it: trainer.eval_step(test_images, test_labels)}
+    row = {}
+    for epoch in (1, 2):
+        iterator = iter(loop.train_batches(dataset, batch, epoch, seed))
+        for name in TRACED:
+            times = []
+            for _ in range(1 if epoch == 2 else 1 + later_calls):
+                start = time.perf_counter()
+                _finish(calls[name](iterator))
+                times.append(time.perf_counter() - start)
+            if epoch == 1:
+                row[f"{name}_first_ms"] = 1e3 * times[0]
+                row[f"{name}_later_ms"] = median_ms(times[1:])
+    for name in TRACED:
+        row[f"{name}_traces"] = getattr(trainer, name).experimental_get_tracing_count()
+    row["first_calls_s"] = sum(row[f"{name}_first_ms"] for name in TRACED) / 1e3
+    return row
 
 
 # ----------------------------------------------------------------------------

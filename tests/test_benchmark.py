@@ -66,10 +66,17 @@ def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
     assert epoch["panels_fraction_of_epoch"] == pytest.approx(
         (epoch["record_save_ms"] + epoch["panels_ms"]) / 1e3 / epoch["epoch_seconds"])
 
+    tracing = stored["tracing"]["batch"]
+    for name in benchmark.TRACED:
+        assert _positive(tracing[f"{name}_first_ms"]) and _positive(tracing[f"{name}_later_ms"])
+        assert tracing[f"{name}_traces"] == 1, name  # none again on the second epoch
+    assert tracing["first_calls_s"] == pytest.approx(
+        sum(tracing[f"{name}_first_ms"] for name in benchmark.TRACED) / 1e3)
+
     markdown = (tmp_path / "benchmark.md").read_text()
     assert stored["machine"]["cpu"] in markdown
     table = [line for line in markdown.splitlines() if line.startswith("| batch |")]
-    assert len(table) == 2  # the step table and the epoch table
+    assert len(table) == 3  # the step table, the tracing table and the epoch table
     cells = [cell.strip() for cell in table[0].strip("|").split("|")]
     # | scheme | H | B | H/B [p10, p90] | H/B <= 1.00 | A | A/H | A/B | D | A/D | C_A | C_B | E |
     assert float(cells[1]) == pytest.approx(row["H"], abs=0.006)
@@ -78,7 +85,9 @@ def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
     assert float(cells[5]) == pytest.approx(row["A"], abs=0.006)
     assert float(cells[7]) == pytest.approx(row["A/B"], abs=0.006)
     assert cells[10] == cells[11] == cells[12] == "-"  # C_A, C_B, E not measured
-    epoch_cells = [cell.strip() for cell in table[1].strip("|").split("|")]
+    tracing_cells = [cell.strip() for cell in table[1].strip("|").split("|")]
+    assert [int(tracing_cells[i]) for i in (3, 6, 9)] == [1, 1, 1]
+    epoch_cells = [cell.strip() for cell in table[2].strip("|").split("|")]
     assert float(epoch_cells[1]) == pytest.approx(epoch["epoch_seconds"], abs=0.006)
 
 
