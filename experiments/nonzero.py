@@ -9,12 +9,17 @@ nonzero_grad_frac_1..L (the epoch's mean, over its training steps, of the fracti
 of exactly non-zero entries of layer i's weight gradient). Writes to --out_dir
 (default <run_dir>/nonzero):
 
-- nonzero.csv: scheme, layer, epoch, seeds, mean, min, max (over seeds);
+- nonzero.csv: scheme, layer, epoch, seeds, mean, low, high (the 95% Student t interval
+  over seeds, ``tfnorm.stats.interval``; -inf/inf for one seed), min, max;
 - nonzero_summary.csv: per scheme and layer, the fraction at the first and last epoch
-  and its mean over training (seed means);
+  (seed means) and its mean over training with the 95% interval over seeds (each seed's
+  own mean over its epochs);
 - nonzero_claim.png: left, one panel per layer, the fraction against epoch, a curve
-  per scheme (mean, min-max band over seeds); right, the mean over training against
-  layer, a line per scheme.
+  per scheme (mean with its shaded 95% interval, ``tfnorm.plots.band``); right, the
+  mean over training against layer with its interval, a line per scheme.
+
+Paired differences between schemes and their verdicts are compare's summary and
+``experiments.claims``; this script draws the claim's figure and tables.
 """
 
 import glob
@@ -25,7 +30,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import cli, study
-from tfnorm import io, plots
+from tfnorm import io, plots, stats
 from tfnorm.schemes import SCHEMES
 import matplotlib.pyplot as plt  # noqa: E402 (after tfnorm.plots chose the Agg backend)
 
@@ -113,16 +118,23 @@ def table_rows(curves):
                 present = values[~np.isnan(values)]
                 if present.size == 0:
                     continue
+                band = stats.interval(present)
                 rows.append(dict(scheme=scheme, layer=layer + 1, epoch=int(epoch),
-                                 seeds=int(present.size), mean=float(present.mean()),
-                                 min=float(present.min()), max=float(present.max())))
+                                 seeds=int(present.size), mean=band.mean, low=band.low,
+                                 high=band.high, min=float(present.min()),
+                                 max=float(present.max())))
             layer_mean = mean[layer][~np.isnan(mean[layer])]
             if layer_mean.size:
+                with np.errstate(all="ignore"):
+                    per_seed = np.nanmean(nonzero[:, layer, :], axis=1)
+                over_training = stats.interval(per_seed)
                 summary.append(dict(scheme=scheme, layer=layer + 1,
                                     seeds=len(curve["seeds"]), epochs=int(layer_mean.size),
                                     first_epoch=float(layer_mean[0]),
                                     last_epoch=float(layer_mean[-1]),
-                                    mean_over_training=float(layer_mean.mean())))
+                                    mean_over_training=over_training.mean,
+                                    mean_over_training_low=over_training.low,
+                                    mean_over_training_high=over_training.high))
     return rows, summary
 
 
@@ -142,14 +154,8 @@ def plot(curves, summary, out_dir):
         for scheme, curve in curves.items():
             if layer >= curve["nonzero"].shape[1]:
                 continue
-            values = curve["nonzero"][:, layer]
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(values, axis=0)
-                low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-            ax.plot(curve["epochs"], mean, color=colors[scheme], lw=1.2,
-                    label=scheme if layer == 0 else None)
-            if values.shape[0] > 1:
-                ax.fill_between(curve["epochs"], low, high, color=colors[scheme], alpha=0.15)
+            plots.band(ax, curve["epochs"], curve["nonzero"][:, layer],
+                       scheme if layer == 0 else None, colors[scheme], lw=1.2)
         ax.set_title(f"layer {layer + 1}", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -159,8 +165,15 @@ def plot(curves, summary, out_dir):
     ax = axes[-1]
     for scheme in schemes:
         mine = [r for r in summary if r["scheme"] == scheme]
-        ax.plot([r["layer"] for r in mine], [r["mean_over_training"] for r in mine], "o-",
-                ms=3, color=colors[scheme], label=scheme)
+        layers = [r["layer"] for r in mine]
+        ax.plot(layers, [r["mean_over_training"] for r in mine], "o-", ms=3,
+                color=colors[scheme], label=scheme)
+        low = np.array([r["mean_over_training_low"] for r in mine])
+        high = np.array([r["mean_over_training_high"] for r in mine])
+        shown = np.isfinite(low) & np.isfinite(high)
+        if shown.any():
+            ax.fill_between(np.array(layers)[shown], low[shown], high[shown],
+                            color=colors[scheme], alpha=0.2, lw=0)
     ax.set_title("mean over training, per layer", fontsize=9)
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     ax.set_xlabel("layer", fontsize=8)
@@ -170,7 +183,7 @@ def plot(curves, summary, out_dir):
     ax.legend(fontsize=6)
     seeds = sorted({len(c["seeds"]) for c in curves.values()})
     fig.suptitle("Non-zero entries of each layer's gradient w.r.t. its weights, per scheme "
-                 f"(epoch means; {'/'.join(map(str, seeds))} seed(s), min-max band)", fontsize=9)
+                 f"(epoch means; {'/'.join(map(str, seeds))} seed(s), 95% t interval)", fontsize=9)
     return study.save_figure(fig, out_dir, "nonzero_claim.png")
 
 

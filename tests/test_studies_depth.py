@@ -236,20 +236,32 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(nonzero, "FLAGS", flag_values)
     nonzero.main(["nonzero"])
     rows = read_csv(out / "nonzero.csv")
-    assert_columns(rows, ["scheme", "layer", "epoch", "seeds", "mean", "min", "max"])
+    assert_columns(rows, ["scheme", "layer", "epoch", "seeds", "mean", "low", "high", "min",
+                          "max"])
     cell = [r for r in rows if (r["scheme"], r["layer"], r["epoch"]) == ("none", "2", "2")][0]
     assert int(cell["seeds"]) == 2
     assert float(cell["mean"]) == pytest.approx(0.2 + 0.02 + 0.0005)
+    # 95% t interval of (0.22, 0.221), by hand: t(0.975, 1) = 12.7062, sd = 0.001/sqrt(2).
+    half = 12.7062047 * (0.001 / 2 ** 0.5) / 2 ** 0.5
+    assert float(cell["low"]) == pytest.approx(0.2205 - half, abs=1e-9)
+    assert float(cell["high"]) == pytest.approx(0.2205 + half, abs=1e-9)
     assert float(cell["min"]) == pytest.approx(0.22)
     assert float(cell["max"]) == pytest.approx(0.221)
     last = [r for r in rows if (r["scheme"], r["layer"], r["epoch"]) == ("none", "1", "3")][0]
     assert int(last["seeds"]) == 1 and float(last["mean"]) == pytest.approx(0.13)
+    assert float(last["low"]) == -float("inf") and float(last["high"]) == float("inf")
     summary = read_csv(out / "nonzero_summary.csv")
     batch = [r for r in summary if r["scheme"] == "batch"]
     assert [float(r["mean_over_training"]) for r in batch] == [1.0, 1.0]
     none_1 = [r for r in summary if (r["scheme"], r["layer"]) == ("none", "1")][0]
     assert float(none_1["first_epoch"]) == pytest.approx(0.1105)
     assert float(none_1["last_epoch"]) == pytest.approx(0.13)
+    # Each seed's own mean over its epochs (0.12 over 3, 0.116 over the 2 it ran), then
+    # their interval: half width t(0.975, 1) * 0.004 / sqrt(2) / sqrt(2).
+    assert float(none_1["mean_over_training"]) == pytest.approx(0.118)
+    half = 12.7062047 * 0.004 / 2
+    assert float(none_1["mean_over_training_low"]) == pytest.approx(0.118 - half, abs=1e-9)
+    assert float(none_1["mean_over_training_high"]) == pytest.approx(0.118 + half, abs=1e-9)
     assert_png(out / "nonzero_claim.png")
 
 
