@@ -9,8 +9,8 @@ pair, each into a fresh --out_dir (nothing reused); the ratio is taken pair by p
 that a machine whose speed drifts moves both sides of a ratio alike. Wall seconds from a
 monotonic clock around the child; CPU seconds from the kernel's accounting of the
 finished child and everything it waited for (compare's workers included). Writes
---out_dir/seeds_cost.md and seeds_cost.json. Issue 17's target: the median wall ratio,
-5 seeds against 1, at most 2.0.
+--out_dir/seeds_cost.md and seeds_cost.json. The target: the median wall ratio, 5 seeds
+against 1, at most 2.0 (TARGET_RATIO).
 """
 
 import json

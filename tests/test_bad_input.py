@@ -1,4 +1,4 @@
-"""Issue 4 section 5-6: every bad input is refused before any work with one line on
+"""Every bad input is refused before any work with one line on
 stderr naming the flag or file, a non-zero exit code, and no traceback.
 
 The cases run train's ``main`` in this process on a private FlagValues (the code path of

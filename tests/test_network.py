@@ -6,7 +6,7 @@ affine on/off, placement after/before, residual blocks; also ``mlp_network``, th
 per-layer records, data-dependent init, noisy-BN seeding and bad input.
 
 ``PYTHONPATH=. python tests/test_network.py`` prints the largest error per scheme over a grid of
-variants (the table of the issue's closing note)."""
+variants (the table the README quotes)."""
 
 import numpy as np
 import pytest

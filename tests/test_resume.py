@@ -1,4 +1,4 @@
-"""Issue 4: a run killed at any moment resumes to exactly the same metrics.csv; a kill
+"""A run killed at any moment resumes to exactly the same metrics.csv; a kill
 during a write leaves the previous complete file; a divergent run stops naming the epoch,
 step, layer and scheme and keeps its earlier epochs.
 
