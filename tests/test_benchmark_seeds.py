@@ -41,3 +41,26 @@ def test_timed_counts_the_childs_cpu_and_names_a_failure():
     with pytest.raises(cli.ConfigError, match="boom"):
         benchmark_seeds.timed([sys.executable, "-c",
                                "import sys; sys.exit('x y\\nboom')"])
+
+
+def test_the_command_times_real_compares_and_writes_its_report(tmp_path, monkeypatch):
+    """One pair of real (tiny) compare commands: both finish, and the report holds their
+    seconds and ratios."""
+    import json
+
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    benchmark_seeds.define_flags(flag_values)
+    flag_values(["benchmark_seeds", "--schemes=none", "--seeds=2", "--pairs=1",
+                 "--compare_flags=--epochs=1,--image_size=16,--train_limit=40,--test_limit=20,"
+                 "--jobs=1,--nopanels", f"--out_dir={tmp_path}"])
+    monkeypatch.setattr(benchmark_seeds, "FLAGS", flag_values)
+    benchmark_seeds.main(["benchmark_seeds"])
+    with open(tmp_path / "seeds_cost.json") as f:
+        result = json.load(f)
+    (pair,) = result["pairs"]
+    assert pair["many_wall"] > 0 and pair["one_wall"] > 0 and pair["one_cpu"] > 0
+    assert pair["wall_ratio"] == pair["many_wall"] / pair["one_wall"]
+    text = (tmp_path / "seeds_cost.md").read_text()
+    assert "--compare_flags=--epochs=1" in text and "(the target is for --seeds=5)" in text
