@@ -76,8 +76,8 @@ def train_here(configs, progress):
     runs that differ only in their seed (``runner.Builds``). Returns after a Ctrl-C too,
     the run in progress stopped at a safe point."""
     from tfnorm import cores, runner  # TensorFlow loads here, after every flag was checked
-    if cores.shares_cores():
-        cores.stop_spinning()
+    if cores.shares_cores() and cores.stop_spinning():
+        logging.info("sharing the cores with other workers: thread pools do not spin")
     builds = runner.Builds()
     for config in configs:
         if stopping.requested():
