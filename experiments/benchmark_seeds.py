@@ -44,10 +44,8 @@ def define_flags(flag_values=FLAGS):
 
 def check_flags(flag_values=FLAGS):
     schemes = cli.parse_schemes(flag_values.schemes)
-    for name in ("seeds", "pairs"):
-        if flag_values[name].value < 1:
-            raise cli.ConfigError(f"--{name}={flag_values[name].value}: must be a positive "
-                                  "integer")
+    cli.check_positive({name: flag_values[name].value for name in ("seeds", "pairs")},
+                       "seeds", "pairs")
     if flag_values.seeds == 1:
         raise cli.ConfigError("--seeds=1: nothing to compare with --seeds=1")
     extra = list(flag_values.compare_flags)
