@@ -138,7 +138,7 @@ def table_rows(curves):
     return rows, summary
 
 
-def plot(curves, summary, out_dir):
+def plot(curves, out_dir):
     schemes = list(curves)
     num_layers = max(c["nonzero"].shape[1] for c in curves.values())
     colors = plots.scheme_colors(schemes)
@@ -163,17 +163,12 @@ def plot(curves, summary, out_dir):
     for row in range(rows):
         axes[row * cols].set_ylabel("non-zero fraction", fontsize=8)
     ax = axes[-1]
-    for scheme in schemes:
-        mine = [r for r in summary if r["scheme"] == scheme]
-        layers = [r["layer"] for r in mine]
-        ax.plot(layers, [r["mean_over_training"] for r in mine], "o-", ms=3,
-                color=colors[scheme], label=scheme)
-        low = np.array([r["mean_over_training_low"] for r in mine])
-        high = np.array([r["mean_over_training_high"] for r in mine])
-        shown = np.isfinite(low) & np.isfinite(high)
-        if shown.any():
-            ax.fill_between(np.array(layers)[shown], low[shown], high[shown],
-                            color=colors[scheme], alpha=0.2, lw=0)
+    for scheme, curve in curves.items():
+        # Seeds x layers: each seed's mean over its epochs (the summary's intervals).
+        with np.errstate(all="ignore"):
+            per_seed = np.nanmean(curve["nonzero"], axis=2)
+        plots.band(ax, np.arange(1, per_seed.shape[1] + 1), per_seed, scheme,
+                   colors[scheme], marker="o", ms=3)
     ax.set_title("mean over training, per layer", fontsize=9)
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     ax.set_xlabel("layer", fontsize=8)
@@ -211,7 +206,7 @@ def main(argv):
     rows, summary = table_rows(curves)
     io.write_csv(os.path.join(out_dir, "nonzero.csv"), rows)
     io.write_csv(os.path.join(out_dir, "nonzero_summary.csv"), summary)
-    path = plot(curves, summary, out_dir)
+    path = plot(curves, out_dir)
     logging.info("wrote %s", path)
 
 
