@@ -259,10 +259,8 @@ def main(argv, flag_values=FLAGS):
         config = check_flags(flag_values)
     except cli.ConfigError as error:
         cli.fail(str(error))
-    command = "python -m experiments.benchmark " + " ".join(
-        f"--{name}={flag_values[name].value}" for name in _FLAG_NAMES
-        if flag_values[name].present)
-    run(config, command.strip())  # app.run exits with main's return value: None is 0
+    command = cli.command_as_given("experiments.benchmark", flag_values, _FLAG_NAMES)
+    run(config, command)  # app.run exits with main's return value: None is 0
 
 
 _FLAG_NAMES = ("schemes", "rounds", "warmup", "batch_size", "image_size", "jit", "keras", "tracing",

@@ -138,14 +138,11 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = check_flags(FLAGS)
-    command = "python -m experiments.benchmark_seeds " + " ".join(
-        f"--{name}={FLAGS[name].value if name != 'compare_flags' else ','.join(FLAGS[name].value)}"
-        for name in ("schemes", "seeds", "pairs", "compare_flags", "out_dir")
-        if FLAGS[name].present)
+    command = cli.command_as_given("experiments.benchmark_seeds", FLAGS,
+                                   ("schemes", "seeds", "pairs", "compare_flags", "out_dir"))
     result = summarize(config, measure(config))
     io.write_json(os.path.join(config["out_dir"], "seeds_cost.json"), result)
-    io.write_text(os.path.join(config["out_dir"], "seeds_cost.md"),
-                  markdown(result, command.strip()))
+    io.write_text(os.path.join(config["out_dir"], "seeds_cost.md"), markdown(result, command))
     logging.info("median wall ratio %.2f (target %.1f)\n%s", result["median"]["wall_ratio"],
                  TARGET_RATIO, json.dumps(result["median"]))
 

@@ -247,9 +247,9 @@ def measure_tracing(scheme, config, later_calls=10):
     dataset = data.Dataset("synthetic", images, labels, images[:batch], labels[:batch], 10, ())
     trainer = hand_trainer(scheme, seed)
     test_images, test_labels = next(iter(loop.test_batches(dataset)))
-    calls = {"train_step_from": lambda it: trainer.train_step_from(it),
-             "record_step_from": lambda it: trainer.record_step_from(it),
-             "eval_step": lambda it: trainer.eval_step(test_images, test_labels)}
+    calls = {"train_step_from": trainer.train_step_from,
+             "record_step_from": trainer.record_step_from,
+             "eval_step": lambda unused_iterator: trainer.eval_step(test_images, test_labels)}
     row = {}
     for epoch in (1, 2):
         iterator = iter(loop.train_batches(dataset, batch, epoch, seed))

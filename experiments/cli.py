@@ -94,6 +94,15 @@ def to_command_line(config, names):
     return args
 
 
+def command_as_given(module, flag_values, names):
+    """``python -m module`` with the flags of ``names`` the command line gave (what a
+    results file names as the command that wrote it); a list flag as comma-separated."""
+    given = {name: (",".join(flag_values[name].value) if isinstance(flag_values[name].value, list)
+                    else flag_values[name].value)
+             for name in names if flag_values[name].present}
+    return " ".join([f"python -m {module}"] + to_command_line(given, names))
+
+
 def check_writable(directory, flag="--out_dir"):
     """Create ``directory`` if needed and prove a file can be written in it."""
     try:
