@@ -95,10 +95,9 @@ class WeightLayer:
             return
         direction, _ = norms.weight_norm_forward(self.v, tf.ones_like(self.g), self.norm_axes)
         t, _ = self._apply(x, direction, None)
-        mean, variance = tf.nn.moments(t, axes=list(range(t.shape.rank - 1)))
-        std = tf.sqrt(variance + 1e-12)
-        self.g.assign(1.0 / std)
-        self.bias.assign(-mean / std)
+        g, bias = norms.weight_norm_data_init(t)
+        self.g.assign(g)
+        self.bias.assign(bias)
 
 
 class Block:

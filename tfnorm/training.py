@@ -108,17 +108,23 @@ def apply_step(network, optimizer, result, batch, bins, record):
            "finite": tf.stack(finite)}
     if record:
         passed_gradients = batch.rows([layer.passed_gradient for layer in result.layers])
-        counts, ranges, summaries = [], [], []
-        for layer, old, update, passed in zip(result.layers, old_weights, layer_updates,
-                                              passed_gradients):
-            per_quantity = [layer.weight_gradient, passed, old, update]
-            hists = [histogram(q, bins) for q in per_quantity]
-            counts.append(tf.stack([h[0] for h in hists]))
-            ranges.append(tf.stack([h[1] for h in hists]))
-            summaries.append(tf.stack([summary(q) for q in per_quantity]))
-        out.update(counts=tf.stack(counts), ranges=tf.stack(ranges),
-                   summaries=tf.stack(summaries))
+        out.update(histograms(
+            [[layer.weight_gradient, passed, old, update] for layer, old, update, passed
+             in zip(result.layers, old_weights, layer_updates, passed_gradients)], bins))
     return out
+
+
+def histograms(layers, bins):
+    """What a record holds of each layer's four QUANTITIES: ``layers`` is, per layer, the
+    list [weight gradient, passed gradient, weights, update]. Returns dict(counts[L, 4,
+    bins], ranges[L, 4, 2], summaries[L, 4, len(SUMMARY_STATS)])."""
+    counts, ranges, summaries = [], [], []
+    for per_quantity in layers:
+        hists = [histogram(q, bins) for q in per_quantity]
+        counts.append(tf.stack([h[0] for h in hists]))
+        ranges.append(tf.stack([h[1] for h in hists]))
+        summaries.append(tf.stack([summary(q) for q in per_quantity]))
+    return dict(counts=tf.stack(counts), ranges=tf.stack(ranges), summaries=tf.stack(summaries))
 
 
 class Trainer:

@@ -20,6 +20,7 @@ __all__ = ["DEFAULT_EPSILON", "DEFAULT_MOMENTUM", "StandardizeCache", "CenterCac
            "standardize_backward", "affine_forward", "affine_backward", "center_forward",
            "center_backward", "BOXCOX_SERIES_LIMIT", "BOXCOX_SERIES_LIMIT_FLOAT32",
            "boxcox_forward", "boxcox_backward", "weight_norm_forward", "weight_norm_backward",
+           "weight_norm_data_init",
            "scale_shift_forward", "scale_shift_backward", "santurkar_noise"]
 
 DEFAULT_EPSILON = 1e-8
@@ -161,6 +162,15 @@ def weight_norm_backward(dw, cache):
     dg = tf.reduce_sum(dw * v, axis=axes) / norm
     dv = (g / norm) * (dw - (dg / norm) * v)
     return dv, dg
+
+
+def weight_norm_data_init(t):
+    """Salimans & Kingma's data-dependent init from t, a layer's output under the kernel
+    v/||v|| and no bias: (g, bias) = (1/std(t), -mean(t)/std(t)) over all but the last
+    axis, so that the output starts standardized."""
+    mean, variance = tf.nn.moments(t, axes=list(range(t.shape.rank - 1)))
+    std = tf.sqrt(variance + 1e-12)
+    return 1.0 / std, -mean / std
 
 
 def scale_shift_forward(x, scale, shift):

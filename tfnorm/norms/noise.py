@@ -31,7 +31,8 @@ class DistributionNoise(Normalization):
     def draw(self, batch, dtype=None):
         """This step's noise (s, m) for this replica's rows, each (batch, C)."""
         dtype = dtype or self.dtype
-        seed = tf.stack([self.seed.read_value(), self.step.read_value()])
+        # Read by conversion, which Keras's variables (tfnorm.keras) support too.
+        seed = tf.stack([tf.convert_to_tensor(self.seed), tf.convert_to_tensor(self.step)])
         if not self._batch_is_split():
             return santurkar_noise([batch, self.channels], seed, dtype)
         offset, global_count = self.synchronization.rows(batch, dtype)
