@@ -1,0 +1,190 @@
+"""The article's four panels for any Keras model: ``PanelRecorder``, a callback.
+
+Every ``every`` epochs (and the first and last, as ``experiments.train``) it records, for
+each layer with a kernel (Conv, Dense, ``WeightNormalization``: v), the four quantities of
+the epoch's last step, the same as a tfnorm run records them (``tfnorm.records``):
+
+- the gradient of the compiled loss w.r.t. the kernel, and w.r.t. the layer's input
+  (for the first layer, the image), on ``batch`` (the images and labels given to the
+  callback: Keras does not show a callback the step's own batch), in training mode, at
+  the weights before the step;
+- the kernel before the step, and the update the optimizer then applied to it.
+
+The model does not move while it is observed: the forward runs in a ``keras.StatelessScope``
+(no running statistic, noise counter or metric changes); its gradients come from a tape
+(the callback observes a model, it does not train one). The histograms are
+``tfnorm.training``'s, the record is ``records.save_record``'s, the figures
+``plots.draw_panels``' (after training: drawing every epoch would cost more than the
+epoch; ``python -m experiments.panels --run_dir=...`` redraws them). It also writes
+``config.json`` and ``metrics.csv`` through ``tfnorm.records``: the Keras logs of each
+epoch (loss, accuracy, their val_ twins: NaN where absent) and, in recorded epochs, each
+layer's LAYER_STATS of the observed step (NaN otherwise; a tfnorm run's are epoch means).
+A functional or Sequential model with one input and one output is needed (the inputs of
+its layers are read from its graph).
+"""
+
+import functools
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfnorm import plots, records, runner, training
+from tfnorm.keras.layers import Normalization, WeightNormalization
+from tfnorm.records import DEFAULT_BINS, LAYER_STATS, SUMMARY_STATS
+
+__all__ = ["PanelRecorder", "kernel_layers"]
+
+# metrics.csv's columns from the first of these Keras log keys found.
+LOG_KEYS = {"train_loss": ("loss",), "train_acc": ("accuracy", "acc",
+                                                    "sparse_categorical_accuracy"),
+            "test_loss": ("val_loss",), "test_acc": ("val_accuracy", "val_acc",
+                                                     "val_sparse_categorical_accuracy")}
+
+
+def _kernel(layer):
+    if isinstance(layer, WeightNormalization):
+        return layer.kernel
+    found = [v for v in layer.trainable_variables if v.name == "kernel"]
+    return found[0] if len(found) == 1 else None
+
+
+def kernel_layers(model):
+    """The layers of ``model`` (nested models included) that have a kernel, in order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += kernel_layers(layer)
+        elif _kernel(layer) is not None:
+            found.append(layer)
+    return found
+
+
+def _layer_stats(summaries):
+    """records' LAYER_STATS of each layer, from its summaries of the four quantities (the
+    same numbers a tfnorm step computes: non-zero share and norm of the weight gradient,
+    norms of the passed gradient, the weights and the update). summaries: [L, 4, S]."""
+    nonzero, norm = SUMMARY_STATS.index("nonzero_frac"), SUMMARY_STATS.index("norm")
+    return np.concatenate([summaries[:, :1, nonzero], summaries[:, :, norm]], axis=1)
+
+
+def _schemes(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _schemes(layer)
+        elif isinstance(layer, Normalization):
+            yield layer.scheme
+
+
+def _scheme_of(model):
+    used = sorted(set(_schemes(model)))
+    return used[0] if len(used) == 1 else (model.name if not used else "+".join(used))
+
+
+class PanelRecorder(keras.callbacks.Callback):
+    """``PanelRecorder(out_dir, batch=(images, labels), every=1)``: records (and after
+    training draws) the four panels of every layer with a kernel into ``out_dir``, a
+    directory ``experiments.panels`` and, placed at ``<dir>/<scheme>/seed_<k>``,
+    ``experiments.crosspanels`` read. ``name``: the scheme shown on the panels (default:
+    the model's tfnorm scheme, else the model's name); ``draw``: draw the panels and GIFs
+    when training ends."""
+
+    def __init__(self, out_dir, batch, every=1, name=None, bins=DEFAULT_BINS, draw=True):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be at least 1 (epochs), got {every}")
+        images, labels = batch
+        self.out_dir, self.every, self.name = out_dir, int(every), name
+        self.images, self.labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+        self.bins, self.draw = int(bins), bool(draw)
+        self.rows, self._observed = [], None
+
+    # ------------------------------------------------------------------ Keras hooks
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError("PanelRecorder needs a functional or Sequential model with one "
+                             "input and one output")
+        self.steps = self.params.get("steps")
+        if not self.steps:
+            raise ValueError("PanelRecorder needs the number of steps per epoch: give fit "
+                             "steps_per_epoch, or data of known length")
+        self.layers = kernel_layers(model)
+        if not self.layers:
+            raise ValueError(f"model {model.name!r} has no layer with a kernel to record")
+        self.kernels = [_kernel(layer) for layer in self.layers]
+        self._probe = keras.Model(model.inputs, [layer.input for layer in self.layers[1:]]
+                                  + list(model.outputs))
+        self.name = self.name or _scheme_of(model)
+        self.images = tf.cast(self.images, model.inputs[0].dtype)
+        # Compiled once (a few seconds of tracing, at the first recorded epoch): eagerly, the
+        # observation and the 24 histograms of the article network cost 0.4-0.7 s an epoch
+        # on 2 busy cores, about half a digits epoch.
+        compiled = functools.partial(tf.function, autograph=False)
+        self._observe = compiled(self.observe)
+        self._histograms = compiled(functools.partial(training.histograms, bins=self.bins))
+        os.makedirs(self.out_dir, exist_ok=True)
+        config = {"scheme": self.name, "model": model.name, "source": "tfnorm.keras.PanelRecorder",
+                  "epochs": self.params.get("epochs"), "steps_per_epoch": self.steps,
+                  "record_every": self.every, "batch_size": int(self.images.shape[0]),
+                  "bins": self.bins, "layers": [layer.name for layer in self.layers],
+                  "keras": keras.__version__, "seed": None}
+        records.write_config(self.out_dir, config, runner.versions())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self._start = epoch + 1, time.time()  # tfnorm counts epochs from 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.steps - 1 and records.is_recorded_epoch(
+                self.epoch, self.params["epochs"], self.every):
+            self._observed = self._observe(self.images, self.labels)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._observed is None:
+            return
+        weight_grads, passed, old = self._observed
+        self._observed = None
+        updates = [tf.convert_to_tensor(kernel) - weights for kernel, weights
+                   in zip(self.kernels, old)]
+        hists = self._histograms([list(q) for q in zip(weight_grads, passed, old, updates)])
+        outputs = {key: value.numpy() for key, value in hists.items()}
+        outputs["layer_stats"] = _layer_stats(outputs["summaries"])
+        step = int(self.model.optimizer.iterations.numpy())
+        records.save_record(self.out_dir, self.epoch, step, self.name, outputs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": self.epoch, "seconds": time.time() - self._start}
+        for column, keys in LOG_KEYS.items():
+            row[column] = next((float(logs[k]) for k in keys if k in logs), math.nan)
+        stats = np.full((len(self.layers), len(LAYER_STATS)), math.nan)
+        if os.path.exists(records.record_path(self.out_dir, self.epoch)):
+            stats = records.load_record(records.record_path(self.out_dir, self.epoch)).layer_stats
+        for layer in range(len(self.layers)):
+            for index, stat in enumerate(LAYER_STATS):
+                row[f"{stat}_{layer + 1}"] = float(stats[layer, index])
+        self.rows.append(row)
+        records.write_metrics(self.out_dir, self.rows, len(self.layers))
+
+    def on_train_end(self, logs=None):
+        if self.draw and records.record_epochs(self.out_dir):
+            plots.draw_panels(self.out_dir)
+
+    # ------------------------------------------------------------------ the observation
+
+    def observe(self, images, labels):
+        """(weight gradients, passed gradients, kernels) per recorded layer, at the model's
+        current weights, on ``images`` and ``labels``, in training mode; nothing moves."""
+        with keras.StatelessScope():  # captures every assignment; none reaches the model
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                *inputs, predictions = self._probe(images, training=True)
+                loss = self.model.compute_loss(x=images, y=labels, y_pred=predictions,
+                                               training=True)
+            gradients = tape.gradient(loss, self.kernels + [images] + inputs)
+        kernels = [tf.identity(tf.convert_to_tensor(kernel)) for kernel in self.kernels]
+        return gradients[:len(self.kernels)], gradients[len(self.kernels):], kernels
