@@ -266,7 +266,7 @@ def initialize_from_batch(model, images):
     statistic moves. A model without WeightNormalization is left as it is."""
     for layer in model.layers:
         if isinstance(layer, WeightNormalization):
-            upstream = keras.Model(model.input, layer.input)
+            upstream = keras.Model(model.inputs[0], layer.input)
             with keras.StatelessScope():  # nothing before the layer moves
                 inputs = upstream(images, training=True)
             layer.initialize_from(inputs)

@@ -117,8 +117,8 @@ class PanelRecorder(keras.callbacks.Callback):
         if not self.layers:
             raise ValueError(f"model {model.name!r} has no layer with a kernel to record")
         self.kernels = [_kernel(layer) for layer in self.layers]
-        self._probe = keras.Model(model.input, [layer.input for layer in self.layers[1:]]
-                                  + [model.output])
+        self._probe = keras.Model(model.inputs[0], [layer.input for layer in self.layers[1:]]
+                                  + [model.outputs[0]])
         self.name = self.name or _scheme_of(model)
         self.images = tf.cast(self.images, model.inputs[0].dtype)
         # Compiled once (a few seconds of tracing, at the first recorded epoch): eagerly, the
