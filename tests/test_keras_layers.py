@@ -34,7 +34,7 @@ import tensorflow as tf
 import gradcheck
 import tfnorm
 import tfnorm.keras as tk
-from test_schemes import PerSampleCentering, toy_scheme  # noqa: F401  (a fixture)
+from test_schemes import toy_scheme  # noqa: F401  (a fixture)
 from tfnorm import data, optimizers, schemes, training
 
 STEPS, BATCH, SIZE, LEARNING_RATE = 10, 4, 32, 3e-4

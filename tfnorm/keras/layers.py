@@ -143,7 +143,9 @@ class Normalization(keras.layers.Layer):
             raise ValueError("per_position_running_stats is not supported under a "
                              "distribution strategy (a replica sees only its rows)")
         creator = _KerasVariables(self)
-        with creator.scope():
+        # Eagerly, even when Keras builds the layer while tracing (a subclassed model): the
+        # initial values must outlive the graph being traced.
+        with tf.init_scope(), creator.scope():
             self.normalization = schemes.build(self.scheme, int(input_shape[-1]),
                                                self.variable_dtype, **self.hyperparameters)
         if row.synchronized:

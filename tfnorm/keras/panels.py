@@ -90,7 +90,7 @@ class PanelRecorder(keras.callbacks.Callback):
     directory ``experiments.panels`` and, placed at ``<dir>/<scheme>/seed_<k>``,
     ``experiments.crosspanels`` read. ``name``: the scheme shown on the panels (default:
     the model's tfnorm scheme, else the model's name); ``draw``: draw the panels and GIFs
-    when training ends."""
+    when training ends. Each ``fit`` starts ``out_dir`` anew (the files a run writes)."""
 
     def __init__(self, out_dir, batch, every=1, name=None, bins=DEFAULT_BINS, draw=True):
         super().__init__()
@@ -130,6 +130,9 @@ class PanelRecorder(keras.callbacks.Callback):
         compiled = functools.partial(tf.function, autograph=False)
         self._observe = compiled(self.observe)
         self._histograms = compiled(functools.partial(training.histograms, bins=self.bins))
+        # A new fit starts the directory anew (only the files a run writes are removed).
+        records.clear_run(self.out_dir)
+        self.rows = []
         os.makedirs(self.out_dir, exist_ok=True)
         config = {"scheme": self.name, "model": model.name, "source": "tfnorm.keras.PanelRecorder",
                   "epochs": self.params.get("epochs"), "steps_per_epoch": self.steps,
@@ -160,17 +163,16 @@ class PanelRecorder(keras.callbacks.Callback):
         outputs["layer_stats"] = _layer_stats(outputs["summaries"])
         step = int(self.model.optimizer.iterations.numpy())
         records.save_record(self.out_dir, self.epoch, step, self.name, outputs)
+        return outputs["layer_stats"]
 
     def on_epoch_end(self, epoch, logs=None):
+        stats = np.full((len(self.layers), len(LAYER_STATS)), math.nan)
         if self._observed is not None:
-            self._record()
+            stats = self._record()
         logs = logs or {}
         row = {"epoch": self.epoch, "seconds": time.time() - self._start}
         for column, keys in LOG_KEYS.items():
             row[column] = next((float(logs[k]) for k in keys if k in logs), math.nan)
-        stats = np.full((len(self.layers), len(LAYER_STATS)), math.nan)
-        if os.path.exists(records.record_path(self.out_dir, self.epoch)):
-            stats = records.load_record(records.record_path(self.out_dir, self.epoch)).layer_stats
         for layer in range(len(self.layers)):
             for index, stat in enumerate(LAYER_STATS):
                 row[f"{stat}_{layer + 1}"] = float(stats[layer, index])
