@@ -40,7 +40,7 @@ def article_model(scheme, *, image_size=32, in_channels=3, num_classes=10, seed=
     ``hyperparameters``: the registry's (``tfnorm.schemes.HYPERPARAMETERS``); each
     normalization takes those its scheme takes, and under a scheme with a ``seed`` the
     normalization after layer i is seeded seed * 1000 + i, as in tfnorm's network."""
-    unknown = set(hyperparameters) - set(schemes.HYPERPARAMETERS) - {"seed"}
+    unknown = set(hyperparameters) - set(schemes.HYPERPARAMETERS)
     if unknown:
         raise TypeError(f"unknown hyperparameter(s) {sorted(unknown)}")
     row = schemes.get(scheme)
