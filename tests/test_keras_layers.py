@@ -216,21 +216,6 @@ def test_equals_tfnorm_network_under_fit(scheme, float64, digits):
         assert len(counters) == 5 and all(int(c.numpy()) == STEPS for c in counters)
 
 
-def test_compiled_and_eager_fit_agree(float64, digits):
-    # model.fit compiles its step (tf.function) unless run_eagerly: both paths of the hook.
-    images, labels = digits
-    losses = []
-    for eager in (False, True):
-        model = tk.article_model("noisybatch", image_size=SIZE, dtype="float64", seed=1,
-                                 affine=True)
-        model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), run_eagerly=eager,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        history = model.fit(images[:2 * BATCH], labels[:2 * BATCH], batch_size=BATCH,
-                            epochs=1, verbose=0, shuffle=False)
-        losses.append(history.history["loss"][0])
-    assert relative(losses[1], losses[0]) <= 1e-12
-
-
 # ----------------------------------------------------------------------------
 # Saving and loading
 
@@ -265,13 +250,14 @@ def test_save_and_load_give_identical_predictions(float64, digits, tmp_path):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     np.testing.assert_array_equal(loaded(images, training=False),
                                   model(images, training=False))
-    # Training goes on alike: the noise counter, the running statistics, the optimizer.
-    loaded.run_eagerly = True
+    # Training goes on alike (the noise counter, the running statistics, the optimizer),
+    # the original compiled (tf.function), the loaded copy eagerly: both paths of the hook.
+    model.run_eagerly, loaded.run_eagerly = False, True
     more = [images[4 * BATCH:6 * BATCH], labels[4 * BATCH:6 * BATCH]]
-    assert (loaded.fit(*more, batch_size=BATCH, verbose=0, shuffle=False).history["loss"]
-            == model.fit(*more, batch_size=BATCH, verbose=0, shuffle=False).history["loss"])
-    np.testing.assert_array_equal(loaded(images, training=False),
-                                  model(images, training=False))
+    compiled = model.fit(*more, batch_size=BATCH, verbose=0, shuffle=False).history["loss"]
+    eager = loaded.fit(*more, batch_size=BATCH, verbose=0, shuffle=False).history["loss"]
+    assert relative(eager, compiled) <= 1e-12
+    assert relative(loaded(images, training=False), model(images, training=False)) <= 1e-12
 
 
 # ----------------------------------------------------------------------------
@@ -312,7 +298,7 @@ def test_layer_gradient_against_finite_differences(scheme, float64):
     layer.build(x.shape)
     for variable in layer.trainable_variables:  # away from the initial ones and zeros
         variable.assign(variable + generator.uniform(0.2, 0.5, variable.shape))
-    modes = (True, False) if schemes.get(scheme).uses_batch_statistics else (True,)
+    modes = (True, False) if scheme == "batch" else (True,)  # inference: running statistics
     for training_mode in modes:
         error = finite_difference_error(layer, x, training_mode)
         assert error <= gradcheck.FD_TOLERANCE, (scheme, training_mode, error)
