@@ -9,8 +9,9 @@ Each pair runs both sides one after the other in fresh processes, the order alte
 from pair to pair. An epoch's time is the wall time from its start to the end of its last
 callback (no validation pass: the ratio is against training alone); a run's epoch time
 is the median over epochs 2.. (epoch 1 also pays Keras's and the callback's tracing, shown
-apart). The overhead of a pair is (with - without) / without; the target is a median
-overhead of at most 10% (TARGET). The callback's own time in its hooks, the first epoch's
+apart). The overhead of a pair is (with - without) / without; the target (TARGET): a
+median overhead of at most 10%, and the callback's own time in its hooks at most 10% of
+an epoch. The callback's own time in its hooks, the first epoch's
 extra seconds and the drawing of every panel and GIF after training (``draw=True``) are
 shown beside it, and the same overhead in the process's CPU seconds (less moved by other
 processes on shared cores than wall time). Writes --out_dir/cost.md and cost.json; the
@@ -152,8 +153,10 @@ def summarize(config, runs):
               for key in ("without_epoch", "with_epoch", "overhead", "cpu_overhead",
                           "hooks_per_epoch",
                           "hooks_share", "first_epoch_extra", "drawing")}
+    spread = [min(p["without_epoch"] for p in pairs), max(p["without_epoch"] for p in pairs)]
     return {"config": {k: config[k] for k in NAMES}, "pairs": pairs, "median": median,
-            "target": TARGET, "met": median["overhead"] <= TARGET}
+            "without_spread": spread, "target": TARGET,
+            "met": median["overhead"] <= TARGET and median["hooks_share"] <= TARGET}
 
 
 def markdown(result, command):
@@ -182,10 +185,15 @@ def markdown(result, command):
                  f"({median['hooks_share']:.1%} of an epoch) | "
                  f"{median['first_epoch_extra']:+.1f} | {median['drawing']:.1f} |")
     verdict = "met" if result["met"] else "**not met**"
-    lines += ["", f"Target: median overhead <= {TARGET:.0%} of an epoch: {verdict}. The first "
-              "epoch's extra seconds (the callback's tracing, once per run) and the drawing "
-              "after training (every panel and GIF, as `experiments.panels` would) are "
-              "one-off costs shown apart; the 2 cores may be shared (load averages above)."]
+    low, high = result["without_spread"]
+    lines += ["", f"Target: at most {TARGET:.0%} of an epoch, both the median wall overhead and "
+              f"the callback's own time in the training loop (its hooks): {verdict}. The runs "
+              f"without the callback alone spread from {low:.2f} to {high:.2f} s an epoch "
+              f"({high / low - 1:.0%}) over the pairs: a wall overhead smaller than that is "
+              "not resolved on these shared cores, while the hooks' time is measured directly. "
+              "The first epoch's extra seconds (the callback's tracing, once per run) and the "
+              "drawing after training (every panel and GIF, as `experiments.panels` would; "
+              "`draw=False` leaves it to that command) are one-off costs shown apart."]
     return "\n".join(lines) + "\n"
 
 
