@@ -70,6 +70,11 @@ def test_its_record_equals_a_tfnorm_record_step(float64, tmp_path):
     assert row["epoch"] == 1 and np.isfinite(row["train_loss"]) and np.isnan(row["test_acc"])
     assert row["weight_grad_norm_6"] == record.layer_stats[5, 1]
     assert records.read_config(str(tmp_path))["layers"] == [f"conv{i}" for i in range(1, 7)]
+    # A later fit from initial_epoch continues the directory.
+    model.fit(batches, initial_epoch=1, epochs=2, verbose=0, callbacks=[recorder])
+    assert records.record_epochs(str(tmp_path)) == [1, 2]
+    assert [row["epoch"] for row in records.read_metrics(str(tmp_path))] == [1, 2]
+    assert records.load_record(records.record_path(str(tmp_path), 2)).step == 2 * STEPS
 
 
 def _run_main(module, argv, monkeypatch):

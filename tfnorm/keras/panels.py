@@ -90,7 +90,8 @@ class PanelRecorder(keras.callbacks.Callback):
     directory ``experiments.panels`` and, placed at ``<dir>/<scheme>/seed_<k>``,
     ``experiments.crosspanels`` read. ``name``: the scheme shown on the panels (default:
     the model's tfnorm scheme, else the model's name); ``draw``: draw the panels and GIFs
-    when training ends. Each ``fit`` starts ``out_dir`` anew (the files a run writes)."""
+    when training ends. A ``fit`` from epoch 0 starts ``out_dir`` anew (the files a run
+    writes), one with ``initial_epoch`` continues it."""
 
     def __init__(self, out_dir, batch, every=1, name=None, bins=DEFAULT_BINS, draw=True):
         super().__init__()
@@ -100,15 +101,12 @@ class PanelRecorder(keras.callbacks.Callback):
         self.out_dir, self.every, self.name = out_dir, int(every), name
         self.images, self.labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
         self.bins, self.draw = int(bins), bool(draw)
-        self.rows, self._observed = [], None
+        self.rows, self._observed, self._observed_model = [], None, None
 
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs=None):
         model = self.model
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError("PanelRecorder needs a functional or Sequential model with one "
-                             "input and one output")
         self.steps = self.params.get("steps")
         if not self.steps:
             raise ValueError("PanelRecorder needs the number of steps per epoch: give fit "
@@ -116,6 +114,16 @@ class PanelRecorder(keras.callbacks.Callback):
         if getattr(model, "steps_per_execution", 1) != 1:
             raise ValueError("PanelRecorder observes the last step of an epoch alone: compile "
                              "the model with steps_per_execution=1")
+        if self._observed_model is not model:
+            self._prepare(model)
+        self._fresh = True
+
+    def _prepare(self, model):
+        """The layers to record and the compiled observation, once per model (a later fit of
+        the same model reuses them)."""
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError("PanelRecorder needs a functional or Sequential model with one "
+                             "input and one output")
         self.layers = kernel_layers(model)
         if not self.layers:
             raise ValueError(f"model {model.name!r} has no layer with a kernel to record")
@@ -130,18 +138,30 @@ class PanelRecorder(keras.callbacks.Callback):
         compiled = functools.partial(tf.function, autograph=False)
         self._observe = compiled(self.observe)
         self._histograms = compiled(functools.partial(training.histograms, bins=self.bins))
-        # A new fit starts the directory anew (only the files a run writes are removed).
-        records.clear_run(self.out_dir)
-        self.rows = []
+        self._observed_model = model
+
+    def _open_directory(self, done):
+        """A fit from epoch 0 starts ``out_dir`` anew (only the files a run writes are
+        removed); a fit from ``initial_epoch`` = done > 0 continues it after epoch done."""
+        if done == 0:
+            records.clear_run(self.out_dir)
+            self.rows = []
+        else:
+            records.truncate_to_epoch(self.out_dir, done, len(self.layers))
+            self.rows = records.read_metrics(self.out_dir)
         os.makedirs(self.out_dir, exist_ok=True)
-        config = {"scheme": self.name, "model": model.name, "source": "tfnorm.keras.PanelRecorder",
-                  "epochs": self.params.get("epochs"), "steps_per_epoch": self.steps,
-                  "record_every": self.every, "batch_size": int(self.images.shape[0]),
-                  "bins": self.bins, "layers": [layer.name for layer in self.layers],
-                  "keras": keras.__version__, "seed": None}
+        config = {"scheme": self.name, "model": self.model.name,
+                  "source": "tfnorm.keras.PanelRecorder", "epochs": self.params.get("epochs"),
+                  "steps_per_epoch": self.steps, "record_every": self.every,
+                  "batch_size": int(self.images.shape[0]), "bins": self.bins,
+                  "layers": [layer.name for layer in self.layers], "keras": keras.__version__,
+                  "seed": None}
         records.write_config(self.out_dir, config, runner.versions())
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._fresh:
+            self._fresh = False
+            self._open_directory(epoch)
         self.epoch, self._start = epoch + 1, time.time()  # tfnorm counts epochs from 1
 
     def on_train_batch_begin(self, batch, logs=None):
