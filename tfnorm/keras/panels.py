@@ -170,8 +170,9 @@ class PanelRecorder(keras.callbacks.Callback):
             self._observed = self._observe(self.images, self.labels)
 
     # No on_train_batch_end: a callback that has one makes Keras wait for every step's logs
-    # (no asynchronous dispatch), ~13 ms a step on the article network at 32 px. The last
-    # step's update is read at the epoch's end instead, when the step is done.
+    # (no asynchronous dispatch; with one, an epoch of the article network at 32 px took 80%
+    # longer, one pair of runs at load 11). The last step's update is read at the epoch's
+    # end instead, when the step is done.
 
     def _record(self):
         weight_grads, passed, old = self._observed
