@@ -57,10 +57,8 @@ Study.__doc__ = """One study (see the module's docstring). key: the column namin
 (scheme, or architecture for shattered); allowed: the names --schemes may take (default
 tfnorm.SCHEMES); units(ctx) -> the units when they are not --schemes; summary_keys: the
 columns besides ``key`` that identify a row of summary.csv; needs_data(values): whether
-the dataset is loaded; claims(ctx) -> [tfnorm.verdicts.Claim], the papers' sentences
-decided on summary.csv (``tfnorm.verdicts.decide``, keyed on ``key``); extra_verdicts(ctx)
--> [tfnorm.verdicts.Decided] decided on ctx.tables (verdicts.csv and verdicts.md list
-them first)."""
+the dataset is loaded; claims, extra_verdicts: see the module's docstring (extra
+verdicts come first in verdicts.csv and verdicts.md)."""
 
 
 class Context:
@@ -271,26 +269,24 @@ def over_seeds(rows, keys):
 
 def write_verdicts(ctx):
     """verdicts.csv (in ctx.tables) and verdicts.md: the study's extra_verdicts, then its
-    claims decided on ctx.tables[summary.csv]; nothing when it has neither. Returns the
-    rows of verdicts.csv."""
+    claims decided on ctx.tables[summary.csv]. Returns the rows of verdicts.csv ([]: none)."""
     study = ctx.study
     decided = list(study.extra_verdicts(ctx)) if study.extra_verdicts is not None else []
     if study.claims is not None and ctx.tables.get(SUMMARY_CSV):
         decided += verdicts.decide(study.claims(ctx), ctx.tables[SUMMARY_CSV], study.key)
-    if decided:
-        ctx.tables[VERDICTS_CSV] = rows = verdicts.rows(decided)
+    rows = verdicts.rows(decided)
+    if rows:
+        ctx.tables[VERDICTS_CSV] = rows
         io.write_text(os.path.join(ctx.out_dir, VERDICTS_MD), verdicts.markdown(rows))
-        return rows
-    return []
+    return rows
 
 
 def redo_verdicts(study, results_dir, out_dir=None):
-    """The verdict step alone, from a finished study directory's own files: the flags of
-    its config.json, its summary.csv and the other tables extra_verdicts reads; writes
-    verdicts.csv and verdicts.md into ``out_dir`` (default: ``results_dir``). Trains
-    nothing and imports no TensorFlow. Returns the rows of verdicts.csv."""
-    values = dict(records.read_config(results_dir), out_dir=out_dir or results_dir)
-    ctx = _context(study, values)
+    """The verdict step alone, from a finished study directory's own files (config.json's
+    flags, summary.csv, the tables extra_verdicts reads): verdicts.csv and verdicts.md into
+    ``out_dir`` (default ``results_dir``); no training, no TensorFlow. Returns the rows."""
+    ctx = _context(study, dict(records.read_config(results_dir),
+                               out_dir=out_dir or results_dir))
     ctx.tables = _TablesOnDisk(results_dir)
     rows = write_verdicts(ctx)
     if rows:
@@ -299,9 +295,8 @@ def redo_verdicts(study, results_dir, out_dir=None):
 
 
 class _TablesOnDisk(dict):
-    """ctx.tables of a finished directory: a CSV file is read (numbers parsed) the first
-    time it is asked for, so the verdicts do not wait for the large tables they never read
-    (saturation's histograms.csv: 4.5 MB)."""
+    """ctx.tables of a finished directory: a CSV file read (numbers parsed) when first asked
+    for, so the verdicts skip the tables they never read (histograms.csv: 4.5 MB)."""
 
     def __init__(self, directory):
         super().__init__()

@@ -60,5 +60,7 @@ def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
     finally:
         claims.FLAGS = original
     text = open(tmp_path / "claims.md").read()
+    # An absolute --compare_dir is named relative to the repository, never as given.
+    assert f"From `{os.path.relpath(tmp_path, cli.REPOSITORY)}/runs.csv`" in text
     assert "Left out (not in this directory): claims about boxcox, instance, layer." in text
     assert len(io.read_csv(str(tmp_path / "claims.csv"))) == 2 + 6 + 1
