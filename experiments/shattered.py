@@ -327,7 +327,8 @@ def summarize(ctx):
 STUDY = study.Study(
     name="shattered", define_flags=define_flags, check=check, run=run, summarize=summarize,
     draw=shattered_figures.draw, key="architecture", finish=shattered_verdicts.finish,
-    claims=shattered_verdicts.claims, units=lambda ctx: list(ctx.settings["architectures"]),
+    claims=shattered_verdicts.claims, extra_verdicts=shattered_verdicts.decay_verdicts,
+    units=lambda ctx: list(ctx.settings["architectures"]),
     summary_keys=("family", "depth", "reference_2_pow_minus_L", "reference_1_over_sqrt_L"),
     needs_data=lambda values: values["conv"],
     shared=study.shared(training=False, out_dir="runs/shattered", seeds=5))

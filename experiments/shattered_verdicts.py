@@ -5,7 +5,7 @@ deepest depth."""
 
 import math
 
-from experiments import study
+from tfnorm import stats, verdicts
 
 FAMILIES = ("dense", "conv")
 # Balduzzi et al. as REFERENCE.md section 3 words them: the correlation of nearby inputs'
@@ -24,7 +24,6 @@ def fit_rows(ctx, metric="neighbour_correlation"):
     (``metric``: per network, or across networks with --ensemble) against depth (every
     seed a point), on the depths where every seed's correlation is > 0 (a logarithm is
     needed; dropping single seeds would bias the rate)."""
-    from tfnorm import stats
     out = []
     for family in FAMILIES:
         for label in ctx.units:
@@ -40,8 +39,7 @@ def fit_rows(ctx, metric="neighbour_correlation"):
             fit = stats.fit_decay([r["depth"] for r in points], [r[metric] for r in points])
             for model in (fit.exponential, fit.power_law):
                 out.append(dict(architecture=label, family=family, measure=metric,
-                                model=model.model,
-                                rate=model.rate, low=model.low, high=model.high,
+                                model=model.model, rate=model.rate, low=model.low, high=model.high,
                                 scale=model.scale, rss=model.rss, points=model.n,
                                 depths="/".join(map(str, kept)), better=fit.better,
                                 reference=REFERENCE_RATES[model.model]))
@@ -49,28 +47,25 @@ def fit_rows(ctx, metric="neighbour_correlation"):
 
 
 def fit_verdicts(fits):
-    """The paper's rates against ours: plain nets 2^-L (exponential rate 1), resnets
-    L^-1/2 (power 1/2). A point value: the rule contradicts it when the rate's interval
-    excludes it and leaves it open otherwise (no interval 'supports' a point)."""
+    """The paper's rates against ours, as point values (tfnorm.verdicts.point_value):
+    plain nets 2^-L (exponential rate 1), resnets L^-1/2 (power 1/2), each decided on the
+    rate's interval from the fit (contradicted when it excludes the paper's rate,
+    inconclusive otherwise: no interval supports a point). Returns [Decided]."""
     out = []
     for fit in fits:
         residual = fit["architecture"].startswith("resnet")
         if (fit["model"] == "power_law") != residual:
             continue
-        low, high, ref = fit["low"], fit["high"], fit["reference"]
         shape = "L^-p, p = 1/2" if residual else "2^-rL, r = 1"
         across = ", across networks" if fit["measure"] != "neighbour_correlation" else ""
-        out.append(dict(
-            sentence=f"Neighbour correlation decays like {shape} ({fit['architecture']}, "
-                     f"{fit['family']}{across})", metric=f"{fit['model']} rate",
-            where=f"depths {fit['depths']}", a=fit["architecture"], b=ref, direction=0,
-            pairs=fit["points"], a_value=f"{fit['rate']:.3g} [{low:.3g}, {high:.3g}]",
-            b_value=f"{ref:g}", difference=f"{fit['rate'] - ref:.3g} [{low - ref:.3g}, "
-                                           f"{high - ref:.3g}]",
-            difference_mean=fit["rate"] - ref, difference_low=low - ref,
-            difference_high=high - ref,
-            verdict="contradicted" if (low > ref or high < ref) else "inconclusive",
-            note=f"(fit over seeds x depths; better fit: {fit['better']})"))
+        claim = verdicts.point_value(
+            f"Neighbour correlation decays like {shape} ({fit['architecture']}, "
+            f"{fit['family']}{across})", f"{fit['model']} rate", fit["architecture"],
+            fit["reference"], where=f"depths {fit['depths']}",
+            note=f"(fit over seeds x depths; better fit: {fit['better']})")
+        rate = stats.Interval(fit["rate"], fit["low"], fit["high"], fit["points"],
+                              (fit["high"] - fit["low"]) / 2, "least squares fit", 0, 0)
+        out.append(verdicts.judge(claim, stats.shifted(rate, fit["reference"]), rate))
     return out
 
 
@@ -79,7 +74,11 @@ def finish(ctx):
     if ctx.values["ensemble"]:
         fits += fit_rows(ctx, "ensemble_neighbour_correlation")
     ctx.tables["decay_fit.csv"] = fits
-    ctx.tables[study.VERDICTS_CSV] = fit_verdicts(fits)
+
+
+def decay_verdicts(ctx):
+    """fit_verdicts of decay_fit.csv (written by ``finish``)."""
+    return fit_verdicts(ctx.tables.get("decay_fit.csv", []))
 
 
 def claims(ctx):
@@ -99,32 +98,35 @@ def claims(ctx):
             resnets = [u for u in ctx.units if u.startswith(prefix)]
             for label in resnets:
                 if plain in ctx.units:
-                    out.append(study.Claim("Skip connections reduce shattering (neighbour "
-                                           f"correlation above the {plain} net's)",
-                                           "neighbour_correlation", label, plain, +1, deepest))
+                    out.append(verdicts.difference(
+                        "Skip connections reduce shattering (neighbour correlation above "
+                        f"the {plain} net's)", "neighbour_correlation", label, plain, +1,
+                        deepest))
             betas = sorted(resnets, key=lambda u: float(u.split("=")[1]))
             if len(betas) >= 2:
-                out.append(study.Claim("Scaling the branch by a smaller beta reduces "
-                                       "shattering", "neighbour_correlation", betas[0],
-                                       betas[-1], +1, deepest))
+                out.append(verdicts.difference("Scaling the branch by a smaller beta "
+                                               "reduces shattering", "neighbour_correlation",
+                                               betas[0], betas[-1], +1, deepest))
         if {"batch", "plain"} <= set(ctx.units):
-            out.append(study.Claim("BN nets are resilient to shattering / white-noise "
-                                   "gradients (neighbour correlation above the plain net's)",
-                                   "neighbour_correlation", "batch", "plain", +1, deepest))
+            out.append(verdicts.difference(
+                "BN nets are resilient to shattering / white-noise gradients (neighbour "
+                "correlation above the plain net's)", "neighbour_correlation", "batch", "plain",
+                +1, deepest))
         for label in ("plain", "batch"):
             if label in ctx.units:
-                out.append(study.Claim(
+                out.append(verdicts.threshold(
                     "Deep feedforward nets' gradients resemble white noise (neighbour "
-                    f"correlation below {white:.3g} = 2/sqrt(N), white noise's 95% band)",
+                    "correlation below 2/sqrt(N), white noise's 95% band)",
                     "neighbour_correlation", label, white, -1, deepest,
-                    "(a threshold, fixed by white noise of N points, not by our data; the "
+                    "(the threshold fixed by white noise of N points, not by our data; the "
                     "paper's feedforward nets: with or without BN, not known)"))
         if {"batch", "plain"} <= set(ctx.units):
             note = ("(dense: true by construction, BN centres every unit on the line itself, "
                     "so each is on for about half of its points)" if family == "dense" else
                     "(conv: BN centres each channel over the line's images and positions, "
                     "not each unit)")
-            out.append(study.Claim("BN keeps the co-activation rate near 1/4 (|rate - 1/4| "
-                                   "below the plain net's)", "coactivation_gap", "batch",
-                                   "plain", -1, deepest, note))
+            out.append(verdicts.difference("BN keeps the co-activation rate near 1/4 "
+                                           "(|rate - 1/4| below the plain net's)",
+                                           "coactivation_gap", "batch", "plain", -1, deepest,
+                                           note))
     return out

@@ -175,9 +175,10 @@ def test_the_decay_fit_recovers_a_known_rate_and_the_verdict_uses_its_interval()
     assert plain["better"] == "exponential" and plain["points"] == 25
     resnet = by[("resnet beta=1", "power_law")]
     assert resnet["depths"] == "1/2/4/8" and resnet["low"] < 0.5 < resnet["high"]
-    verdicts = {v["a"]: v for v in shattered_verdicts.fit_verdicts(fits)}
-    assert verdicts["plain"]["verdict"] == "contradicted"  # 0.3 is not the paper's 1
-    assert verdicts["resnet beta=1"]["verdict"] == "inconclusive"  # 1/2 inside the interval
+    decided = {d.claim.a: d for d in shattered_verdicts.fit_verdicts(fits)}
+    assert decided["plain"].claim.kind == "value" and decided["plain"].claim.value == 1.0
+    assert decided["plain"].verdict == "contradicted"  # 0.3 is not the paper's 1
+    assert decided["resnet beta=1"].verdict == "inconclusive"  # 1/2 inside the interval
 
 
 def test_saturation_end_to_end(tmp_path):
