@@ -168,6 +168,7 @@ def test_bn_allows_a_larger_rate_is_a_censored_difference(batch, none, expected)
     assert decided.verdict == expected
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_lr_range_on_a_tiny_grid(tmp_path):
     from absl import flags
     flag_values = flags.FlagValues()
