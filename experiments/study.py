@@ -247,22 +247,22 @@ def over_seeds(rows, keys):
     """The per-unit summaries, computed from per-seed rows: one row per value of ``keys``
     with the number of seeds and, for every other numeric column, its mean over the seeds
     and the 95% Student t interval of that mean (``tfnorm.stats.interval``: columns
-    _mean, _low, _high; NaN seeds are left out and counted in _missing when any)."""
+    _mean, _low, _high; NaN seeds are left out, counted in _missing: blank if none)."""
     from tfnorm import stats
     groups = collections.OrderedDict()
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     columns = [c for c, v in rows[0].items() if c not in keys and c != "seed"
                and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    out = []
+    out, undefined = [], {c for c in columns for r in rows if r[c] != r[c]}  # NaN
     for key, group in groups.items():
         row = dict(zip(keys, key), seeds=len({r["seed"] for r in group}))
         for column in columns:
             value = stats.interval([r[column] for r in group])
             row.update({f"{column}_mean": value.mean, f"{column}_low": value.low,
                         f"{column}_high": value.high})
-            if value.missing:
-                row[f"{column}_missing"] = value.missing
+            if column in undefined:  # in every row, so that the CSV has one header
+                row[f"{column}_missing"] = value.missing or ""
         out.append(row)
     return out
 

@@ -1,7 +1,7 @@
 """The shattered, saturation and nonzero studies end to end on tiny settings, through
 their ``main`` in this process (two seeds each): outputs exist and are well formed with
 per-seed rows; the non-zero table holds the values of a hand-made run directory. And for
-each of the seven study scripts, the command line: a bad flag is one line on stderr and
+each of the study scripts, the command line: a bad flag is one line on stderr and
 exit status 2, before TensorFlow is imported, with TF_CPP_MIN_LOG_LEVEL unset."""
 
 import csv
@@ -316,6 +316,9 @@ NO_TENSORFLOW = ("import atexit, runpy, sys\n"
     ("landscape", ["--points=1"], "error: --points=1: must be at least 2"),
     ("noisy_bn", ["--activation_layer=6"], "error: --activation_layer=6: must be in 1..5"),
     ("weightnorm", ["--schemes=batch"], "error: --schemes: must include none"),
+    ("lr_range", ["--learning_rates=0.4,0.2"], "error: --learning_rates: need at least two "
+     "rates, strictly increasing"),
+    ("lr_range", ["--min_train_acc=1.5"], "error: --min_train_acc=1.5: must be in [0, 1]"),
     ("saturation", ["--init_stds=0"], "error: --init_stds: every std must be positive"),
     ("saturation", ["--train_limit=-2"], "error: --train_limit=-2: must be 0 (all) or"),
     ("shattered", ["--max_lag=0"], "error: --max_lag=0: must be in [1, 255]"),

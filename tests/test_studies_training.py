@@ -234,14 +234,17 @@ def test_weightnorm(tmp_path):
     assert sorted((r["round"], r["scheme"], r["seed"]) for r in rounds) == [
         ("0", "none", "1"), ("0", "weight", "1"), ("1", "none", "1"), ("1", "weight", "1")]
     summary = read(tmp_path, "summary.csv", ["scheme", "seed", "final_train_acc",
-                                             "final_test_acc", "best_test_acc"])
+                                             "final_test_acc", "best_test_acc",
+                                             "epoch1_train_loss", "epoch_to_95"])
     assert [(r["scheme"], r["seed"]) for r in summary] == [
         ("weight", "0"), ("weight", "1"), ("none", "0"), ("none", "1")]
-    assert len(read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)) == 4
+    epochs = read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
+    assert [r["epoch1_train_loss"] for r in summary] == [r["train_loss"] for r in epochs]
+    assert len(epochs) == 4
     assert_png(tmp_path / "weightnorm.png")
     verdicts = io.read_csv(tmp_path / study.VERDICTS_CSV)
     assert [(v["a"], v["b"], v["metric"]) for v in verdicts] == [
-        ("weight", "none", "final_train_acc")]
+        ("weight", "none", "epoch_to_95"), ("weight", "none", "final_train_acc")]
 
 
 def test_the_init_only_ablation_is_weight_norm_at_init_without_the_reparameterization(
@@ -306,6 +309,14 @@ def test_over_seeds():
     assert a == pytest.approx(dict(scheme="a", layer=1, seeds=3, x_mean=1.0,
                                    x_low=1.0 - half, x_high=1.0 + half))
     assert b == dict(scheme="b", layer=1, seeds=1, x_mean=5.0, x_low=-np.inf, x_high=np.inf)
+
+
+def test_over_seeds_gives_every_unit_the_missing_column_when_one_has_a_nan(tmp_path):
+    rows = [dict(scheme="a", seed=s, x=1.0) for s in (0, 1)]
+    rows += [dict(scheme="b", seed=0, x=2.0), dict(scheme="b", seed=1, x=float("nan"))]
+    a, b = study.over_seeds(rows, ("scheme",))
+    assert (a["x_missing"], b["x_missing"]) == ("", 1) and list(a) == list(b)
+    io.write_csv(tmp_path / "over.csv", [a, b])  # one header for both
 
 
 def test_the_studies_share_the_drivers_flags():

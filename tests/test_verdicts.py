@@ -279,7 +279,8 @@ def test_rows_and_markdown_show_each_kind_with_its_margin_or_value():
 
 STUDY_DIRS = {"ics": "ics", "ics_init0.15": "ics", "landscape": "landscape",
               "landscape_init0.15": "landscape", "noisy_bn": "noisy_bn",
-              "saturation": "saturation", "shattered": "shattered", "weightnorm": "weightnorm"}
+              "saturation": "saturation", "shattered": "shattered", "weightnorm": "weightnorm",
+              "weightnorm_sgd": "weightnorm", "lr_range": "lr_range"}
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 
 
