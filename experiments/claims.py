@@ -14,13 +14,9 @@ import os
 from absl import flags, logging
 
 from experiments import cli, summary
-from tfnorm import io, records, stats
+from tfnorm import io, records, stats, verdicts
 
 FLAGS = flags.FLAGS
-
-Claim = collections.namedtuple("Claim", ["sentence", "metric", "better", "worse", "direction"])
-Claim.__doc__ = """"``better`` beats ``worse`` on ``metric``" (direction +1: larger is
-better; -1: smaller, e.g. epochs to a threshold), quoted from ``sentence``."""
 
 FAST = ("When we use a normalization scheme such as batch/layer/instance normalization we "
         "can achieve +95% accuracy on training images by 130th epoch.. Meanwhile, the network "
@@ -40,18 +36,18 @@ LAYERS = range(1, 7)
 
 
 def article_claims():
-    claims = []
+    claim, claims = verdicts.difference, []
     for scheme in ("batch", "layer", "instance"):
-        claims += [Claim(FAST, "epoch_to_95", scheme, "none", -1),
-                   Claim(FAST, "final_train_acc", scheme, "none", +1)]
-    claims += [Claim(FAST, "final_train_acc", "batch", "boxcox", +1)]
+        claims += [claim(FAST, "epoch_to_95", scheme, "none", -1),
+                   claim(FAST, "final_train_acc", scheme, "none", +1)]
+    claims += [claim(FAST, "final_train_acc", "batch", "boxcox", +1)]
     for scheme in ("batch", "layer", "instance"):
-        claims += [Claim(NONZERO, f"nonzero_{i}", scheme, "none", +1) for i in LAYERS]
+        claims += [claim(NONZERO, f"nonzero_{i}", scheme, "none", +1) for i in LAYERS]
     for other in ("batch", "layer"):
-        claims += [Claim(INSTANCE, f"nonzero_{i}", "instance", other, +1) for i in LAYERS]
-    claims += [Claim(BOXCOX, f"nonzero_{i}", "boxcox", "none", +1) for i in LAYERS]
-    claims += [Claim(BOXCOX, f"nonzero_{i}", "batch", "boxcox", +1) for i in LAYERS]
-    claims += [Claim(TEST, "final_test_acc", "none", s, +1)
+        claims += [claim(INSTANCE, f"nonzero_{i}", "instance", other, +1) for i in LAYERS]
+    claims += [claim(BOXCOX, f"nonzero_{i}", "boxcox", "none", +1) for i in LAYERS]
+    claims += [claim(BOXCOX, f"nonzero_{i}", "batch", "boxcox", +1) for i in LAYERS]
+    claims += [claim(TEST, "final_test_acc", "none", s, +1)
                for s in ("batch", "layer", "instance", "boxcox")]
     return claims
 
@@ -70,33 +66,28 @@ def read_runs(compare_dir):
     return runs
 
 
-def decide(claim, runs, epochs):
-    """The Interval of the paired difference better - worse and its verdict."""
-    seeds = sorted(set(runs[claim.better]) & set(runs[claim.worse]))
-    censored = epochs + 1 if claim.metric.startswith("epoch_to_") else None
-    difference = stats.paired_difference([runs[claim.better][s][claim.metric] for s in seeds],
-                                         [runs[claim.worse][s][claim.metric] for s in seeds],
-                                         seeds_a=seeds, seeds_b=seeds, censored_at=censored)
-    return difference, stats.verdict(difference, claim.direction)
-
-
 def table(claims, runs, epochs):
-    """The quoted sentences, labelled [A], [B], ..., then one row per claim."""
+    """The quoted sentences, labelled [A], [B], ..., then one row per claim (its kind and
+    margin or value, the claim tested, the tested interval, its verdict by
+    tfnorm.verdicts.decide; epoch_to_* censored at epochs + 1)."""
     labels = {}
     for claim in claims:
         labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
     lines = [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
-    lines += ["| article | claim tested (paired by seed) | difference [95% CI] | seeds | "
-              "verdict |", "|---|---|---|---|---|"]
+    lines += ["| article | kind | claim tested (paired by seed) | difference [95% CI] | seeds | "
+              "verdict |", "|---|---|---|---|---|---|"]
+    per_seed = [dict(values, scheme=scheme, seed=seed) for scheme, seeds in runs.items()
+                for seed, values in seeds.items()]
+    censored = {c.metric: epochs + 1 for c in claims if c.metric.startswith("epoch_to_")}
     rows = []
-    for claim in claims:
-        difference, decided = decide(claim, runs, epochs)
-        sign = ">" if claim.direction > 0 else "<"
-        tested = f"{claim.metric}: {claim.better} {sign} {claim.worse}"
-        lines.append(f"| [{labels[claim.sentence]}] | {tested} | "
-                     f"{stats.format_interval(difference)} | {difference.n} | {decided} |")
-        rows.append(dict(claim=tested, sentence=claim.sentence, verdict=decided,
-                         **difference._asdict()))
+    for decided in verdicts.decide(claims, per_seed, censored_at=censored):
+        claim, tested = decided.claim, decided.tested
+        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
+        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
+                     f"{stats.format_interval(tested)} | {tested.n} | {decided.verdict} |")
+        rows.append(dict(claim=verdicts.describe(claim), sentence=claim.sentence,
+                         kind=claim.kind, margin_or_value=verdicts.reference(claim),
+                         verdict=decided.verdict, **tested._asdict()))
     return rows, "\n".join(lines) + "\n"
 
 
@@ -120,12 +111,13 @@ def main(argv):
                                               f"seed_{min(runs[scheme])}"))
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
     cli.check_writable(out_dir, "--out_dir")
-    claims = [c for c in article_claims() if c.better in runs and c.worse in runs]
-    left_out = sorted({s for c in article_claims() for s in (c.better, c.worse)} - set(runs))
+    claims = [c for c in article_claims() if c.a in runs and c.b in runs]
+    left_out = sorted({s for c in article_claims() for s in (c.a, c.b)} - set(runs))
     rows, markdown = table(claims, runs, config["epochs"])
     header = (f"# The article's claims on {config['dataset']}, {config['image_size']} px, "
               f"{config['epochs']} epochs, {config['optimizer']} at {config['learning_rate']}"
-              f", batch {config['batch_size']}\n\nFrom `{FLAGS.compare_dir}/runs.csv` "
+              f", batch {config['batch_size']}\n\nFrom "
+              f"`{os.path.join(cli.repo_path(FLAGS.compare_dir), summary.RUNS_CSV)}` "
               f"({len(next(iter(runs.values())))} seeds per scheme). Each claim is the "
               "article's sentence made testable: the paired difference (first scheme minus "
               "second, seed by seed) with its 95% Student t interval; *supported* if the "

@@ -21,6 +21,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, study
+from tfnorm import verdicts
 
 DEPTH = 6  # the article network's layers
 
@@ -98,18 +99,23 @@ def summarize(ctx):
 def claims(ctx):
     """Santurkar et al.: "models with BatchNorm have similar, or in some cases worse, ICS",
     on both of the paper's measures (l2 distance larger, cosine smaller) and on ours (the
-    distance relative to ||G||, which does not grow with the gradient's scale)."""
+    distance relative to ||G||, which does not grow with the gradient's scale). Its
+    "worse" half is the claim (a difference); "similar" would be an equivalence whose
+    margin the paper does not give, so where BN's ICS is smaller the sentence's "similar"
+    stays untested."""
     if not {"batch", "none"} <= set(ctx.units):
         return []
     out = []
     for layer in ctx.settings:
-        out += [study.Claim("BN's ICS is similar or larger than without BN: l2 ||G - G'||",
-                            "median_distance", "batch", "none", +1, {"layer": layer},
-                            study.SANTURKAR_NOTE),
-                study.Claim("... cos(G, G') (larger ICS = smaller cosine)", "median_cosine",
-                            "batch", "none", -1, {"layer": layer}),
-                study.Claim("... ours: ||G - G'|| / ||G||", "median_relative_distance",
-                            "batch", "none", +1, {"layer": layer})]
+        out += [verdicts.difference("BN's ICS is larger than without BN (the paper: "
+                                    "'similar or larger'; 'similar' would need a margin, "
+                                    "not tested): l2 ||G - G'||", "median_distance",
+                                    "batch", "none", +1,
+                                    {"layer": layer}, study.SANTURKAR_NOTE),
+                verdicts.difference("... cos(G, G') (larger ICS = smaller cosine)",
+                                    "median_cosine", "batch", "none", -1, {"layer": layer}),
+                verdicts.difference("... ours: ||G - G'|| / ||G||", "median_relative_distance",
+                                    "batch", "none", +1, {"layer": layer})]
     return out
 
 

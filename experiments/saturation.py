@@ -31,6 +31,7 @@ from absl import flags, logging
 
 from experiments import cli, study
 from tfnorm import schemes as registry
+from tfnorm import stats, verdicts
 
 FLAGS = flags.FLAGS
 # Box-Cox's input must stay above -1, which a pre-activation does not.
@@ -237,16 +238,40 @@ def claims(ctx):
     for scheme in ctx.units:
         if scheme == "none":
             continue
-        out.append(study.Claim(f"{scheme} keeps tanh out of saturation (fewer saturated "
-                               "units than none, after training)", "saturated_frac_trained",
-                               scheme, "none", -1, {"init_std": wide}))
+        out.append(verdicts.difference(f"{scheme} keeps tanh out of saturation (fewer "
+                                       "saturated units than none, after training)",
+                                       "saturated_frac_trained", scheme, "none", -1,
+                                       {"init_std": wide}))
     if "batch" in ctx.units:
         matched = ("lr x std/0.05" if ctx.values["lr_matched_to_init"] else
                    "lr NOT matched to the weight scale: confounded by Adam's relative step")
-        out.append(study.Claim("... and so trains better (BN's test accuracy above none's)",
-                               "final_test_acc", "batch", "none", +1, {"init_std": wide},
-                               note=f"({matched})"))
+        out.append(verdicts.difference("BN trains better than none at the wide init (test "
+                                       "accuracy)", "final_test_acc", "batch", "none", +1,
+                                       {"init_std": wide}, note=f"({matched})"))
     return out
+
+
+def lead_verdicts(ctx):
+    """Seed 002's "and so" (saturation is what normalization spares the network): if
+    saturation costs 'none' accuracy, BN's test-accuracy lead over none is larger at the
+    wide init, where none saturates, than at the narrowest, where it hardly does; per seed
+    the difference of the two leads (BN - none at each std), its t interval by seed."""
+    summary = ctx.tables.get(study.SUMMARY_CSV) or []
+    narrow, wide = min(ctx.settings), max(ctx.settings)
+    if not summary or not {"batch", "none"} <= set(ctx.units) or narrow == wide:
+        return []
+    accuracy = {(r["scheme"], r["seed"], r["init_std"]): r["final_test_acc"] for r in summary}
+
+    def lead(std):
+        return [accuracy[("batch", s, std)] - accuracy[("none", s, std)] for s in ctx.seeds]
+
+    claim = verdicts.difference(
+        f"Seed 002's 'and so' (saturation the cause): BN's lead over none larger at init std "
+        f"{wide:g} (none saturated) than at {narrow:g}", "final_test_acc: BN - none", f"lead at {wide:g}",
+        f"lead at {narrow:g}", +1, note="(a test of the cause, not an isolation of it: the "
+        "init std changes more than saturation)")
+    return [verdicts.judge(claim, stats.paired_difference(lead(wide), lead(narrow)),
+                           stats.interval(lead(wide)), stats.interval(lead(narrow)))]
 
 
 def draw(ctx):
@@ -260,6 +285,7 @@ def draw(ctx):
 STUDY = study.Study(
     name="saturation", define_flags=define_flags, check=check, run=run, draw=draw,
     allowed=SCHEMES, summarize=summarize, claims=claims, summary_keys=("init_std",),
+    extra_verdicts=lead_verdicts,
     shared=study.shared(out_dir="runs/saturation", seeds=5, epochs=3, batch_size=20,
                         optimizer="adam", learning_rate=0.0008, groups=4, bins=50,
                         schemes="none,batch,layer,instance,group,weight"))

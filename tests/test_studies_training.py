@@ -234,14 +234,17 @@ def test_weightnorm(tmp_path):
     assert sorted((r["round"], r["scheme"], r["seed"]) for r in rounds) == [
         ("0", "none", "1"), ("0", "weight", "1"), ("1", "none", "1"), ("1", "weight", "1")]
     summary = read(tmp_path, "summary.csv", ["scheme", "seed", "final_train_acc",
-                                             "final_test_acc", "best_test_acc"])
+                                             "final_test_acc", "best_test_acc",
+                                             "epoch1_train_loss", "epoch_to_95"])
     assert [(r["scheme"], r["seed"]) for r in summary] == [
         ("weight", "0"), ("weight", "1"), ("none", "0"), ("none", "1")]
-    assert len(read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)) == 4
+    epochs = read(tmp_path, "accuracy.csv", EPOCH_COLUMNS)
+    assert [r["epoch1_train_loss"] for r in summary] == [r["train_loss"] for r in epochs]
+    assert len(epochs) == 4
     assert_png(tmp_path / "weightnorm.png")
     verdicts = io.read_csv(tmp_path / study.VERDICTS_CSV)
     assert [(v["a"], v["b"], v["metric"]) for v in verdicts] == [
-        ("weight", "none", "final_train_acc")]
+        ("weight", "none", "epoch_to_95"), ("weight", "none", "final_train_acc")]
 
 
 def test_the_init_only_ablation_is_weight_norm_at_init_without_the_reparameterization(
@@ -308,17 +311,12 @@ def test_over_seeds():
     assert b == dict(scheme="b", layer=1, seeds=1, x_mean=5.0, x_low=-np.inf, x_high=np.inf)
 
 
-def test_decide_pairs_by_seed_and_takes_a_reference_value():
-    rows = [dict(scheme=s, seed=k, m=v) for s, values in (("a", (3.0, 4.0, 5.5)),
-                                                          ("b", (1.0, 2.5, 3.0)))
-            for k, v in enumerate(values)]
-    claims = [study.Claim("a above b", "m", "a", "b", +1),
-              study.Claim("a below b", "m", "a", "b", -1),
-              study.Claim("a above 10", "m", "a", 10.0, +1)]
-    above, below, reference = study.decide(rows, "scheme", claims)
-    assert above["verdict"] == "supported" and below["verdict"] == "contradicted"
-    assert above["difference_mean"] == pytest.approx(2.0) and above["pairs"] == 3
-    assert reference["verdict"] == "contradicted" and reference["b_value"] == "10"
+def test_over_seeds_gives_every_unit_the_missing_column_when_one_has_a_nan(tmp_path):
+    rows = [dict(scheme="a", seed=s, x=1.0) for s in (0, 1)]
+    rows += [dict(scheme="b", seed=0, x=2.0), dict(scheme="b", seed=1, x=float("nan"))]
+    a, b = study.over_seeds(rows, ("scheme",))
+    assert (a["x_missing"], b["x_missing"]) == ("", 1) and list(a) == list(b)
+    io.write_csv(tmp_path / "over.csv", [a, b])  # one header for both
 
 
 def test_the_studies_share_the_drivers_flags():
