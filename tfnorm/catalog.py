@@ -11,6 +11,10 @@ from tfnorm.errors import ConfigError, DataError  # noqa: F401  (raised here, ca
 DATASETS = ("digits", "stl10")
 # Images in each (train and test): what a run holds in memory.
 DATASET_IMAGES = {"digits": 1797, "stl10": 13000}
+# Digits' classes and the size of its smallest class (174 images of 8): the most
+# --train_per_class can take (tests check both against scikit-learn).
+DIGITS_CLASSES = 10
+DIGITS_SMALLEST_CLASS = 174
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 STL10_ARCHIVE_NAME = "stl10_binary.tar.gz"
 STL10_ARCHIVE_BYTES = 2_640_397_119
