@@ -165,8 +165,13 @@ def draw_panels(run_dir, only_missing=False):
 
 def band(ax, epochs, runs, label, color, lw=1.5, **kwargs):
     """Mean of ``runs`` (seeds x epochs, NaN past a run's end) with its 95% Student t
-    interval shaded (``tfnorm.stats.interval`` at each epoch; none for a single seed)."""
+    interval shaded (``tfnorm.stats.interval`` at each epoch; none for a single seed).
+    Epochs where no seed has a value (no test pass there: --eval_every) are skipped, so
+    the line joins the epochs that have one."""
     runs = np.asarray(runs, float)
+    measured = ~np.isnan(runs).all(axis=0) if runs.ndim == 2 else None
+    if measured is not None and not measured.all():
+        epochs, runs = np.asarray(epochs)[measured], runs[:, measured]
     intervals = [stats.interval(column) for column in runs.T]
     mean = np.array([i.mean for i in intervals])
     ax.plot(epochs, mean, label=label, color=color, lw=lw, **kwargs)
