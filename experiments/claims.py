@@ -18,9 +18,12 @@ from tfnorm import io, records, stats
 
 FLAGS = flags.FLAGS
 
-Claim = collections.namedtuple("Claim", ["sentence", "metric", "better", "worse", "direction"])
+Claim = collections.namedtuple("Claim", ["sentence", "metric", "better", "worse", "direction",
+                                         "threshold"], defaults=(None,))
 Claim.__doc__ = """"``better`` beats ``worse`` on ``metric``" (direction +1: larger is
-better; -1: smaller, e.g. epochs to a threshold), quoted from ``sentence``."""
+better; -1: smaller, e.g. epochs to a threshold), quoted from ``sentence``. With ``worse``
+None, a threshold: "``better``'s metric is above (+1) or below (-1) ``threshold``",
+decided by the same rule on the interval over seeds of metric - threshold."""
 
 FAST = ("When we use a normalization scheme such as batch/layer/instance normalization we "
         "can achieve +95% accuracy on training images by 130th epoch.. Meanwhile, the network "
@@ -36,7 +39,17 @@ BOXCOX = ("[Box-Cox:] When compared to the network that did not have any normali
           "we still have a lot of zeros in our gradient.")
 TEST = ("From the above plot we can conclude that surprisingly, the network without any "
         "normalization scheme did the best.")
+PATTERN_TEST = ("we can see a pattern emerging, as the number of parameters in which we "
+                "calculate the mean and the standard deviation decreases, testing accuracy "
+                "increases")
+PATTERN_GAP = ("As the number of parameters, we are calculating the mean and standard "
+               "deviation increases, the model tends to over-fit.")
 LAYERS = range(1, 7)
+# The over-fitting gap of a run: final train accuracy minus final test accuracy.
+GAP = "final_gap"
+# His count of the statistics each scheme computes per layer (REFERENCE.md), fewest first:
+# batch 16 (per channel) < layer 20 (per sample) < instance 320 (per sample and channel).
+BY_STATISTICS = ("batch", "layer", "instance")
 
 
 def article_claims():
@@ -56,6 +69,31 @@ def article_claims():
     return claims
 
 
+def overfit_claims():
+    """His sentences about test accuracy and over-fitting, and his train-accuracy ones, as
+    decided in an over-fitting regime (experiments.overfit)."""
+    others = ("batch", "layer", "instance", "boxcox")
+    claims = []
+    for scheme in ("batch", "layer", "instance"):
+        claims += [Claim(FAST, "epoch_to_95", scheme, "none", -1),
+                   Claim(FAST, "epoch_to_95", scheme, None, -1, 131),  # by epoch 130
+                   Claim(FAST, "final_train_acc", scheme, "none", +1)]
+    claims += [Claim(FAST, "final_train_acc", scheme, None, -1, 0.6)
+               for scheme in ("boxcox", "none")]
+    claims += [Claim(TEST, metric, "none", scheme, +1)
+               for metric in ("final_test_acc", "best_test_acc") for scheme in others]
+    pairs = list(zip(BY_STATISTICS, BY_STATISTICS[1:]))
+    claims += [Claim(PATTERN_TEST, "final_test_acc", fewer, more, +1) for fewer, more in pairs]
+    claims += [Claim(PATTERN_GAP, GAP, fewer, more, -1) for fewer, more in pairs]
+    return claims
+
+
+def with_gap(runs):
+    """``runs`` ({scheme: {seed: row}}) with each row's GAP added."""
+    return {scheme: {seed: dict(row, **{GAP: row["final_train_acc"] - row["final_test_acc"]})
+                     for seed, row in seeds.items()} for scheme, seeds in runs.items()}
+
+
 def read_runs(compare_dir):
     """{scheme: {seed: row}} of runs.csv, numbers as floats."""
     path = os.path.join(compare_dir, summary.RUNS_CSV)
@@ -71,9 +109,16 @@ def read_runs(compare_dir):
 
 
 def decide(claim, runs, epochs):
-    """The Interval of the paired difference better - worse and its verdict."""
-    seeds = sorted(set(runs[claim.better]) & set(runs[claim.worse]))
+    """The Interval of the paired difference better - worse (a threshold claim: of
+    better's metric - threshold) and its verdict."""
     censored = epochs + 1 if claim.metric.startswith("epoch_to_") else None
+    if claim.worse is None:
+        seeds = sorted(runs[claim.better])
+        shifted = stats.interval(
+            [runs[claim.better][s][claim.metric] - claim.threshold for s in seeds],
+            censored_at=None if censored is None else censored - claim.threshold)
+        return shifted, stats.verdict(shifted, claim.direction)
+    seeds = sorted(set(runs[claim.better]) & set(runs[claim.worse]))
     difference = stats.paired_difference([runs[claim.better][s][claim.metric] for s in seeds],
                                          [runs[claim.worse][s][claim.metric] for s in seeds],
                                          seeds_a=seeds, seeds_b=seeds, censored_at=censored)
@@ -91,12 +136,42 @@ def table(claims, runs, epochs):
     rows = []
     for claim in claims:
         difference, decided = decide(claim, runs, epochs)
-        sign = ">" if claim.direction > 0 else "<"
-        tested = f"{claim.metric}: {claim.better} {sign} {claim.worse}"
+        tested = claim_text(claim)
         lines.append(f"| [{labels[claim.sentence]}] | {tested} | "
                      f"{stats.format_interval(difference)} | {difference.n} | {decided} |")
         rows.append(dict(claim=tested, sentence=claim.sentence, verdict=decided,
                          **difference._asdict()))
+    return rows, "\n".join(lines) + "\n"
+
+
+def claim_text(claim):
+    """"metric: better > worse", or for a threshold "metric: better < threshold"."""
+    sign = ">" if claim.direction > 0 else "<"
+    other = claim.worse if claim.worse is not None else f"{claim.threshold:g}"
+    return f"{claim.metric}: {claim.better} {sign} {other}"
+
+
+def side_by_side(claims, views, epochs):
+    """One table deciding every claim in each setting of ``views`` ({name: runs}): a
+    column of difference [95% CI] and verdict per setting. Returns (CSV rows, one per
+    claim and setting, and the markdown)."""
+    labels = {}
+    for claim in claims:
+        labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
+    lines = [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
+    lines += ["| article | claim tested | " + " | ".join(
+        f"{name}: difference [95% CI] (seeds) | verdict" for name in views) + " |",
+        "|---|---|" + "---|---|" * len(views)]
+    rows = []
+    for claim in claims:
+        cells = []
+        for name, runs in views.items():
+            difference, decided = decide(claim, runs, epochs)
+            cells.append(f"{stats.format_interval(difference)} ({difference.n}) | {decided}")
+            rows.append(dict(setting=name, claim=claim_text(claim), sentence=claim.sentence,
+                             verdict=decided, **difference._asdict()))
+        lines.append(f"| [{labels[claim.sentence]}] | {claim_text(claim)} | "
+                     + " | ".join(cells) + " |")
     return rows, "\n".join(lines) + "\n"
 
 
