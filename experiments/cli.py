@@ -141,7 +141,7 @@ def validate(config, *, check_out_dir=True):
     for name in ("train_limit", "test_limit"):
         if config[name] < 0:
             raise ConfigError(f"--{name}={config[name]}: must be 0 (all) or positive")
-    check_train_per_class(config)
+    catalog.check_train_per_class(config)
     if config["groups"] <= 0 or catalog.ARTICLE_WIDTH % config["groups"]:
         raise ConfigError(f"--groups={config['groups']}: does not divide the network width "
                           f"{catalog.ARTICLE_WIDTH} (use 1, 2, 4, 8 or 16)")
@@ -157,28 +157,6 @@ def validate(config, *, check_out_dir=True):
             raise ConfigError(str(error)) from None
     if check_out_dir:
         validate_out_dir(config)
-
-
-def check_train_per_class(config):
-    """--train_per_class: digits only, not with --train_limit, at most the smallest class,
-    and whole batches: in the file order the same trailing images would never be trained."""
-    per_class = config["train_per_class"]
-    if per_class == 0:
-        return
-    flag = f"--train_per_class={per_class}"
-    if per_class < 0 or per_class > catalog.DIGITS_SMALLEST_CLASS:
-        raise ConfigError(f"{flag}: must be 0 (off) or 1 to {catalog.DIGITS_SMALLEST_CLASS} "
-                          "(the smallest digits class)")
-    if config["dataset"] != "digits":
-        raise ConfigError(f"{flag}: only with --dataset=digits")
-    if config["train_limit"]:
-        raise ConfigError(f"{flag}: not with --train_limit (it chooses the training set)")
-    images, batch = catalog.DIGITS_CLASSES * per_class, config["batch_size"]
-    if images % batch:
-        step = batch // math.gcd(batch, catalog.DIGITS_CLASSES)
-        raise ConfigError(f"{flag}: {images} training images are not whole batches of "
-                          f"{batch} (the last {images % batch} would never be trained); use "
-                          f"a multiple of {step}")
 
 
 MAX_SEED = 2 ** 32 - 1  # numpy's seeds; tf.random takes any int64

@@ -68,7 +68,8 @@ def base_config(flag_values):
 
 def check_flags(flag_values=FLAGS):
     """Every flag checked before any work (one line each); returns the base config."""
-    cli.check_positive(flag_values, "seeds", "jobs", "epochs", "eval_every")
+    counts = ("seeds", "jobs", "epochs", "eval_every")
+    cli.check_positive(cli.flag_values(flag_values, counts), *counts)
     cli.check_seed(flag_values.seed, count=flag_values.seeds)
     base = base_config(flag_values)
     for scheme in SCHEMES:
@@ -157,7 +158,7 @@ def write_results(flag_values, base, found, timings):
     epochs, classes = base["epochs"], catalog.DIGITS_CLASSES
     regime, gaps = gap_table(found, epochs)
     view = {VIEWS[side]: runs for side, runs in found.items()}
-    rows, table = claims.side_by_side(claims.overfit_claims(), view, epochs)
+    rows, table = claims.side_by_side(claims.overfit_claims(epochs), view, epochs)
     seeds = sorted(next(iter(found["quirk_off"].values())))
     header = (
         f"# His test-accuracy sentences in an over-fitting regime\n\n"
