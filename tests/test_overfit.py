@@ -13,7 +13,7 @@ import tensorflow as tf
 import tfnorm
 from experiments import claims, cli, overfit, summary
 from runs import checked_config
-from tfnorm import errors, records, runner, stopping
+from tfnorm import errors, records, rundir, runner, stopping
 
 TINY = dict(scheme="batch", epochs=5, eval_every=2, image_size=16, train_per_class=2,
             test_limit=40, batch_size=20, progress=False, panels=False)
@@ -73,6 +73,8 @@ def test_the_test_pass_runs_every_k_epochs_and_a_resume_between_them_changes_not
     with pytest.raises(errors.Interrupted):
         runner.run(killed, builds=builds)
     assert [row["epoch"] for row in records.read_metrics(killed["out_dir"])] == [1, 2, 3]
+    found = rundir.audit(killed["out_dir"], TINY["epochs"], killed["record_every"])
+    assert (found.resume_epoch, found.repairs) == (3, [])  # rows without a test value pass
     monkeypatch.undo()
     runner.run(killed, builds=builds)
     assert metrics_without_seconds(killed["out_dir"]) == \
