@@ -24,8 +24,8 @@ import time
 
 from absl import flags, logging
 
-from experiments import claims, cli
-from tfnorm import catalog, io, schemes, stats
+from experiments import claims, cli, compare
+from tfnorm import catalog, io, rundir, schemes, stats
 
 FLAGS = flags.FLAGS
 # His setting (REFERENCE.md); the regime's own knobs are flags.
@@ -95,6 +95,15 @@ def compare_args(flag_values, side):
                   out_dir=os.path.join(flag_values.out_dir, side),
                   results_dir=os.path.join(flag_values.results_dir, side))
     return ["experiments.compare"] + cli.to_command_line(values, PASSED)
+
+
+def side_configs(flag_values, side):
+    """The configuration of every run of one quirk setting (as compare plans them)."""
+    base = dict(base_config(flag_values), **{QUIRK: side == "quirk_on"})
+    folder = os.path.join(flag_values.out_dir, side)
+    return [dict(base, scheme=scheme, seed=seed, out_dir=compare.run_dir(folder, scheme, seed))
+            for scheme in (SCHEMES if side == "quirk_off" else quirk_schemes())
+            for seed in range(flag_values.seed, flag_values.seed + flag_values.seeds)]
 
 
 def timed(args):
@@ -201,9 +210,14 @@ def write_results(flag_values, base, found, timings):
              f"workers), {os.cpu_count()} cores, load average at the start "
              f"{timings['load'][0]:.1f}, at the end {os.getloadavg()[0]:.1f}.",
              f"{given}   # {timings['wall']:.0f} s wall, {timings['cpu']:.0f} s CPU"]
-    lines += [f"  python -m {' '.join(args)}   # {wall:.0f} s wall, {cpu:.0f} s CPU"
-              for args, wall, cpu in timings["commands"]]
-    io.write_text(os.path.join(results, "commands.txt"), "\n".join(lines) + "\n")
+    lines += [f"  python -m {' '.join(args)}   # {wall:.0f} s wall, {cpu:.0f} s CPU, "
+              f"{todo} of {runs} runs trained"
+              for args, wall, cpu, todo, runs in timings["commands"]]
+    path = os.path.join(results, "commands.txt")
+    if any(command[3] for command in timings["commands"]) or not os.path.exists(path):
+        io.write_text(path, "\n".join(lines) + "\n")
+    else:  # every run reused: the times of the invocation that trained them stay
+        logging.info("every run was reused: %s keeps the times of their training", path)
     return regime, rows
 
 
@@ -212,18 +226,18 @@ def accuracy_figure(flag_values, base):
     changes with it, from the runs' metrics.csv."""
     import matplotlib.pyplot as plt
 
-    from experiments import compare, summary
+    from experiments import summary
     from tfnorm import plots
-    curves = {}
+    curves, dashed = {}, {}
     for side in SIDES:
-        names = SCHEMES if side == "quirk_off" else quirk_schemes()
-        configs = [dict(base, scheme=s, seed=k, out_dir=compare.run_dir(
-            os.path.join(flag_values.out_dir, side), s, k))
-            for s in names for k in range(flag_values.seed, flag_values.seed + flag_values.seeds)]
-        for scheme, curve in summary.curves(configs).items():
-            curves[scheme if side == "quirk_off" else f"{scheme}+quirk"] = curve
+        for scheme, curve in summary.curves(side_configs(flag_values, side)).items():
+            name = scheme if side == "quirk_off" else f"{scheme} with the quirk"
+            curves[name] = curve
+            if side == "quirk_on":
+                dashed[name] = scheme
     figure = plots.accuracy_figure(curves, f"digits, {base['train_per_class']} per class, "
-                                   f"mean and 95% interval over {flag_values.seeds} seeds")
+                                   f"mean and 95% interval over {flag_values.seeds} seeds",
+                                   dashed=dashed)
     io.save_figure(figure, os.path.join(flag_values.results_dir, "accuracy.png"), dpi=100)
     plt.close(figure)
 
@@ -236,13 +250,15 @@ def main(argv):
     load, start = os.getloadavg(), time.perf_counter()
     commands = []
     for side in SIDES:
+        configs = side_configs(FLAGS, side)
+        todo = sum(not rundir.is_finished(c["out_dir"], c) for c in configs)
         args = compare_args(FLAGS, side)
         code, wall, cpu = timed(args)
         if code:
             cli.fail(f"python -m {' '.join(args)} exited with {code}", code)
-        commands.append((args, wall, cpu))
+        commands.append((args, wall, cpu, todo, len(configs)))
     timings = dict(load=load, commands=commands, wall=time.perf_counter() - start,
-                   cpu=sum(cpu for _, _, cpu in commands))
+                   cpu=sum(command[2] for command in commands))
     found = views(FLAGS.out_dir)
     accuracy_figure(FLAGS, base)
     regime, rows = write_results(FLAGS, base, found, timings)

@@ -193,14 +193,18 @@ def scheme_colors(names):
     return colors
 
 
-def accuracy_figure(curves, title=""):
+def accuracy_figure(curves, title="", dashed=None):
     """curves: {scheme: {"epochs": [E], "train_acc": [seeds, E], "test_acc": [seeds, E]}}.
-    Train and test accuracy against epoch, mean over seeds with a shaded 95% interval."""
-    colors = scheme_colors(list(curves))
+    Train and test accuracy against epoch, mean over seeds with a shaded 95% interval.
+    dashed: {name: scheme}, curves drawn dashed in that scheme's colour (a variant)."""
+    dashed = dashed or {}
+    colors = scheme_colors([name for name in curves if name not in dashed])
+    colors.update({name: colors[scheme] for name, scheme in dashed.items()})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for scheme, curve in curves.items():
+        style = {"ls": "--"} if scheme in dashed else {}
         for ax, key in zip(axes, ("train_acc", "test_acc")):
-            band(ax, curve["epochs"], curve[key], scheme, colors[scheme])
+            band(ax, curve["epochs"], curve[key], scheme, colors[scheme], **style)
     for ax, name in zip(axes, ("train accuracy", "test accuracy")):
         ax.set_title(name)
         ax.set_xlabel("epoch")
