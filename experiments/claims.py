@@ -14,16 +14,9 @@ import os
 from absl import flags, logging
 
 from experiments import cli, summary
-from tfnorm import io, records, stats
+from tfnorm import io, records, stats, verdicts
 
 FLAGS = flags.FLAGS
-
-Claim = collections.namedtuple("Claim", ["sentence", "metric", "better", "worse", "direction",
-                                         "threshold"], defaults=(None,))
-Claim.__doc__ = """"``better`` beats ``worse`` on ``metric``" (direction +1: larger is
-better; -1: smaller, e.g. epochs to a threshold), quoted from ``sentence``. With ``worse``
-None, a threshold: "``better``'s metric is above (+1) or below (-1) ``threshold``",
-decided by the same rule on the interval over seeds of metric - threshold."""
 
 FAST = ("When we use a normalization scheme such as batch/layer/instance normalization we "
         "can achieve +95% accuracy on training images by 130th epoch.. Meanwhile, the network "
@@ -53,41 +46,41 @@ BY_STATISTICS = ("batch", "layer", "instance")
 
 
 def article_claims():
-    claims = []
+    claim, claims = verdicts.difference, []
     for scheme in ("batch", "layer", "instance"):
-        claims += [Claim(FAST, "epoch_to_95", scheme, "none", -1),
-                   Claim(FAST, "final_train_acc", scheme, "none", +1)]
-    claims += [Claim(FAST, "final_train_acc", "batch", "boxcox", +1)]
+        claims += [claim(FAST, "epoch_to_95", scheme, "none", -1),
+                   claim(FAST, "final_train_acc", scheme, "none", +1)]
+    claims += [claim(FAST, "final_train_acc", "batch", "boxcox", +1)]
     for scheme in ("batch", "layer", "instance"):
-        claims += [Claim(NONZERO, f"nonzero_{i}", scheme, "none", +1) for i in LAYERS]
+        claims += [claim(NONZERO, f"nonzero_{i}", scheme, "none", +1) for i in LAYERS]
     for other in ("batch", "layer"):
-        claims += [Claim(INSTANCE, f"nonzero_{i}", "instance", other, +1) for i in LAYERS]
-    claims += [Claim(BOXCOX, f"nonzero_{i}", "boxcox", "none", +1) for i in LAYERS]
-    claims += [Claim(BOXCOX, f"nonzero_{i}", "batch", "boxcox", +1) for i in LAYERS]
-    claims += [Claim(TEST, "final_test_acc", "none", s, +1)
+        claims += [claim(INSTANCE, f"nonzero_{i}", "instance", other, +1) for i in LAYERS]
+    claims += [claim(BOXCOX, f"nonzero_{i}", "boxcox", "none", +1) for i in LAYERS]
+    claims += [claim(BOXCOX, f"nonzero_{i}", "batch", "boxcox", +1) for i in LAYERS]
+    claims += [claim(TEST, "final_test_acc", "none", s, +1)
                for s in ("batch", "layer", "instance", "boxcox")]
     return claims
 
 
-def overfit_claims(epochs):
+def overfit_claims():
     """His sentences about test accuracy and over-fitting, and his train-accuracy ones, as
-    decided in an over-fitting regime of ``epochs`` epochs (experiments.overfit). "95% by
-    the 130th epoch" only with 130 epochs or more: a 'never' of a shorter run says nothing
-    about epoch 130."""
-    others = ("batch", "layer", "instance", "boxcox")
+    decided in an over-fitting regime (experiments.overfit): "95% by the 130th epoch" and
+    "struggles to pass 60%" as thresholds, the rest as differences."""
+    difference, threshold = verdicts.difference, verdicts.threshold
     claims = []
     for scheme in ("batch", "layer", "instance"):
-        claims += [Claim(FAST, "epoch_to_95", scheme, "none", -1),
-                   Claim(FAST, "final_train_acc", scheme, "none", +1)]
-        if epochs >= 130:  # reached by epoch 130: the first epoch at 95% below 131
-            claims.append(Claim(FAST, "epoch_to_95", scheme, None, -1, 131))
-    claims += [Claim(FAST, "final_train_acc", scheme, None, -1, 0.6)
+        claims += [difference(FAST, "epoch_to_95", scheme, "none", -1),
+                   threshold(FAST, "epoch_to_95", scheme, 131, -1),  # reached by epoch 130
+                   difference(FAST, "final_train_acc", scheme, "none", +1)]
+    claims += [threshold(FAST, "final_train_acc", scheme, 0.6, -1)
                for scheme in ("boxcox", "none")]
-    claims += [Claim(TEST, metric, "none", scheme, +1)
-               for metric in ("final_test_acc", "best_test_acc") for scheme in others]
+    claims += [difference(TEST, metric, "none", scheme, +1)
+               for metric in ("final_test_acc", "best_test_acc")
+               for scheme in ("batch", "layer", "instance", "boxcox")]
     pairs = list(zip(BY_STATISTICS, BY_STATISTICS[1:]))
-    claims += [Claim(PATTERN_TEST, "final_test_acc", fewer, more, +1) for fewer, more in pairs]
-    claims += [Claim(PATTERN_GAP, GAP, fewer, more, -1) for fewer, more in pairs]
+    claims += [difference(PATTERN_TEST, "final_test_acc", fewer, more, +1)
+               for fewer, more in pairs]
+    claims += [difference(PATTERN_GAP, GAP, fewer, more, -1) for fewer, more in pairs]
     return claims
 
 
@@ -111,70 +104,64 @@ def read_runs(compare_dir):
     return runs
 
 
-def decide(claim, runs, epochs):
-    """The Interval of the paired difference better - worse (a threshold claim: of
-    better's metric - threshold) and its verdict."""
-    censored = epochs + 1 if claim.metric.startswith("epoch_to_") else None
-    if claim.worse is None:
-        seeds = sorted(runs[claim.better])
-        shifted = stats.interval(
-            [runs[claim.better][s][claim.metric] - claim.threshold for s in seeds],
-            censored_at=None if censored is None else censored - claim.threshold)
-        return shifted, stats.verdict(shifted, claim.direction)
-    seeds = sorted(set(runs[claim.better]) & set(runs[claim.worse]))
-    difference = stats.paired_difference([runs[claim.better][s][claim.metric] for s in seeds],
-                                         [runs[claim.worse][s][claim.metric] for s in seeds],
-                                         seeds_a=seeds, seeds_b=seeds, censored_at=censored)
-    return difference, stats.verdict(difference, claim.direction)
+def decide_runs(claims, runs, epochs):
+    """tfnorm.verdicts.decide on ``runs`` ({scheme: {seed: row}}), epoch_to_* censored at
+    epochs + 1."""
+    per_seed = [dict(values, scheme=scheme, seed=seed) for scheme, seeds in runs.items()
+                for seed, values in seeds.items()]
+    censored = {c.metric: epochs + 1 for c in claims if c.metric.startswith("epoch_to_")}
+    return verdicts.decide(claims, per_seed, censored_at=censored)
 
 
-def table(claims, runs, epochs):
-    """The quoted sentences, labelled [A], [B], ..., then one row per claim."""
+def _sentences(claims):
+    """{sentence: label} ([A], [B], ... in first-seen order) and the quoted sentences."""
     labels = {}
     for claim in claims:
         labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
-    lines = [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
-    lines += ["| article | claim tested (paired by seed) | difference [95% CI] | seeds | "
-              "verdict |", "|---|---|---|---|---|"]
-    rows = []
-    for claim in claims:
-        difference, decided = decide(claim, runs, epochs)
-        tested = claim_text(claim)
-        lines.append(f"| [{labels[claim.sentence]}] | {tested} | "
-                     f"{stats.format_interval(difference)} | {difference.n} | {decided} |")
-        rows.append(dict(claim=tested, sentence=claim.sentence, verdict=decided,
-                         **difference._asdict()))
-    return rows, "\n".join(lines) + "\n"
-
-
-def claim_text(claim):
-    """"metric: better > worse", or for a threshold "metric: better < threshold"."""
-    sign = ">" if claim.direction > 0 else "<"
-    other = claim.worse if claim.worse is not None else f"{claim.threshold:g}"
-    return f"{claim.metric}: {claim.better} {sign} {other}"
+    return labels, [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
 
 
 def side_by_side(claims, views, epochs):
-    """One table deciding every claim in each setting of ``views`` ({name: runs}): a
-    column of difference [95% CI] and verdict per setting. Returns (CSV rows, one per
-    claim and setting, and the markdown)."""
-    labels = {}
-    for claim in claims:
-        labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
-    lines = [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
-    lines += ["| article | claim tested | " + " | ".join(
-        f"{name}: difference [95% CI], seeds | verdict" for name in views) + " |",
-        "|---|---|" + "---|---|" * len(views)]
+    """One table deciding every claim in each setting of ``views`` ({name: runs}): the
+    claim's kind, then per setting the tested interval [95% CI] with its seeds and the
+    verdict. Returns (CSV rows, one per claim and setting, and the markdown)."""
+    labels, lines = _sentences(claims)
+    lines += ["| article | kind | claim tested | " + " | ".join(
+        f"{name}: tested [95% CI], seeds | verdict" for name in views) + " |",
+        "|---|---|---|" + "---|---|" * len(views)]
+    decided = {name: decide_runs(claims, runs, epochs) for name, runs in views.items()}
     rows = []
-    for claim in claims:
+    for index, claim in enumerate(claims):
         cells = []
-        for name, runs in views.items():
-            difference, decided = decide(claim, runs, epochs)
-            cells.append(f"{stats.format_interval(difference)}, n={difference.n} | {decided}")
-            rows.append(dict(setting=name, claim=claim_text(claim), sentence=claim.sentence,
-                             verdict=decided, **difference._asdict()))
-        lines.append(f"| [{labels[claim.sentence]}] | {claim_text(claim)} | "
+        for name in views:
+            tested, verdict = decided[name][index].tested, decided[name][index].verdict
+            cells.append(f"{stats.format_interval(tested)}, n={tested.n} | {verdict}")
+            rows.append(dict(setting=name, claim=verdicts.describe(claim),
+                             sentence=claim.sentence, kind=claim.kind,
+                             margin_or_value=verdicts.reference(claim), verdict=verdict,
+                             **tested._asdict()))
+        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
+        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
                      + " | ".join(cells) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def table(claims, runs, epochs):
+    """The quoted sentences, labelled [A], [B], ..., then one row per claim (its kind and
+    margin or value, the claim tested, the tested interval, its verdict by
+    tfnorm.verdicts.decide; epoch_to_* censored at epochs + 1)."""
+    labels, lines = _sentences(claims)
+    lines += ["| article | kind | claim tested (paired by seed) | difference [95% CI] | seeds | "
+              "verdict |", "|---|---|---|---|---|---|"]
+    rows = []
+    for decided in decide_runs(claims, runs, epochs):
+        claim, tested = decided.claim, decided.tested
+        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
+        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
+                     f"{stats.format_interval(tested)} | {tested.n} | {decided.verdict} |")
+        rows.append(dict(claim=verdicts.describe(claim), sentence=claim.sentence,
+                         kind=claim.kind, margin_or_value=verdicts.reference(claim),
+                         verdict=decided.verdict, **tested._asdict()))
     return rows, "\n".join(lines) + "\n"
 
 
@@ -198,12 +185,13 @@ def main(argv):
                                               f"seed_{min(runs[scheme])}"))
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
     cli.check_writable(out_dir, "--out_dir")
-    claims = [c for c in article_claims() if c.better in runs and c.worse in runs]
-    left_out = sorted({s for c in article_claims() for s in (c.better, c.worse)} - set(runs))
+    claims = [c for c in article_claims() if c.a in runs and c.b in runs]
+    left_out = sorted({s for c in article_claims() for s in (c.a, c.b)} - set(runs))
     rows, markdown = table(claims, runs, config["epochs"])
     header = (f"# The article's claims on {config['dataset']}, {config['image_size']} px, "
               f"{config['epochs']} epochs, {config['optimizer']} at {config['learning_rate']}"
-              f", batch {config['batch_size']}\n\nFrom `{FLAGS.compare_dir}/runs.csv` "
+              f", batch {config['batch_size']}\n\nFrom "
+              f"`{os.path.join(cli.repo_path(FLAGS.compare_dir), summary.RUNS_CSV)}` "
               f"({len(next(iter(runs.values())))} seeds per scheme). Each claim is the "
               "article's sentence made testable: the paired difference (first scheme minus "
               "second, seed by seed) with its 95% Student t interval; *supported* if the "

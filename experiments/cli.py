@@ -105,6 +105,15 @@ def command_as_given(module, flag_values, names):
     return " ".join([f"python -m {module}"] + to_command_line(given, names))
 
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_path(path):
+    """``path`` as a results file may name it: as given when relative, else relative to
+    the repository (an absolute path names one machine's layout, never another's)."""
+    return os.path.relpath(path, REPOSITORY) if os.path.isabs(path) else path
+
+
 def check_writable(directory, flag="--out_dir"):
     """Create ``directory`` if needed and prove a file can be written in it."""
     try:

@@ -98,16 +98,17 @@ def main(argv):
             rows.append(dict(scheme=name, seed=seed, final_activation=config.get(
                 "final_activation", "relu"), **measure(run_dir, config, datasets[key])))
             logging.info("%s seed %d: %s", name, seed, rows[-1])
-    text = (f"# Dead logits in {', '.join(sources)}\n\nzero_logits: fraction of the last "
-            "layer's outputs (after its activation) that are exactly 0; dead_classes: "
-            "logit units that are 0 on every test image; dead_images: "
+    text = (f"# Dead logits in {', '.join(map(cli.repo_path, sources))}\n\nzero_logits: "
+            "fraction of the last layer's outputs (after its activation) that are exactly 0; "
+            "dead_classes: logit units that are 0 on every test image; dead_images: "
             "fraction of test images whose ten logits are all 0; test_acc_alive: test "
             "accuracy on the other images. Mean [95% t interval] over seeds.\n\n"
             + stats.markdown_table(stats.summarize(rows, METRICS + ("test_acc",))))
     for scheme in (schemes if FLAGS.versus_dir else ()):
         paired = [r for r in rows if r["scheme"] in (scheme, f"{scheme} (versus)")]
         if len({r["scheme"] for r in paired}) == 2:
-            text += (f"\n## {scheme}: {FLAGS.versus_dir} against {FLAGS.compare_dir}, paired "
+            text += (f"\n## {scheme}: {cli.repo_path(FLAGS.versus_dir)} against "
+                     f"{cli.repo_path(FLAGS.compare_dir)}, paired "
                      "by seed\n\n" + stats.markdown_table(stats.summarize(
                          paired, ("test_acc", "dead_images"), baseline=scheme,
                          directions={"dead_images": -1})))

@@ -21,6 +21,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, study
+from tfnorm import verdicts
 
 DEPTH = 6  # the article network's layers
 
@@ -103,13 +104,13 @@ def claims(ctx):
         return []
     out = []
     for layer in ctx.settings:
-        out += [study.Claim("BN's ICS is similar or larger than without BN: l2 ||G - G'||",
-                            "median_distance", "batch", "none", +1, {"layer": layer},
-                            study.SANTURKAR_NOTE),
-                study.Claim("... cos(G, G') (larger ICS = smaller cosine)", "median_cosine",
-                            "batch", "none", -1, {"layer": layer}),
-                study.Claim("... ours: ||G - G'|| / ||G||", "median_relative_distance",
-                            "batch", "none", +1, {"layer": layer})]
+        out += [verdicts.difference("BN's ICS is similar or larger than without BN: l2 "
+                                    "||G - G'||", "median_distance", "batch", "none", +1,
+                                    {"layer": layer}, study.SANTURKAR_NOTE),
+                verdicts.difference("... cos(G, G') (larger ICS = smaller cosine)",
+                                    "median_cosine", "batch", "none", -1, {"layer": layer}),
+                verdicts.difference("... ours: ||G - G'|| / ||G||", "median_relative_distance",
+                                    "batch", "none", +1, {"layer": layer})]
     return out
 
 

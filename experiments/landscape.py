@@ -24,6 +24,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, study
+from tfnorm import verdicts
 
 
 def define_flags(flag_values):
@@ -124,15 +125,15 @@ def claims(ctx):
     gradient is more predictive and the effective beta-smoothness is smaller."""
     if not {"batch", "none"} <= set(ctx.units):
         return []
-    return [study.Claim("BN: smaller loss variation along the gradient (range over the "
-                        "line, with L(x))", "median_loss_spread_with_x", "batch", "none", -1,
-                        note=study.SANTURKAR_NOTE),
-            study.Claim("... (range over the line's points only, ours)", "median_loss_spread",
-                        "batch", "none", -1),
-            study.Claim("BN: more predictive gradient (max ||g(x) - g(x')|| smaller)",
-                        "median_predictiveness_max", "batch", "none", -1),
-            study.Claim("BN: smaller effective beta-smoothness", "median_smoothness", "batch",
-                        "none", -1)]
+    return [verdicts.difference("BN: smaller loss variation along the gradient (range over "
+                                "the line, with L(x))", "median_loss_spread_with_x", "batch",
+                                "none", -1, note=study.SANTURKAR_NOTE),
+            verdicts.difference("... (range over the line's points only, ours)",
+                                "median_loss_spread", "batch", "none", -1),
+            verdicts.difference("BN: more predictive gradient (max ||g(x) - g(x')|| "
+                                "smaller)", "median_predictiveness_max", "batch", "none", -1),
+            verdicts.difference("BN: smaller effective beta-smoothness", "median_smoothness",
+                                "batch", "none", -1)]
 
 
 STUDY = study.Study(

@@ -25,6 +25,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, study
+from tfnorm import verdicts
 
 VARIANTS = ("none", "batch", "noisybatch", "none+noise")
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -116,18 +117,18 @@ def claims(ctx):
     out = []
     for metric in ("final_train_acc", "final_test_acc"):
         if {"noisybatch", "batch"} <= have:
-            out.append(study.Claim(
+            out.append(verdicts.difference(
                 "Noisy BN trains about as well as BN (tested: noisy BN's accuracy above "
                 "BN's; contradicted = the noise costs accuracy)", metric, "noisybatch",
                 "batch", +1,
                 note=study.SANTURKAR_NOTE if metric == "final_train_acc" else ""))
         for variant in ("batch", "noisybatch"):
             if {variant, "none"} <= have:
-                out.append(study.Claim(f"{variant} performs better than none", metric,
-                                       variant, "none", +1))
+                out.append(verdicts.difference(f"{variant} performs better than none",
+                                               metric, variant, "none", +1))
         if {"none+noise", "none"} <= have:
-            out.append(study.Claim("Noise without BN does not converge (below none)", metric,
-                                   "none+noise", "none", -1))
+            out.append(verdicts.difference("Noise without BN does not converge (below none)",
+                                           metric, "none+noise", "none", -1))
     return out
 
 

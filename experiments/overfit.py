@@ -25,7 +25,7 @@ import time
 from absl import flags, logging
 
 from experiments import claims, cli, compare
-from tfnorm import catalog, io, rundir, schemes, stats
+from tfnorm import catalog, io, rundir, schemes, stats, verdicts
 
 FLAGS = flags.FLAGS
 # His setting (REFERENCE.md); the regime's own knobs are flags.
@@ -142,8 +142,9 @@ def gap_table(found, epochs):
                                claims.GAP)]
             lines.append(f"| {VIEWS[side]} | {scheme} | " + " | ".join(map(f, cells))
                          + f" | {cells[0].n} |")
-    regime = claims.Claim(REGIME, claims.GAP, "batch", None, +1, OVERFIT_GAP)
-    gap, decided = claims.decide(regime, found["quirk_off"], epochs)
+    regime = verdicts.threshold(REGIME, claims.GAP, "batch", OVERFIT_GAP, +1)
+    (decided,) = claims.decide_runs([regime], found["quirk_off"], epochs)
+    gap, decided = decided.tested, decided.verdict
     return decided, "\n".join(lines) + (
         f"\n\nThe regime: batch norm's gap minus {OVERFIT_GAP} is {f(gap)}: {decided} "
         f"(over-fitting is called only where it lies above 0).\n")
@@ -167,7 +168,7 @@ def write_results(flag_values, base, found, timings):
     epochs, classes = base["epochs"], catalog.DIGITS_CLASSES
     regime, gaps = gap_table(found, epochs)
     view = {VIEWS[side]: runs for side, runs in found.items()}
-    rows, table = claims.side_by_side(claims.overfit_claims(epochs), view, epochs)
+    rows, table = claims.side_by_side(claims.overfit_claims(), view, epochs)
     seeds = sorted(next(iter(found["quirk_off"].values())))
     header = (
         f"# His test-accuracy sentences in an over-fitting regime\n\n"
@@ -184,12 +185,12 @@ def write_results(flag_values, base, found, timings):
         "compute the same with it (their runs serve both settings), and it changes no "
         f"training (largest |train accuracy with - without| over the runs: "
         f"{train_unchanged(found):g}).\n\n"
-        "Cells: mean over seeds [95% Student t interval]. Claims: the paired difference "
-        "(first scheme minus second, seed by seed), or for a threshold the scheme's value "
-        "minus the threshold, with its 95% interval; *supported* if it excludes 0 on the "
-        "claimed side, *contradicted* if on the other, *inconclusive* otherwise "
-        f"(tfnorm.stats.verdict). epoch_to_95 < 131: reached by epoch 130 ('never' counts as "
-        f"{epochs + 1}). {claims.GAP}: final train minus final test accuracy. His counting "
+        "Cells: mean over seeds [95% Student t interval]. Claims (tfnorm.verdicts): a "
+        "difference tests the paired difference (first scheme minus second, seed by seed), "
+        "a threshold the scheme's value minus the threshold, each with its 95% interval; "
+        "*supported* if it excludes 0 on the claimed side, *contradicted* if on the other, "
+        f"*inconclusive* otherwise. epoch_to_95 < 131: reached by epoch 130 ('never' counts "
+        f"as {epochs + 1}). {claims.GAP}: final train minus final test accuracy. His counting "
         "of statistics per layer: batch 16 < layer 20 < instance 320.\n\n")
     text = (header + "## Train - test gap\n\n" + gaps + "\n## The article's sentences\n\n"
             + table + "\n" + ranking(rows) + "\n")
@@ -206,13 +207,13 @@ def write_results(flag_values, base, found, timings):
     given = cli.command_as_given("experiments.overfit", flag_values,
                                  ("train_per_class", "epochs", "eval_every", "seeds", "seed",
                                   "jobs", "out_dir", "results_dir"))
-    lines = [f"# Times of this invocation: wall and CPU seconds (CPU: the process and its "
-             f"workers), {os.cpu_count()} cores, load average at the start "
-             f"{timings['load'][0]:.1f}, at the end {os.getloadavg()[0]:.1f}.",
-             f"{given}   # {timings['wall']:.0f} s wall, {timings['cpu']:.0f} s CPU"]
-    lines += [f"  python -m {' '.join(args)}   # {wall:.0f} s wall, {cpu:.0f} s CPU, "
-              f"{todo} of {runs} runs trained"
-              for args, wall, cpu, todo, runs in timings["commands"]]
+    lines = [f"# The over-fitting regime, run from the repository root; {os.cpu_count()} cores, "
+             f"load average {timings['load'][0]:.1f} at the start, {os.getloadavg()[0]:.1f} "
+             "at the end. CPU: the process and its workers.", given,
+             f"# wall {timings['wall']:.0f} s, CPU {timings['cpu']:.0f} s; it ran:"]
+    for args, wall, cpu, todo, runs in timings["commands"]:
+        lines += [f"python -m {' '.join(args)}",
+                  f"# wall {wall:.0f} s, CPU {cpu:.0f} s, {todo} of {runs} runs trained"]
     path = os.path.join(results, "commands.txt")
     if any(command[3] for command in timings["commands"]) or not os.path.exists(path):
         io.write_text(path, "\n".join(lines) + "\n")

@@ -31,6 +31,7 @@ from absl import flags, logging
 
 from experiments import cli, study
 from tfnorm import schemes as registry
+from tfnorm import verdicts
 
 FLAGS = flags.FLAGS
 # Box-Cox's input must stay above -1, which a pre-activation does not.
@@ -237,15 +238,16 @@ def claims(ctx):
     for scheme in ctx.units:
         if scheme == "none":
             continue
-        out.append(study.Claim(f"{scheme} keeps tanh out of saturation (fewer saturated "
-                               "units than none, after training)", "saturated_frac_trained",
-                               scheme, "none", -1, {"init_std": wide}))
+        out.append(verdicts.difference(f"{scheme} keeps tanh out of saturation (fewer "
+                                       "saturated units than none, after training)",
+                                       "saturated_frac_trained", scheme, "none", -1,
+                                       {"init_std": wide}))
     if "batch" in ctx.units:
         matched = ("lr x std/0.05" if ctx.values["lr_matched_to_init"] else
                    "lr NOT matched to the weight scale: confounded by Adam's relative step")
-        out.append(study.Claim("... and so trains better (BN's test accuracy above none's)",
-                               "final_test_acc", "batch", "none", +1, {"init_std": wide},
-                               note=f"({matched})"))
+        out.append(verdicts.difference("... and so trains better (BN's test accuracy above "
+                                       "none's)", "final_test_acc", "batch", "none", +1,
+                                       {"init_std": wide}, note=f"({matched})"))
     return out
 
 

@@ -3,8 +3,9 @@ w.r.t. its input along a 1-D line of inputs, against depth.
 
     python -m experiments.shattered --out_dir=results/shattered
 
-Fully connected networks (input 1, width 200, output 1, ReLU, He init as in the paper;
-biases N(0, --bias_std^2), our choice: see the flag) at every depth of --depths, on 256
+Fully connected networks (input 1, width 200, output 1, ReLU, He init as in the paper,
+--weight_variance; biases N(0, --bias_std^2), our choice: see the flag) at every depth of
+--depths, on 256
 inputs evenly spaced in [-2, 2], as in the paper's Figure 1, under --architectures:
 plain (dense -> ReLU); batch (dense -> BN -> ReLU); resnet, y = x + beta W ReLU(x), and
 resnet_batch, y = x + beta W ReLU(BN(x)) (the branch ends in a linear map as in the
@@ -28,21 +29,30 @@ its distance from 1/4; summary_over_seeds.csv with 95% intervals;
 neighbour_correlation.png), per layer the active and co-active rates (coactivation.csv,
 coactivation.png; co-activation as the paper defines it: for a pair of distinct inputs,
 the fraction of a layer's units active on both, averaged over all pairs; the unit-pair
-version beside it), the decay fits against depth (decay_fit.csv) and the verdicts
+version beside it; and over neighbouring points, with the neighbour persistence
+P(on at x_n+1 | on at x_n) and its product over the layers in summary.csv, the
+correlation the mean-field argument of tfnorm.probes.shattering predicts for
+neighbours), the decay fits against depth (decay_fit.csv) and the verdicts
 (verdicts.csv/md; experiments/shattered_verdicts.py).
+
+--ensemble=M (off by default: M times the work): each seed also draws M - 1 more networks
+of the same architecture and depth (seeds seed + 1000 k), and the correlation of the
+gradients at two points is taken across the M networks, as an expectation over the init
+(tfnorm.probes.shattering.ensemble_autocorrelation): ensemble_autocorrelation in
+autocorrelation.csv, ensemble_neighbour_correlation in correlation.csv and summary.csv.
 """
 
 
 import numpy as np
 from absl import flags, logging
 
-from experiments import cli, shattered_verdicts, study
+from experiments import cli, shattered_figures, shattered_verdicts, study
 
 ARCHITECTURES = ("plain", "batch", "resnet", "resnet_batch")
 BATCH_MODES = ("line_statistics", "train")  # tfnorm.probes.shattering.BATCH_MODES
 BRANCHES = ("linear_last", "relu_last")
 
-FAMILIES = ("dense", "conv")
+ENSEMBLE_STRIDE = 1000  # an ensemble's k-th network: seed + ENSEMBLE_STRIDE * k
 
 
 def define_flags(flag_values):
@@ -63,6 +73,14 @@ def define_flags(flag_values):
                        "sources, REFERENCE.md section 3 and seed 001, give He init and no "
                        "bias init); 0 puts every first-layer unit's switching point at "
                        "x = 0.", **fv)
+    flags.DEFINE_float("weight_variance", 2.0,
+                       "Dense kernels are N(0, weight_variance / fan_in): 2 is He et al.'s "
+                       "(the paper's); 1 is the Glorot-like variance of the Understanding Deep "
+                       "Learning notebook's replication.", **fv)
+    flags.DEFINE_integer("ensemble", 0,
+                         "Networks per seed for the across-network correlation (0: off; "
+                         "otherwise at least 2, and seeds below 1000).", **fv)
+    flags.DEFINE_bool("figures", True, "Draw the figures.", **fv)
     flags.DEFINE_enum("residual_branch", BRANCHES[0], BRANCHES,
                       "linear_last: y = x + beta W ReLU(norm(x)), the branch ending in a "
                       "linear map (the paper's, tfnorm.preactivation); relu_last: y = x + "
@@ -110,6 +128,16 @@ def check(values):
     cli.check_positive(values, "width", "conv_width")
     if values["bias_std"] < 0:
         raise cli.ConfigError(f"--bias_std={values['bias_std']}: must be non-negative")
+    if not (np.isfinite(values["weight_variance"]) and values["weight_variance"] > 0):
+        raise cli.ConfigError(f"--weight_variance={values['weight_variance']}: must be "
+                              "positive")
+    if values["ensemble"] == 1 or values["ensemble"] < 0:
+        raise cli.ConfigError(f"--ensemble={values['ensemble']}: must be 0 (off) or at "
+                              "least 2")
+    if values["ensemble"] and values["seed"] + values["seeds"] > ENSEMBLE_STRIDE:
+        raise cli.ConfigError(f"--ensemble: the seeds must be below {ENSEMBLE_STRIDE} (the "
+                              "ensemble's networks are seeds seed + "
+                              f"{ENSEMBLE_STRIDE} k)")
     if not 0 < values["max_lag"] < values["num_points"]:
         raise cli.ConfigError(f"--max_lag={values['max_lag']}: must be in "
                               f"[1, {values['num_points'] - 1}]")
@@ -150,6 +178,9 @@ def dense_network(values, scheme, beta, depth, seed):
         bias = block.layer.bias
         bias.assign(tf.random.stateless_normal(bias.shape, [seed, 7919 + index], dtype=bias.dtype)
                     * values["bias_std"])
+        if values["weight_variance"] != 2.0:  # the builders draw He's 2 / fan_in
+            block.layer.kernel.assign(block.layer.kernel
+                                      * np.sqrt(values["weight_variance"] / 2.0))
     return network
 
 
@@ -189,10 +220,25 @@ def measure(values, network, inputs, direction=None):
     layers = []
     # Only the hidden rectifier blocks: the output block is linear.
     for layer, active in enumerate(shattering.activity(records[:-1]), start=1):
+        neighbours = shattering.coactivation_rate(active, "neighbours")
         layers.append(dict(layer=layer, active_rate=float(active.mean()),
                            coactivation_inputs=shattering.coactivation_rate(active, "inputs"),
-                           coactivation_units=shattering.coactivation_rate(active, "units")))
+                           coactivation_units=shattering.coactivation_rate(active, "units"),
+                           coactivation_neighbours=neighbours,
+                           neighbour_persistence=(neighbours / float(active.mean())
+                                                  if active.any() else float("nan"))))
     return along, acf, layers
+
+
+def ensemble_acf(values, build, along, inputs, direction, seed):
+    """The across-network autocorrelation of this seed's network (its gradient ``along``)
+    and --ensemble - 1 more of the same architecture and depth, or None when off."""
+    from tfnorm.probes import shattering
+    if not values["ensemble"]:
+        return None
+    members = [along] + [measure(values, build(seed + ENSEMBLE_STRIDE * k), inputs,
+                                 direction)[0] for k in range(1, values["ensemble"])]
+    return shattering.ensemble_autocorrelation(np.stack(members), values["max_lag"])
 
 
 def image_pair(labels, seed):
@@ -234,13 +280,19 @@ def run(ctx):
         for depth in depths:
             along, acf, layers = measure(ctx.values, build(scheme, beta, depth, ctx.seed),
                                          inputs, direction)
+            ensemble = ensemble_acf(ctx.values, lambda seed: build(scheme, beta, depth, seed),
+                                    along, inputs, direction, ctx.seed)
             key = dict(family=family, depth=depth)
             pair = image_pair(ctx.dataset.test_labels, ctx.seed) if family == "conv" else ()
-            ctx.add("correlation.csv", [dict(key, image_pair="-".join(map(str, pair)),
-                                             neighbour_correlation=acf[1],
-                                             gradient_std=float(np.std(along)))])
-            ctx.add("autocorrelation.csv", [dict(key, lag=lag, autocorrelation=float(r))
-                                            for lag, r in enumerate(acf)])
+            row = dict(key, image_pair="-".join(map(str, pair)), neighbour_correlation=acf[1],
+                       gradient_std=float(np.std(along)))
+            acf_rows = [dict(key, lag=lag, autocorrelation=float(r)) for lag, r in enumerate(acf)]
+            if ensemble is not None:
+                row["ensemble_neighbour_correlation"] = float(ensemble[1])
+                for acf_row, r in zip(acf_rows, ensemble):
+                    acf_row["ensemble_autocorrelation"] = float(r)
+            ctx.add("correlation.csv", [row])
+            ctx.add("autocorrelation.csv", acf_rows)
             ctx.add("coactivation.csv", [dict(key, **row) for row in layers])
             if ctx.seed == ctx.seeds[0]:
                 ctx.add("gradients.csv", [dict(key, position=float(p), gradient=float(g))
@@ -250,141 +302,33 @@ def run(ctx):
 
 
 def summarize(ctx):
-    """Per architecture, seed, family and depth: the neighbour correlation, the
-    references 1/2^L and 1/sqrt(L), and the co-activation rate's mean over layers."""
+    """Per architecture, seed, family and depth: the neighbour correlation (and across
+    networks, with --ensemble), the references 1/2^L and 1/sqrt(L), the co-activation
+    rate's mean over layers, and the product over layers of the neighbour persistence."""
     out = []
     for row in ctx.tables["correlation.csv"]:
         where = {k: row[k] for k in ("architecture", "seed", "family", "depth")}
-        coact = [r["coactivation_inputs"] for r in ctx.rows("coactivation.csv", **where)]
-        out.append(dict(where, reference_2_pow_minus_L=2.0 ** -row["depth"],
-                        reference_1_over_sqrt_L=1.0 / np.sqrt(row["depth"]),
-                        neighbour_correlation=row["neighbour_correlation"],
-                        coactivation_inputs=float(np.mean(coact)) if coact else float("nan"),
-                        coactivation_gap=abs(float(np.mean(coact)) - 0.25) if coact
-                        else float("nan")))
+        layers = ctx.rows("coactivation.csv", **where)
+        coact = [r["coactivation_inputs"] for r in layers]
+        summary = dict(where, reference_2_pow_minus_L=2.0 ** -row["depth"],
+                       reference_1_over_sqrt_L=1.0 / np.sqrt(row["depth"]),
+                       neighbour_correlation=row["neighbour_correlation"])
+        if "ensemble_neighbour_correlation" in row:
+            summary["ensemble_neighbour_correlation"] = row["ensemble_neighbour_correlation"]
+        summary.update(
+            coactivation_inputs=float(np.mean(coact)) if coact else float("nan"),
+            coactivation_gap=abs(float(np.mean(coact)) - 0.25) if coact else float("nan"),
+            persistence_product=(float(np.prod([r["neighbour_persistence"] for r in layers]))
+                                 if layers else float("nan")))
+        out.append(summary)
     return out
-
-
-# ----------------------------------------------------------------------------
-# Figures
-
-
-def families(ctx):
-    return [f for f in FAMILIES if ctx.rows("correlation.csv", family=f)]
-
-
-def plot_gradients(ctx, family):
-    rows = ctx.rows("gradients.csv", family=family, seed=ctx.seeds[0])
-    available = sorted({r["depth"] for r in rows})
-    depths = [d for d in ctx.settings["figure_depths"] if d in available] or available[-4:]
-    fig, axes = study.figure(len(depths), len(ctx.units), width=3.2, height=2.2, sharex=True)
-    for col, label in enumerate(ctx.units):
-        for row, depth in enumerate(depths):
-            ax = axes[row][col]
-            points = [(r["position"], r["gradient"]) for r in rows
-                      if (r["architecture"], r["depth"]) == (label, depth)]
-            ax.plot(*np.array(points).T, lw=0.8)
-            ax.set_title(f"{label}, depth {depth}", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if row == len(depths) - 1:
-                ax.set_xlabel("input x" if family == "dense" else "line position t", fontsize=8)
-            if col == 0:
-                ax.set_ylabel("df/dx" if family == "dense" else "df(x(t))/dt", fontsize=8)
-    fig.suptitle(f"{family} nets: gradient of the output along the line (seed "
-                 f"{ctx.seeds[0]})", fontsize=10)
-    return fig
-
-
-def plot_autocorrelation(ctx, family):
-    import matplotlib
-    fig, axes = study.figure(1, len(ctx.units), width=3.2, height=2.8, sharey=True)
-    cmap = matplotlib.colormaps["viridis"]
-    for ax, label in zip(axes[0], ctx.units):
-        rows = ctx.rows("autocorrelation.csv", family=family, architecture=label)
-        depths = sorted({r["depth"] for r in rows})
-        for i, depth in enumerate(depths):
-            lags, values = study.per_seed([r for r in rows if r["depth"] == depth], "lag",
-                                          "autocorrelation", ctx.seeds)
-            with np.errstate(all="ignore"):
-                ax.plot(lags, np.nanmean(values, axis=0), lw=1, label=f"L={depth}",
-                        color=cmap(i / max(1, len(depths) - 1)))
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("lag (points)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("autocorrelation of df/dx (mean over seeds)", fontsize=8)
-    axes[0][-1].legend(fontsize=6)
-    return fig
-
-
-def plot_correlation(ctx):
-    import matplotlib.ticker
-    names = families(ctx)
-    colors = study.colors(ctx.units)
-    fig, axes = study.figure(1, len(names), width=5.0, height=3.8)
-    for ax, family in zip(axes[0], names):
-        rows = ctx.rows(study.OVER_SEEDS_CSV, family=family)
-        for label in ctx.units:
-            mine = [r for r in rows if r["architecture"] == label]
-            depth = np.array([r["depth"] for r in mine])
-            ax.plot(depth, [r["neighbour_correlation_mean"] for r in mine], "o-", ms=3,
-                    color=colors[label], label=label)
-            low = np.array([r["neighbour_correlation_low"] for r in mine], float)
-            high = np.array([r["neighbour_correlation_high"] for r in mine], float)
-            shown = np.isfinite(low) & np.isfinite(high)
-            ax.fill_between(depth[shown], low[shown], high[shown], color=colors[label],
-                            alpha=0.15)
-        depth = np.array(sorted({r["depth"] for r in rows}), float)
-        ax.plot(depth, 2.0 ** -depth, "k--", lw=1, label="$1/2^L$")
-        ax.plot(depth, 1 / np.sqrt(depth), "k:", lw=1, label=r"$1/\sqrt{L}$")
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_xticks(depth)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set(xlabel="depth L", ylabel="correlation of neighbours' gradients")
-        ax.set_title(f"{family} nets (mean over seeds, 95% t interval)", fontsize=9)
-        ax.legend(fontsize=6)
-    return fig
-
-
-def plot_coactivation(ctx):
-    names = families(ctx)
-    colors = study.colors(ctx.units)
-    fig, axes = study.figure(2, len(names), width=5.0, height=3.0)
-    for col, family in enumerate(names):
-        rows = ctx.rows("coactivation.csv", family=family)
-        deepest = max(r["depth"] for r in rows)
-        for row, (key, title) in enumerate([("coactivation_inputs", "co-activation rate"),
-                                            ("active_rate", "active rate")]):
-            ax = axes[row][col]
-            for label in ctx.units:
-                mine = [r for r in rows if r["architecture"] == label and r["depth"] == deepest]
-                layers, values = study.per_seed(mine, "layer", key, ctx.seeds)
-                ax.plot(layers, np.nanmean(values, axis=0), color=colors[label], lw=1,
-                        label=label)
-            ax.axhline(0.25 if row == 0 else 0.5, color="k", ls="--", lw=0.8,
-                       label="1/4" if row == 0 else "1/2")
-            ax.set(ylim=(0, 1), xlabel="layer", ylabel=title)
-            ax.set_title(f"{family} nets of depth {deepest}", fontsize=9)
-            ax.legend(fontsize=6)
-    return fig
-
-
-def draw(ctx):
-    figures = {}
-    for family in families(ctx):
-        figures[f"gradients_{family}.png"] = plot_gradients(ctx, family)
-        figures[f"autocorrelation_{family}.png"] = plot_autocorrelation(ctx, family)
-    figures["neighbour_correlation.png"] = plot_correlation(ctx)
-    figures["coactivation.png"] = plot_coactivation(ctx)
-    return figures
 
 
 STUDY = study.Study(
     name="shattered", define_flags=define_flags, check=check, run=run, summarize=summarize,
-    draw=draw, key="architecture", finish=shattered_verdicts.finish,
-    claims=shattered_verdicts.claims, units=lambda ctx: list(ctx.settings["architectures"]),
+    draw=shattered_figures.draw, key="architecture", finish=shattered_verdicts.finish,
+    claims=shattered_verdicts.claims, extra_verdicts=shattered_verdicts.decay_verdicts,
+    units=lambda ctx: list(ctx.settings["architectures"]),
     summary_keys=("family", "depth", "reference_2_pow_minus_L", "reference_1_over_sqrt_L"),
     needs_data=lambda values: values["conv"],
     shared=study.shared(training=False, out_dir="runs/shattered", seeds=5))

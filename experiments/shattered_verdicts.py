@@ -3,19 +3,27 @@ neighbour correlation with depth fitted with ``tfnorm.stats.fit_decay`` (decay_f
 and compared with the paper's rates, and the paper's sentences paired by seed at the
 deepest depth."""
 
-from experiments import study
+import math
+
+from tfnorm import stats, verdicts
 
 FAMILIES = ("dense", "conv")
-# Balduzzi et al.: plain nets' neighbour correlation decays like 2^-L (exponential rate 1),
-# resnets' like L^-1/2 (power 1/2).
+# Balduzzi et al. as REFERENCE.md section 3 words them: the correlation of nearby inputs'
+# gradients decays like 2^-L in plain nets (exponential rate 1), like L^-1/2 in resnets.
 REFERENCE_RATES = {"exponential": 1.0, "power_law": 0.5}
 
 
-def fit_rows(ctx):
+def white_noise_band(points):
+    """2/sqrt(N): the lag-1 sample autocorrelation of N points of white noise lies within
+    +-1.96/sqrt(N) 95% of the time (its standard deviation is about 1/sqrt(N))."""
+    return 2.0 / math.sqrt(points)
+
+
+def fit_rows(ctx, metric="neighbour_correlation"):
     """Per architecture and family, ``tfnorm.stats.fit_decay`` of the neighbour correlation
-    against depth (every seed a point), on the depths where every seed's correlation is
-    > 0 (a logarithm is needed; dropping single seeds would bias the rate)."""
-    from tfnorm import stats
+    (``metric``: per network, or across networks with --ensemble) against depth (every
+    seed a point), on the depths where every seed's correlation is > 0 (a logarithm is
+    needed; dropping single seeds would bias the rate)."""
     out = []
     for family in FAMILIES:
         for label in ctx.units:
@@ -23,17 +31,15 @@ def fit_rows(ctx):
             if not rows:
                 continue
             depths = sorted({r["depth"] for r in rows})
-            kept = [d for d in depths if all(r["neighbour_correlation"] > 0 for r in rows
-                                             if r["depth"] == d)]
+            kept = [d for d in depths if all(r[metric] > 0 for r in rows if r["depth"] == d)]
             kept = kept[:next((i for i, d in enumerate(depths) if d not in kept), len(kept))]
             points = [r for r in rows if r["depth"] in kept]
             if len(kept) < 2:
                 continue
-            fit = stats.fit_decay([r["depth"] for r in points],
-                                  [r["neighbour_correlation"] for r in points])
+            fit = stats.fit_decay([r["depth"] for r in points], [r[metric] for r in points])
             for model in (fit.exponential, fit.power_law):
-                out.append(dict(architecture=label, family=family, model=model.model,
-                                rate=model.rate, low=model.low, high=model.high,
+                out.append(dict(architecture=label, family=family, measure=metric,
+                                model=model.model, rate=model.rate, low=model.low, high=model.high,
                                 scale=model.scale, rss=model.rss, points=model.n,
                                 depths="/".join(map(str, kept)), better=fit.better,
                                 reference=REFERENCE_RATES[model.model]))
@@ -41,39 +47,47 @@ def fit_rows(ctx):
 
 
 def fit_verdicts(fits):
-    """The paper's rates against ours: plain nets 2^-L (exponential rate 1), resnets
-    L^-1/2 (power 1/2). A point value: the rule contradicts it when the rate's interval
-    excludes it and leaves it open otherwise (no interval 'supports' a point)."""
+    """The paper's rates against ours, as point values (tfnorm.verdicts.point_value):
+    plain nets 2^-L (exponential rate 1), resnets L^-1/2 (power 1/2), each decided on the
+    rate's interval from the fit (contradicted when it excludes the paper's rate,
+    inconclusive otherwise: no interval supports a point). Returns [Decided]."""
     out = []
     for fit in fits:
         residual = fit["architecture"].startswith("resnet")
         if (fit["model"] == "power_law") != residual:
             continue
-        low, high, ref = fit["low"], fit["high"], fit["reference"]
         shape = "L^-p, p = 1/2" if residual else "2^-rL, r = 1"
-        out.append(dict(
-            sentence=f"Neighbour correlation decays like {shape} ({fit['architecture']}, "
-                     f"{fit['family']})", metric=f"{fit['model']} rate",
-            where=f"depths {fit['depths']}", a=fit["architecture"], b=ref, direction=0,
-            pairs=fit["points"], a_value=f"{fit['rate']:.3g} [{low:.3g}, {high:.3g}]",
-            b_value=f"{ref:g}", difference=f"{fit['rate'] - ref:.3g} [{low - ref:.3g}, "
-                                           f"{high - ref:.3g}]",
-            difference_mean=fit["rate"] - ref, difference_low=low - ref,
-            difference_high=high - ref,
-            verdict="contradicted" if (low > ref or high < ref) else "inconclusive",
-            note=f"(fit over seeds x depths; better fit: {fit['better']})"))
+        across = ", across networks" if fit["measure"] != "neighbour_correlation" else ""
+        claim = verdicts.point_value(
+            f"Neighbour correlation decays like {shape} ({fit['architecture']}, "
+            f"{fit['family']}{across})", f"{fit['model']} rate", fit["architecture"],
+            fit["reference"], where=f"depths {fit['depths']}",
+            note=f"(fit over seeds x depths; better fit: {fit['better']})")
+        rate = stats.Interval(fit["rate"], fit["low"], fit["high"], fit["points"],
+                              (fit["high"] - fit["low"]) / 2, "least squares fit", 0, 0)
+        out.append(verdicts.judge(claim, stats.shifted(rate, fit["reference"]), rate))
     return out
 
 
 def finish(ctx):
-    ctx.tables["decay_fit.csv"] = fits = fit_rows(ctx)
-    ctx.tables[study.VERDICTS_CSV] = fit_verdicts(fits)
+    fits = fit_rows(ctx)
+    if ctx.values["ensemble"]:
+        fits += fit_rows(ctx, "ensemble_neighbour_correlation")
+    ctx.tables["decay_fit.csv"] = fits
+
+
+def decay_verdicts(ctx):
+    """fit_verdicts of decay_fit.csv (written by ``finish``)."""
+    return fit_verdicts(ctx.tables.get("decay_fit.csv", []))
 
 
 def claims(ctx):
     """Paired by seed at the deepest depth of each family: skip connections keep the
-    gradients correlated; scaling the branch by a small beta more so; BN keeps the
+    gradients correlated; scaling the branch by a small beta more so; BN nets are
+    resilient to shattering (their correlation above the plain net's); deep feedforward
+    nets' gradients resemble white noise (below white noise's band); BN keeps the
     co-activation rate nearer 1/4 than the plain net."""
+    white = white_noise_band(ctx.values["num_points"])
     out = []
     for family, key in (("dense", "depths"), ("conv", "conv_depths")):
         if family == "conv" and not ctx.values["conv"]:
@@ -84,20 +98,35 @@ def claims(ctx):
             resnets = [u for u in ctx.units if u.startswith(prefix)]
             for label in resnets:
                 if plain in ctx.units:
-                    out.append(study.Claim("Skip connections reduce shattering (neighbour "
-                                           f"correlation above the {plain} net's)",
-                                           "neighbour_correlation", label, plain, +1, deepest))
+                    out.append(verdicts.difference(
+                        "Skip connections reduce shattering (neighbour correlation above "
+                        f"the {plain} net's)", "neighbour_correlation", label, plain, +1,
+                        deepest))
             betas = sorted(resnets, key=lambda u: float(u.split("=")[1]))
             if len(betas) >= 2:
-                out.append(study.Claim("Scaling the branch by a smaller beta reduces "
-                                       "shattering", "neighbour_correlation", betas[0],
-                                       betas[-1], +1, deepest))
+                out.append(verdicts.difference("Scaling the branch by a smaller beta "
+                                               "reduces shattering", "neighbour_correlation",
+                                               betas[0], betas[-1], +1, deepest))
+        if {"batch", "plain"} <= set(ctx.units):
+            out.append(verdicts.difference(
+                "BN nets are resilient to shattering / white-noise gradients (neighbour "
+                "correlation above the plain net's)", "neighbour_correlation", "batch", "plain",
+                +1, deepest))
+        for label in ("plain", "batch"):
+            if label in ctx.units:
+                out.append(verdicts.threshold(
+                    "Deep feedforward nets' gradients resemble white noise (neighbour "
+                    "correlation below 2/sqrt(N), white noise's 95% band)",
+                    "neighbour_correlation", label, white, -1, deepest,
+                    "(the threshold fixed by white noise of N points, not by our data; the "
+                    "paper's feedforward nets: with or without BN, not known)"))
         if {"batch", "plain"} <= set(ctx.units):
             note = ("(dense: true by construction, BN centres every unit on the line itself, "
                     "so each is on for about half of its points)" if family == "dense" else
                     "(conv: BN centres each channel over the line's images and positions, "
                     "not each unit)")
-            out.append(study.Claim("BN keeps the co-activation rate near 1/4 (|rate - 1/4| "
-                                   "below the plain net's)", "coactivation_gap", "batch",
-                                   "plain", -1, deepest, note))
+            out.append(verdicts.difference("BN keeps the co-activation rate near 1/4 "
+                                           "(|rate - 1/4| below the plain net's)",
+                                           "coactivation_gap", "batch", "plain", -1, deepest,
+                                           note))
     return out

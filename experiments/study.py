@@ -8,7 +8,11 @@ weightnorm.py, shattered.py, saturation.py). A study is one ``Study``:
 - ``run(ctx)``: what it measures in one run, unit x seed (``ctx.unit``, ``ctx.seed``),
   adding rows with ``ctx.add(file, rows)`` and training with ``ctx.train(trainer)``;
 - ``summarize(ctx)`` -> per-seed rows of summary.csv (optional);
-- ``draw(ctx)`` -> {file: matplotlib figure} (optional); ``finish(ctx)`` after the runs.
+- ``draw(ctx)`` -> {file: matplotlib figure} (optional); ``finish(ctx)`` after the runs;
+- ``claims(ctx)`` -> [tfnorm.verdicts.Claim] decided on summary.csv, and
+  ``extra_verdicts(ctx)`` -> [tfnorm.verdicts.Decided] decided on other tables (a fit,
+  timing rounds): verdicts.csv and verdicts.md, both from files only, so
+  ``redo_verdicts`` redoes that step from a finished directory.
 
 The skeleton does the rest, the same way for every study: checks every flag before
 TensorFlow is imported (one line and exit 2 for a bad one), writes config.json first
@@ -29,7 +33,7 @@ import time
 from absl import flags, logging
 
 from experiments import cli
-from tfnorm import io
+from tfnorm import io, records, verdicts
 from tfnorm import schemes as registry
 
 FLAGS = flags.FLAGS
@@ -46,23 +50,15 @@ def _none(ctx):
 
 Study = collections.namedtuple(
     "Study", ["name", "shared", "define_flags", "check", "run", "summarize", "draw", "finish",
-              "key", "allowed", "units", "summary_keys", "needs_data", "claims"],
-    defaults=[_none, _none, _none, "scheme", None, None, (), True, None])
+              "key", "allowed", "units", "summary_keys", "needs_data", "claims",
+              "extra_verdicts"],
+    defaults=[_none, _none, _none, "scheme", None, None, (), True, None, None])
 Study.__doc__ = """One study (see the module's docstring). key: the column naming the unit
 (scheme, or architecture for shattered); allowed: the names --schemes may take (default
 tfnorm.SCHEMES); units(ctx) -> the units when they are not --schemes; summary_keys: the
 columns besides ``key`` that identify a row of summary.csv; needs_data(values): whether
-the dataset is loaded; claims(ctx) -> [Claim], the papers' sentences decided on summary.csv
-(verdicts.csv and verdicts.md, ``decide``)."""
-
-Claim = collections.namedtuple(
-    "Claim", ["sentence", "metric", "a", "b", "direction", "where", "note"],
-    defaults=[None, ""])
-Claim.__doc__ = """A paper's sentence as a comparison on one column of summary.csv: "unit a's
-``metric`` is larger (direction +1) or smaller (-1) than unit b's", paired by seed, on the
-rows matching ``where`` (e.g. {"layer": 2}); b may be a number (a reference value, so the
-interval is that of a - b). ``note``: what the reader must know beside the verdict (a
-setting we could not match, a claim true by construction)."""
+the dataset is loaded; claims, extra_verdicts: see the module's docstring (extra
+verdicts come first in verdicts.csv and verdicts.md)."""
 
 
 class Context:
@@ -177,6 +173,10 @@ def prepare(study, flag_values=FLAGS):
     """Check every flag (no TensorFlow); returns the Context. Raises cli.ConfigError."""
     values = {f.name: f.value for module, defined in flag_values.flags_by_module_dict().items()
               if not module.startswith("absl") for f in defined}
+    return _context(study, values)
+
+
+def _context(study, values):
     values, schemes = cli.check_study(values, study.allowed or registry.SCHEMES)
     settings = study.check(values) if study.check is not None else None
     ctx = Context(study, values, settings, schemes or [])
@@ -193,7 +193,7 @@ def main(study, argv, flag_values=FLAGS):
         ctx = prepare(study, flag_values)
     except cli.ConfigError as error:
         cli.fail(str(error))
-    from tfnorm import records, runner  # TensorFlow loads here, once the flags are good
+    from tfnorm import runner  # TensorFlow loads here, once the flags are good
     records.write_config(ctx.out_dir, ctx.values, runner.versions())
     if study.needs_data is True or (study.needs_data and study.needs_data(ctx.values)):
         try:
@@ -222,11 +222,7 @@ def main(study, argv, flag_values=FLAGS):
         for row in ctx.tables[OVER_SEEDS_CSV]:
             logging.info("%s", ", ".join(f"{k} {_short(v)}" for k, v in row.items()
                                          if not k.endswith(("_low", "_high"))))
-        if study.claims is not None:
-            # After any a study's ``finish`` decided on other rows (e.g. timing rounds).
-            ctx.tables[VERDICTS_CSV] = ctx.tables.get(VERDICTS_CSV, []) + decide(
-                summary, study.key, study.claims(ctx))
-            write_verdicts(ctx.out_dir, ctx.tables[VERDICTS_CSV])
+    write_verdicts(ctx)
     write_tables(ctx)
     for name, fig in (study.draw(ctx) or {}).items():
         save_figure(fig, ctx.out_dir, name)
@@ -271,47 +267,63 @@ def over_seeds(rows, keys):
     return out
 
 
-def decide(rows, key, claims):
-    """Each Claim decided by the one rule (``tfnorm.stats.verdict`` on the paired difference
-    a - b over the seeds both have): rows of verdicts.csv with both sides' intervals."""
-    from tfnorm import stats
-    out = []
-    for claim in claims:
-        where = claim.where or {}
-        mine = [r for r in rows if all(r[k] == v for k, v in where.items())]
-        side_a = {r["seed"]: r[claim.metric] for r in mine if r[key] == claim.a}
-        if isinstance(claim.b, str):
-            side_b = {r["seed"]: r[claim.metric] for r in mine if r[key] == claim.b}
-        else:
-            side_b = {seed: float(claim.b) for seed in side_a}
-        seeds = sorted(set(side_a) & set(side_b))
-        a, b = [side_a[s] for s in seeds], [side_b[s] for s in seeds]
-        difference = stats.paired_difference(a, b)
-        out.append(dict(sentence=claim.sentence, metric=claim.metric,
-                        where=", ".join(f"{k}={v}" for k, v in where.items()),
-                        a=claim.a, b=claim.b, direction=claim.direction, pairs=difference.n,
-                        a_value=stats.format_interval(stats.interval(a)),
-                        b_value=(stats.format_interval(stats.interval(b))
-                                 if isinstance(claim.b, str) else f"{claim.b:g}"),
-                        difference=stats.format_interval(difference),
-                        difference_mean=difference.mean, difference_low=difference.low,
-                        difference_high=difference.high,
-                        verdict=stats.verdict(difference, claim.direction), note=claim.note))
-    return out
+def write_verdicts(ctx):
+    """verdicts.csv (in ctx.tables) and verdicts.md: the study's extra_verdicts, then its
+    claims decided on ctx.tables[summary.csv]. Returns the rows of verdicts.csv ([]: none)."""
+    study = ctx.study
+    decided = list(study.extra_verdicts(ctx)) if study.extra_verdicts is not None else []
+    if study.claims is not None and ctx.tables.get(SUMMARY_CSV):
+        decided += verdicts.decide(study.claims(ctx), ctx.tables[SUMMARY_CSV], study.key)
+    rows = verdicts.rows(decided)
+    if rows:
+        ctx.tables[VERDICTS_CSV] = rows
+        io.write_text(os.path.join(ctx.out_dir, VERDICTS_MD), verdicts.markdown(rows))
+    return rows
 
 
-def write_verdicts(out_dir, rows):
-    """verdicts.md: the README's table (sentence, our numbers with 95% intervals, verdict)."""
-    lines = ["| paper's sentence | measured (mean [95% CI] over seeds) | a - b, paired "
-             "[95% CI] | verdict |", "|---|---|---|---|"]
-    for r in rows:
-        at = f" ({r['where']})" if r["where"] else ""
-        note = f" *{r['note']}*" if r["note"] else ""
-        other = f"{r['b']} " if isinstance(r["b"], str) else "reference "
-        lines.append(f"| {r['sentence']}{note} | {r['metric']}{at}: {r['a']} {r['a_value']}; "
-                     f"{other}{r['b_value']} | {r['difference']} (n = {r['pairs']}) "
-                     f"| {r['verdict']} |")
-    io.write_text(os.path.join(out_dir, VERDICTS_MD), "\n".join(lines) + "\n")
+def redo_verdicts(study, results_dir, out_dir=None):
+    """The verdict step alone, from a finished study directory's own files (config.json's
+    flags, summary.csv, the tables extra_verdicts reads): verdicts.csv and verdicts.md into
+    ``out_dir`` (default ``results_dir``); no training, no TensorFlow. Returns the rows."""
+    ctx = _context(study, dict(records.read_config(results_dir),
+                               out_dir=out_dir or results_dir))
+    ctx.tables = _TablesOnDisk(results_dir)
+    rows = write_verdicts(ctx)
+    if rows:
+        io.write_csv(os.path.join(ctx.out_dir, VERDICTS_CSV), rows)
+    return rows
+
+
+class _TablesOnDisk(dict):
+    """ctx.tables of a finished directory: a CSV file read (numbers parsed) when first asked
+    for, so the verdicts skip the tables they never read (histograms.csv: 4.5 MB)."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def __missing__(self, name):
+        path = os.path.join(self.directory, name)
+        if name == VERDICTS_CSV or not os.path.exists(path):
+            raise KeyError(name)
+        self[name] = [{k: _number(v) for k, v in row.items()} for row in io.read_csv(path)]
+        return self[name]
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+def _number(text):
+    """A CSV cell as the study wrote it: int, float (repr round-trips), else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def accuracy_summary(ctx):

@@ -28,6 +28,7 @@ from absl import flags
 
 from experiments import cli, study
 from tfnorm import schemes as registry
+from tfnorm import verdicts
 
 # The init-only ablation: a plain network given weight norm's data-dependent init (the
 # kernel g v/||v|| and bias b of the initialized 'weight' network), then trained without
@@ -130,18 +131,24 @@ def finish(ctx):
     # The paper's comparison: each scheme's step time over weight norm's, paired by round.
     against_weight = (relative_times(rows, ctx.units, "weight") if "weight" in ctx.units
                       else {s: (None, float("nan"), []) for s in ctx.units})
-    # The paper: BN about 16% slower per step than weight norm; paired by round.
-    if {"batch", "weight"} <= set(ctx.units):
-        per_round = [dict(r, seed=r["round"]) for r in rows]
-        ctx.tables[study.VERDICTS_CSV] = study.decide(per_round, "scheme", [study.Claim(
-            "BN is slower per step than weight norm (paper: ~16%, CIFAR-10 net on GPU)",
-            "seconds_per_step", "batch", "weight", +1,
-            note="(pairs: interleaved timing rounds, not seeds; "
-                 f"{ctx.values['timing_size']}x{ctx.values['timing_size']} images, CPU)")])
     ctx.tables["timing_summary.csv"] = [
         dict(scheme=scheme, seed=ctx.seeds[-1], median_ms_per_step=1000 * timing[scheme][0],
              time_relative_to_none=timing[scheme][1],
              time_relative_to_weight=against_weight[scheme][1]) for scheme in ctx.units]
+
+
+def timing_verdicts(ctx):
+    """The paper: BN about 16% slower per step than weight norm; paired by timing round
+    (timing.csv)."""
+    if not {"batch", "weight"} <= set(ctx.units):
+        return []
+    per_round = [dict(r, seed=r["round"]) for r in ctx.tables["timing.csv"]]
+    claim = verdicts.difference(
+        "BN is slower per step than weight norm (paper: ~16%, CIFAR-10 net on GPU)",
+        "seconds_per_step", "batch", "weight", +1,
+        note="(pairs: interleaved timing rounds, not seeds; "
+             f"{ctx.values['timing_size']}x{ctx.values['timing_size']} images, CPU)")
+    return verdicts.decide([claim], per_round)
 
 
 def claims(ctx):
@@ -159,7 +166,7 @@ def claims(ctx):
         if {a, b} <= have:
             note = ("(article net on digits, 10 epochs; not the paper's CIFAR-10 net: "
                     "not available offline)") if not out else ""
-            out.append(study.Claim(sentence, metric, a, b, +1, note=note))
+            out.append(verdicts.difference(sentence, metric, a, b, +1, note=note))
     return out
 
 
@@ -194,6 +201,7 @@ VARIANTS = registry.SCHEMES + (INIT_ONLY,)
 STUDY = study.Study(
     name="weightnorm", define_flags=define_flags, check=check, run=run, finish=finish,
     summarize=study.accuracy_summary, draw=draw, allowed=VARIANTS, claims=claims,
+    extra_verdicts=timing_verdicts,
     shared=study.shared(out_dir="runs/weightnorm", seeds=5, epochs=10, batch_size=20,
                         optimizer="article_adam", learning_rate=0.0008, affine=True,
                         schemes=f"weight,meanonly,batch,none,{INIT_ONLY}"))

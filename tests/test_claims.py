@@ -30,7 +30,7 @@ def make_compare_dir(root):
 
 def test_claims_are_decided_by_the_paired_interval(tmp_path):
     runs = make_compare_dir(tmp_path)
-    wanted = [c for c in claims.article_claims() if {c.better, c.worse} <= set(runs)]
+    wanted = [c for c in claims.article_claims() if {c.a, c.b} <= set(runs)]
     rows, markdown = claims.table(wanted, runs, epochs=10)
     by_claim = {row["claim"]: row for row in rows}
     # batch reaches 95% at epochs 3, 4, 5; none never (counted as 11): differences
@@ -45,7 +45,7 @@ def test_claims_are_decided_by_the_paired_interval(tmp_path):
     assert by_claim["nonzero_2: batch > none"]["verdict"] == "inconclusive"
     assert by_claim["nonzero_3: batch > none"]["verdict"] == "supported"
     assert by_claim["final_test_acc: none > batch"]["verdict"] == "contradicted"
-    assert "| [A] | epoch_to_95: batch < none |" in markdown and "instance >" not in markdown
+    assert "| [A] | difference | epoch_to_95: batch < none |" in markdown and "instance >" not in markdown
 
 
 def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
@@ -60,5 +60,7 @@ def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
     finally:
         claims.FLAGS = original
     text = open(tmp_path / "claims.md").read()
+    # An absolute --compare_dir is named relative to the repository, never as given.
+    assert f"From `{os.path.relpath(tmp_path, cli.REPOSITORY)}/runs.csv`" in text
     assert "Left out (not in this directory): claims about boxcox, instance, layer." in text
     assert len(io.read_csv(str(tmp_path / "claims.csv"))) == 2 + 6 + 1

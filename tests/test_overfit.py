@@ -120,7 +120,7 @@ def hand_made_runs(gaps):
 
 def test_the_claims_decide_his_ranking_and_the_thresholds():
     runs = hand_made_runs(dict(none=0.05, batch=0.2, layer=0.3, instance=0.5, boxcox=0.1))
-    rows, markdown = claims.side_by_side(claims.overfit_claims(200), {"here": runs}, epochs=200)
+    rows, markdown = claims.side_by_side(claims.overfit_claims(), {"here": runs}, epochs=200)
     verdicts = {row["claim"]: row["verdict"] for row in rows}
     assert verdicts["final_gap: batch < layer"] == verdicts["final_gap: layer < instance"] \
         == verdicts["final_test_acc: batch > layer"] == "supported"
@@ -132,7 +132,6 @@ def test_the_claims_decide_his_ranking_and_the_thresholds():
     assert "holds here" in overfit.ranking(rows)
     reversed_runs = hand_made_runs(dict(none=0.05, batch=0.5, layer=0.3, instance=0.2,
                                         boxcox=0.1))
-    rows, _ = claims.side_by_side(claims.overfit_claims(20), {"there": reversed_runs}, 20)
-    assert not any("< 131" in row["claim"] for row in rows)
+    rows, _ = claims.side_by_side(claims.overfit_claims(), {"there": reversed_runs}, 20)
     assert "holds neither setting" in overfit.ranking(rows)
-    assert "| [A] |" in markdown and "here: difference [95% CI], seeds" in markdown
+    assert "| [A] |" in markdown and "here: tested [95% CI], seeds" in markdown

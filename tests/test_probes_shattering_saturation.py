@@ -126,6 +126,48 @@ def test_coactivation_exact_small_cases():
         shattering.coactivation_rate(np.ones((3, 3), bool), "pairs")
 
 
+def test_coactivation_of_neighbours_exact_cases():
+    # Unit 0 on for the first 3 of 5 inputs: 2 of the 4 neighbour pairs have it on twice;
+    # unit 1 alternates: never on at two neighbours.
+    active = np.array([[1, 1], [1, 0], [1, 1], [0, 0], [0, 1]], bool)
+    assert shattering.coactivation_rate(active, "neighbours") == pytest.approx(2 / 8)
+    assert shattering.coactivation_rate(np.ones((4, 3), bool), "neighbours") == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        shattering.coactivation_rate(np.ones((1, 3), bool), "neighbours")
+
+
+def test_zero_bias_one_layer_units_switch_once_on_the_line():
+    # Without biases every first-layer unit switches at x = 0 only: on a symmetric line of
+    # 24 points each unit is on for 12 consecutive points, so for 11 of the 23 neighbour
+    # pairs, and on at n + 1 given on at n with probability 22/23.
+    network = _dense_net("none", depth=1, width=10, bias_std=0.0)
+    _, _, records = shattering.input_gradients(network, shattering.line_inputs(24))
+    active = shattering.activity(records[:-1])[0]
+    assert shattering.coactivation_rate(active, "neighbours") == pytest.approx(11 / 23)
+    assert shattering.coactivation_rate(active, "neighbours") / active.mean() == \
+        pytest.approx(22 / 23)
+
+
+def test_ensemble_autocorrelation_hand_computed():
+    g = np.array([[1.0, 2.0, 3.0], [1.0, -1.0, 1.0]])
+    # lag 1: pairs (0, 1) and (1, 2) across the two networks, uncentred.
+    lag1 = np.mean([(1 * 2 + 1 * -1) / np.sqrt((1 + 1) * (4 + 1)),
+                    (2 * 3 + -1 * 1) / np.sqrt((4 + 1) * (9 + 1))])
+    lag2 = (1 * 3 + 1 * 1) / np.sqrt((1 + 1) * (9 + 1))
+    np.testing.assert_allclose(shattering.ensemble_autocorrelation(g, 2), [1.0, lag1, lag2])
+    # Networks whose gradient is one value along the line: every pair correlates fully,
+    # whatever the per-network autocorrelation (NaN for a constant sequence) says.
+    constant = np.outer(np.random.default_rng(0).normal(size=8), np.ones(10))
+    np.testing.assert_allclose(shattering.ensemble_autocorrelation(constant, 3), 1.0)
+    # Independent draws at every point: about 0 beyond lag 0.
+    white = np.random.default_rng(1).normal(size=(4000, 6))
+    assert np.all(np.abs(shattering.ensemble_autocorrelation(white, 5)[1:]) < 0.05)
+    with pytest.raises(ValueError, match="networks >= 2"):
+        shattering.ensemble_autocorrelation(np.ones((1, 5)), 1)
+    with pytest.raises(ValueError, match="max_lag"):
+        shattering.ensemble_autocorrelation(np.ones((2, 5)), 5)
+
+
 def test_batch_norm_line_keeps_coactivation_near_one_quarter():
     network = _dense_net("batch", depth=6, width=128)
     _, _, records = shattering.input_gradients(network, shattering.line_inputs(256))

@@ -47,7 +47,7 @@ def test_shattered_end_to_end(tmp_path):
     run_study(shattered, f"--out_dir={out}", "--depths=1,3", "--seeds=2",
               "--num_points=24", "--width=12", "--max_lag=4",
               "--architectures=plain,batch,resnet", "--residual_betas=0.5",
-              "--conv_depths=2", "--conv_width=4", "--figure_depths=1,3")
+              "--conv_depths=2", "--conv_width=4", "--figure_depths=1,3", "--ensemble=2")
     correlation = read_csv(out / "correlation.csv")
     assert_columns(correlation, ["architecture", "seed", "family", "depth",
                                  "neighbour_correlation"])
@@ -62,6 +62,10 @@ def test_shattered_end_to_end(tmp_path):
     assert {int(r["lag"]) for r in acf} == set(range(5))
     assert len(acf) == 5 * len(correlation)  # per seed
     assert all(float(r["autocorrelation"]) == 1.0 for r in acf if r["lag"] == "0")
+    # --ensemble=2: each seed's network and one more (seed + 1000), correlated across them.
+    assert all(float(r["ensemble_autocorrelation"]) == pytest.approx(1.0)
+               for r in acf if r["lag"] == "0")
+    assert_columns(correlation, ["ensemble_neighbour_correlation"])
     coactivation = read_csv(out / "coactivation.csv")
     assert_columns(coactivation, ["layer", "active_rate", "coactivation_inputs",
                                   "coactivation_units"])
@@ -73,6 +77,16 @@ def test_shattered_end_to_end(tmp_path):
     assert_columns(summary, ["architecture", "seed", "family", "depth", "neighbour_correlation",
                              "coactivation_inputs"])
     assert len(summary) == len(correlation)
+    # The persistence product is over the layers of coactivation.csv, each P(on at n + 1 |
+    # on at n) = (units on at both neighbours) / (units on), from the saved rates.
+    row = [r for r in summary if (r["architecture"], r["seed"], r["family"], r["depth"])
+           == ("plain", "1", "dense", "3")][0]
+    layers = [r for r in coactivation if (r["architecture"], r["seed"], r["family"],
+                                          r["depth"]) == ("plain", "1", "dense", "3")]
+    assert len(layers) == 3
+    assert float(row["persistence_product"]) == pytest.approx(np.prod(
+        [float(r["coactivation_neighbours"]) / float(r["active_rate"]) for r in layers]))
+    assert 0 < float(row["persistence_product"]) <= 1
     over = read_csv(out / "summary_over_seeds.csv")
     assert_columns(over, ["neighbour_correlation_mean", "neighbour_correlation_low",
                           "neighbour_correlation_high", "reference_2_pow_minus_L",
@@ -91,11 +105,21 @@ def test_shattered_end_to_end(tmp_path):
     fits = read_csv(out / "decay_fit.csv")
     assert {(r["family"], r["model"]) for r in fits} >= {("dense", "exponential"),
                                                          ("dense", "power_law")}
-    assert any(v["metric"] == "coactivation_gap" for v in read_csv(out / "verdicts.csv"))
+    assert {r["measure"] for r in fits} == {"neighbour_correlation",
+                                            "ensemble_neighbour_correlation"}
+    verdicts = read_csv(out / "verdicts.csv")
+    assert any(v["metric"] == "coactivation_gap" for v in verdicts)
+    resilient = [v for v in verdicts if v["sentence"].startswith("BN nets are resilient")]
+    assert [(v["a"], v["b"], v["direction"]) for v in resilient] == [
+        ("batch", "plain", "1"), ("batch", "plain", "1")]  # dense and conv
+    white = [v for v in verdicts if v["sentence"].startswith("Deep feedforward")]
+    assert {(v["a"], float(v["b"])) for v in white} == {("plain", 2 / np.sqrt(24)),
+                                                       ("batch", 2 / np.sqrt(24))}
     # Independent of the probe: the co-activation rate of the depth-1 batch net of seed 0
     # by numpy, from the rectifiers' outputs on the line (inputs x inputs products).
     network = shattered.dense_network(dict(width=12, dtype="float32", bias_std=1.0,
-                                           residual_branch="linear_last"), "batch", None, 1, 0)
+                                           weight_variance=2.0, residual_branch="linear_last"),
+                                      "batch", None, 1, 0)
     from tfnorm.probes import shattering
     _, _, records = shattering.input_gradients(
         network, shattering.line_inputs(24, -2.0, 2.0, "float32"))
@@ -109,6 +133,17 @@ def test_shattered_end_to_end(tmp_path):
     for name in ("gradients_dense.png", "gradients_conv.png", "autocorrelation_dense.png",
                  "neighbour_correlation.png", "coactivation.png"):
         assert_png(out / name)
+
+
+def test_shattered_weight_variance_scales_every_dense_kernel():
+    base = dict(width=400, dtype="float64", bias_std=1.0, residual_branch="linear_last")
+    he = shattered.dense_network(dict(base, weight_variance=2.0), "none", None, 2, 0)
+    glorot = shattered.dense_network(dict(base, weight_variance=1.0), "none", None, 2, 0)
+    hidden = he.blocks[1].layer.kernel.numpy()
+    assert hidden.var() == pytest.approx(2.0 / 400, rel=0.02)  # He: 2 / fan_in
+    for a, b in zip(he.blocks, glorot.blocks):
+        np.testing.assert_allclose(b.layer.kernel.numpy(), a.layer.kernel.numpy() / np.sqrt(2))
+        np.testing.assert_array_equal(b.layer.bias.numpy(), a.layer.bias.numpy())
 
 
 class _Rows:
@@ -140,9 +175,10 @@ def test_the_decay_fit_recovers_a_known_rate_and_the_verdict_uses_its_interval()
     assert plain["better"] == "exponential" and plain["points"] == 25
     resnet = by[("resnet beta=1", "power_law")]
     assert resnet["depths"] == "1/2/4/8" and resnet["low"] < 0.5 < resnet["high"]
-    verdicts = {v["a"]: v for v in shattered_verdicts.fit_verdicts(fits)}
-    assert verdicts["plain"]["verdict"] == "contradicted"  # 0.3 is not the paper's 1
-    assert verdicts["resnet beta=1"]["verdict"] == "inconclusive"  # 1/2 inside the interval
+    decided = {d.claim.a: d for d in shattered_verdicts.fit_verdicts(fits)}
+    assert decided["plain"].claim.kind == "value" and decided["plain"].claim.value == 1.0
+    assert decided["plain"].verdict == "contradicted"  # 0.3 is not the paper's 1
+    assert decided["resnet beta=1"].verdict == "inconclusive"  # 1/2 inside the interval
 
 
 def test_saturation_end_to_end(tmp_path):
@@ -284,6 +320,7 @@ NO_TENSORFLOW = ("import atexit, runpy, sys\n"
     ("saturation", ["--train_limit=-2"], "error: --train_limit=-2: must be 0 (all) or"),
     ("shattered", ["--max_lag=0"], "error: --max_lag=0: must be in [1, 255]"),
     ("shattered", ["--image_size=0"], "error: --image_size=0: must be a positive integer"),
+    ("shattered", ["--ensemble=1"], "error: --ensemble=1: must be 0 (off) or at least 2"),
     ("nonzero", ["--run_dir=/nonexistent/compare"],
      "error: --run_dir /nonexistent/compare: no such directory"),
     ("nonzero", ["--run_dir=/tmp", "--schemes=bach"], "error: --schemes: unknown scheme"),

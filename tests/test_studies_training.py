@@ -308,19 +308,6 @@ def test_over_seeds():
     assert b == dict(scheme="b", layer=1, seeds=1, x_mean=5.0, x_low=-np.inf, x_high=np.inf)
 
 
-def test_decide_pairs_by_seed_and_takes_a_reference_value():
-    rows = [dict(scheme=s, seed=k, m=v) for s, values in (("a", (3.0, 4.0, 5.5)),
-                                                          ("b", (1.0, 2.5, 3.0)))
-            for k, v in enumerate(values)]
-    claims = [study.Claim("a above b", "m", "a", "b", +1),
-              study.Claim("a below b", "m", "a", "b", -1),
-              study.Claim("a above 10", "m", "a", 10.0, +1)]
-    above, below, reference = study.decide(rows, "scheme", claims)
-    assert above["verdict"] == "supported" and below["verdict"] == "contradicted"
-    assert above["difference_mean"] == pytest.approx(2.0) and above["pairs"] == 3
-    assert reference["verdict"] == "contradicted" and reference["b_value"] == "10"
-
-
 def test_the_studies_share_the_drivers_flags():
     """One vocabulary: a study's --train_limit is the driver's flag, same help, same check."""
     driver, one_study = flags.FlagValues(), flags.FlagValues()

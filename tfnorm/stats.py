@@ -6,10 +6,24 @@ and every comparison is paired by seed (same seed = same initialization and data
     mean  m = (1/n) sum x_i,   s^2 = 1/(n-1) sum (x_i - m)^2
     half width h = t_{(1+c)/2, n-1} * s / sqrt(n),   interval [m - h, m + h]
 
-A claim "A > B" (direction +1) or "A < B" (direction -1) is decided by ``verdict`` on
-the interval of the paired differences d_i = A_i - B_i: *supported* when it excludes 0 on
-the claimed side, *contradicted* when it excludes 0 on the other side, *inconclusive*
-otherwise (a bound exactly at 0 excludes nothing).
+A claim is decided on a 95% interval by the rule of the question it asks (the claim
+types and tables are tfnorm.verdicts; the rules are here, once):
+
+- difference, ``verdict``: "A > B" (direction +1) or "A < B" (-1) on the interval of the
+  paired differences d_i = A_i - B_i: *supported* when it excludes 0 on the claimed side,
+  *contradicted* when it excludes 0 on the other side, *inconclusive* otherwise. A
+  threshold ("A's metric stays below 0.6") is the same rule on A_i - value.
+- equivalence, ``equivalence_verdict``: "A and B are within +-margin": *supported* when
+  the interval of d lies inside (-margin, +margin), *contradicted* when it lies wholly
+  outside, *inconclusive* otherwise.
+- point value, ``point_verdict`` ("16% slower" = a ratio 1.16, a decay rate 1):
+  *contradicted* when the interval excludes the value, *inconclusive* otherwise, never
+  supported: an interval that holds the value holds its neighbours too, so the data
+  cannot single it out (to support "about 16%", state a margin: an equivalence).
+
+Boundaries: the interval is closed, so a bound exactly at 0, at the value or at +-margin
+touches it: it neither excludes 0 nor lies wholly inside or outside the margin (such a
+case is inconclusive in every rule).
 
 Missing values (NaN) mean "undefined for this seed". By default they are never
 imputed: ``interval`` uses the defined values and counts the others in ``missing``;
@@ -18,9 +32,16 @@ Times to a threshold ("epoch at which train accuracy first reaches 95%") are the
 exception, because "never" is information, not noise: dropping it would throw away
 the strongest evidence (a baseline that never gets there leaves no pair at all). The
 caller passes ``censored_at`` = epochs + 1 and "never" becomes that value, counted in
-``censored``. It is a lower bound of the true time, so the mean of a scheme with
-censored seeds is a lower bound too, and a claim "A reaches it sooner than B" that is
-supported while only B has censored seeds is conservative (the true gap is larger).
+``censored``. It is a lower bound of the true time, so a censored pair's true
+difference can move from the substituted one: only up when A alone is censored, only
+down when B alone is, either way when both are (``censoring_moves``). The rules take
+those moves and keep a verdict only when the censoring cannot change it: every censored
+pair can only move further to the side the interval already excludes (a claim "A
+sooner than B" supported while only B has censored seeds: the true gap is larger). Any
+other censored pair makes the verdict inconclusive; in particular a pair censored on
+both sides, and any censored pair under an equivalence (it could leave the margin). We
+bound the move of the mean, not of the interval's width (a larger true gap also spreads
+the differences); this is the bounds argument, not a survival-analysis method.
 Tables print the counts beside every interval. Infinite values are refused.
 """
 
@@ -28,7 +49,6 @@ import collections
 import math
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 Interval = collections.namedtuple(
     "Interval", ["mean", "low", "high", "n", "half_width", "method", "missing", "censored"])
@@ -37,6 +57,13 @@ NaN values left out; ``censored``: NaN values set to ``censored_at`` (counted in
 n=1: (-inf, inf); n=0: all NaN."""
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+
+
+def _t_quantile(confidence, dof):
+    """t_{(1+c)/2, dof}. scipy is imported here, not with the module: a script that
+    imports tfnorm.stats answers a bad flag before paying for scipy.stats (0.5-1 s here)."""
+    from scipy import stats as scipy_stats
+    return float(scipy_stats.t.ppf((1 + confidence) / 2, dof))
 
 
 def _finite_or_nan(values, name, censored_at=None):
@@ -69,7 +96,7 @@ def _t_interval(values, confidence, method, censored):
     mean = float(defined.mean())
     if n == 1:
         return Interval(mean, -math.inf, math.inf, 1, math.inf, method, missing, censored)
-    quantile = _scipy_stats.t.ppf((1 + confidence) / 2, n - 1)
+    quantile = _t_quantile(confidence, n - 1)
     half = float(quantile * defined.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n, half, method, missing, censored)
 
@@ -93,21 +120,97 @@ def paired_difference(a, b, confidence=0.95, seeds_a=None, seeds_b=None, censore
     return _t_interval(a - b, confidence, "paired t", int((censored_a | censored_b).sum()))
 
 
-def verdict(difference_interval, direction=+1):
-    """The one rule: the claim "A > B" (direction +1) or "A < B" (-1) on the interval of
-    d = A - B is supported if the interval lies strictly on the claimed side of 0,
-    contradicted if strictly on the other side, inconclusive otherwise (also NaN)."""
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 (A > B) or -1 (A < B), got {direction}")
-    low, high = difference_interval.low, difference_interval.high
+def censoring_moves(a, b=None):
+    """Which way each censored pair's true difference a - b can move from the substituted
+    one (NaN = censored, before ``censored_at`` replaces it): +1 when only a is censored
+    (a's true time is later), -1 when only b is, 0 when both are (either way). With b
+    None (a threshold on a alone) every censored a moves +1. Returns a tuple, one entry
+    per censored pair."""
+    a = np.isnan(np.asarray(a, dtype=float).ravel())
+    b = np.zeros(a.shape, bool) if b is None else np.isnan(np.asarray(b, dtype=float).ravel())
+    return tuple(0 if ca and cb else 1 if ca else -1 for ca, cb in zip(a, b) if ca or cb)
+
+
+def _side(value_interval, reference):
+    """+1 if the interval lies strictly above ``reference``, -1 strictly below, 0 if it
+    holds or touches it (also NaN: no evidence either way)."""
+    low, high = value_interval.low, value_interval.high
     if low > high:
         raise ValueError(f"interval with low {low} > high {high}")
-    above, below = low > 0, high < 0  # False for NaN: no evidence either way
-    if (above and direction == 1) or (below and direction == -1):
-        return SUPPORTED
-    if above or below:
-        return CONTRADICTED
+    return 1 if low > reference else -1 if high < reference else 0
+
+
+def _censoring_allows(side, censoring):
+    """A verdict on one ``side`` of the reference stands when every censored pair can
+    only move further to that side; side 0 (inside a margin) needs no censored pair."""
+    return all(side != 0 and move == side for move in censoring)
+
+
+def verdict(difference_interval, direction=+1, censoring=()):
+    """The difference rule: the claim "A > B" (direction +1) or "A < B" (-1) on the
+    interval of d = A - B is supported if the interval lies strictly on the claimed side
+    of 0, contradicted if strictly on the other side, inconclusive otherwise (also NaN,
+    and when ``censoring``, from ``censoring_moves``, could change the verdict)."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 (A > B) or -1 (A < B), got {direction}")
+    side = _side(difference_interval, 0.0)
+    if side == 0 or not _censoring_allows(side, censoring):
+        return INCONCLUSIVE
+    return SUPPORTED if side == direction else CONTRADICTED
+
+
+def equivalence_verdict(difference_interval, margin, censoring=()):
+    """The equivalence rule: "A and B are within +-margin" (margin > 0, chosen before the
+    data) is supported if the interval of d = A - B lies inside (-margin, margin),
+    contradicted if it lies wholly above margin or wholly below -margin, inconclusive
+    otherwise (a bound at +-margin touches it; NaN; censoring that could change it)."""
+    if not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be finite and > 0, got {margin}")
+    above, below = _side(difference_interval, margin), _side(difference_interval, -margin)
+    if above == 1 or below == -1:  # wholly outside the margin, on one side
+        side = 1 if above == 1 else -1
+        return CONTRADICTED if _censoring_allows(side, censoring) else INCONCLUSIVE
+    if above == -1 and below == 1 and _censoring_allows(0, censoring):
+        return SUPPORTED  # strictly inside (-margin, margin)
     return INCONCLUSIVE
+
+
+def point_verdict(value_interval, value, censoring=()):
+    """The point rule: "the quantity equals ``value``" is contradicted if the interval
+    excludes the value (a bound at it does not), inconclusive otherwise; never supported
+    (see the module docstring)."""
+    if not math.isfinite(value):
+        raise ValueError(f"value must be finite, got {value}")
+    side = _side(value_interval, value)
+    return CONTRADICTED if side and _censoring_allows(side, censoring) else INCONCLUSIVE
+
+
+def shifted(value_interval, value):
+    """The interval of x - value (a threshold or a point value seen as a difference)."""
+    return value_interval._replace(mean=value_interval.mean - value,
+                                   low=value_interval.low - value,
+                                   high=value_interval.high - value)
+
+
+def paired_log_ratio(a, b, confidence=0.95):
+    """The ratio A/B paired by seed: the t interval of ln(a_i / b_i), exponentiated:
+    mean = exp(mean ln ratio) (the geometric mean ratio), [low, high] = exp(m -+ h),
+    half_width = h on the log scale, method "paired log-ratio t". A pair with a NaN side
+    is dropped and counted in ``missing``; values <= 0 have no logarithm and are refused.
+    Why the log-ratio and not the ratio of means or the mean of a_i / b_i: it is the
+    paired difference of ln a and ln b, so seeds pair and the same t rule applies; it is
+    symmetric (ln(b/a) = -ln(a/b): "A 16% slower than B" and "B 14% faster than A" get
+    the same verdict), and a mean of a_i / b_i is biased above the ratio (Jensen)."""
+    a, _ = _finite_or_nan(a, "paired_log_ratio a")
+    b, _ = _finite_or_nan(b, "paired_log_ratio b")
+    if a.size != b.size:
+        raise ValueError(f"paired_log_ratio: {a.size} values against {b.size}")
+    if (a <= 0).any() or (b <= 0).any():
+        raise ValueError("paired_log_ratio: values must be > 0 (a ratio of times, sizes)")
+    log = _t_interval(np.log(a) - np.log(b), confidence, "paired log-ratio t", 0)
+    return log._replace(mean=math.exp(log.mean) if log.n else math.nan,
+                        low=math.exp(log.low) if log.n else math.nan,
+                        high=math.exp(log.high) if log.n else math.nan)
 
 
 # ---- decay of the neighbour-gradient correlation with depth (Balduzzi et al.) ----
@@ -130,7 +233,7 @@ def _log_linear_fit(x, y, confidence):
     rss = float(((y - intercept - slope * x) ** 2).sum())
     if n <= 2:  # a line through two points: no residual to estimate the error from
         return intercept, slope, math.inf, rss
-    quantile = float(_scipy_stats.t.ppf((1 + confidence) / 2, n - 2))
+    quantile = _t_quantile(confidence, n - 2)
     return intercept, slope, quantile * math.sqrt(rss / (n - 2) / sxx), rss
 
 
@@ -224,11 +327,11 @@ def summarize(rows, metrics, baseline=None, directions=None, censored_at=None,
             order = sorted(seeds)
             for m in metrics:
                 direction = directions.get(m, 1)
-                diff = paired_difference([seeds[s][m] for s in order],
-                                         [base[s][m] for s in order], confidence,
-                                         censored_at=censored_at.get(m))
+                a, b = [seeds[s][m] for s in order], [base[s][m] for s in order]
+                diff = paired_difference(a, b, confidence, censored_at=censored_at.get(m))
+                moves = censoring_moves(a, b) if m in censored_at else ()
                 comparisons.append(Comparison(scheme, baseline, m, direction, diff,
-                                              verdict(diff, direction)))
+                                              verdict(diff, direction, moves)))
     return Summary(tuple(metrics), per_scheme, comparisons)
 
 

@@ -4,16 +4,28 @@ network's output w.r.t. its input varies along a line of inputs.
 Along a 1-D line of inputs x_1 < ... < x_N (a grid of a few hundred points), a
 shallow rectifier network's input gradient g_n = df/dx (x_n) changes only where a
 unit switches on or off, so neighbouring gradients are nearly equal ("brown
-noise"); in a deep plain network the switching points multiply with depth and
-the gradients of neighbours decorrelate ("white noise"). The measurements here:
+noise"); the paper's deep feedforward nets' gradients decorrelate ("white noise").
+Whether ours do depends on the net (README, docs/shattering.md). The measurements:
 
 - ``input_gradients``: g_n for every point of the line, by the network's
   hand-written backward (``Network.backward(..., need_input_grad=True)``);
 - ``autocorrelation`` and ``neighbour_correlation``: the sample autocorrelation
   of the sequence g_1..g_N, and its lag-1 value (the correlation between the
   gradients of neighbouring inputs);
+- ``ensemble_autocorrelation``: the same lags, but each correlation taken across
+  networks (independent inits) at a fixed pair of points, then averaged along the line:
+  an expectation over the init, as a covariance of gradients in a theorem is;
 - ``coactivation_rate``: how often rectifiers are active together (the paper:
-  batch norm keeps the rate near 1/4, as if each unit were an unbiased coin).
+  batch norm keeps the rate near 1/4, as if each unit were an unbiased coin); over
+  'neighbours', how often a unit is on at both of two neighbouring points.
+
+Why the co-activation of two inputs sets their gradients' correlation (a mean-field
+argument, ours): with He init (weight variance 2/fan_in) and the weights independent of
+the rectifiers' states, a layer multiplies the covariance of the gradients at x_i and
+x_j by 2 x (fraction of its units on for both) and each variance by 2 x (fraction on),
+so the correlation by P(unit on at x_j | on at x_i). Units that are independent fair
+coins (co-activation 1/4, active 1/2) halve it at every layer: 2^-L. Neighbouring
+points of a fine line share almost every unit's state, and the factor is near 1.
 
 Batch norm and the line. In training mode, batch norm makes every output depend
 on the whole batch, so a backward pass started from ones gives d(sum_m f_m)/dx_n,
@@ -102,6 +114,29 @@ def autocorrelation(values, max_lag):
                      for k in range(max_lag + 1)])
 
 
+def ensemble_autocorrelation(gradients, max_lag):
+    """Across-network autocorrelation of the gradients along the line, lags 0..max_lag:
+    r_k = mean_n [ sum_m g_mn g_m(n+k) / sqrt(sum_m g_mn^2 sum_m g_m(n+k)^2) ].
+
+    gradients: (M networks, N points), the networks independent draws of one init. Not
+    centred: a network's output weights are symmetric about 0, so E[g_n] = 0 over the
+    init and the second moment is the covariance. NaN where a point's gradient is 0 in
+    every network."""
+    g = np.asarray(gradients, np.float64)
+    if g.ndim != 2 or g.shape[0] < 2:
+        raise ValueError(f"gradients must be (networks >= 2, points), got shape {g.shape}")
+    if not 0 <= max_lag < g.shape[1]:
+        raise ValueError(f"max_lag must be in [0, {g.shape[1] - 1}] for {g.shape[1]} points, "
+                         f"got {max_lag}")
+    second = np.einsum("mn,mn->n", g, g)
+    out = []
+    for k in range(max_lag + 1):
+        cross = np.einsum("mn,mn->n", g[:, :g.shape[1] - k], g[:, k:])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(float(np.mean(cross / np.sqrt(second[:g.shape[1] - k] * second[k:]))))
+    return np.array(out)
+
+
 def neighbour_correlation(values):
     """Correlation between the gradients of neighbouring inputs: the lag-1 autocorrelation
     of the sequence (about 1 for brown noise, about 0 for white noise)."""
@@ -123,14 +158,21 @@ def coactivation_rate(active, over="inputs"):
     = sum_i k_i (k_i - 1) / (U N (N - 1)) with k_i the number of inputs unit i is
     active on. over='units': for each pair of distinct units, the fraction of inputs
     on which both are active, averaged over pairs. Units that are on or off
-    independently with probability 1/2 give 1/4 either way."""
+    independently with probability 1/2 give 1/4 either way. over='neighbours': for
+    each pair of consecutive inputs n, n + 1 (a line's neighbours), the fraction of
+    units active on both, averaged over the N - 1 pairs; divided by the active rate it
+    is P(on at n + 1 | on at n), the per-layer factor of the module docstring."""
     a = np.asarray(active, bool)
     if a.ndim != 2:
         raise ValueError(f"active must be (inputs, units), got shape {a.shape}")
+    if over == "neighbours":
+        if a.shape[0] < 2:
+            raise ValueError(f"co-activation needs at least 2 inputs, got {a.shape[0]}")
+        return float(np.mean(a[:-1] & a[1:]))
     if over == "units":
         a = a.T
     elif over != "inputs":
-        raise ValueError(f"over must be 'inputs' or 'units', got {over!r}")
+        raise ValueError(f"over must be 'inputs', 'units' or 'neighbours', got {over!r}")
     n, units = a.shape
     if n < 2:
         raise ValueError(f"co-activation needs at least 2 {over}, got {n}")
