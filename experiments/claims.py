@@ -32,7 +32,17 @@ BOXCOX = ("[Box-Cox:] When compared to the network that did not have any normali
           "we still have a lot of zeros in our gradient.")
 TEST = ("From the above plot we can conclude that surprisingly, the network without any "
         "normalization scheme did the best.")
+PATTERN_TEST = ("we can see a pattern emerging, as the number of parameters in which we "
+                "calculate the mean and the standard deviation decreases, testing accuracy "
+                "increases")
+PATTERN_GAP = ("As the number of parameters, we are calculating the mean and standard "
+               "deviation increases, the model tends to over-fit.")
 LAYERS = range(1, 7)
+# The over-fitting gap of a run: final train accuracy minus final test accuracy.
+GAP = "final_gap"
+# His count of the statistics each scheme computes per layer (REFERENCE.md), fewest first:
+# batch 16 (per channel) < layer 20 (per sample) < instance 320 (per sample and channel).
+BY_STATISTICS = ("batch", "layer", "instance")
 
 
 def article_claims():
@@ -52,6 +62,34 @@ def article_claims():
     return claims
 
 
+def overfit_claims():
+    """His sentences about test accuracy and over-fitting, and his train-accuracy ones, as
+    decided in an over-fitting regime (experiments.overfit): "95% by the 130th epoch" and
+    "struggles to pass 60%" as thresholds, the rest as differences."""
+    difference, threshold = verdicts.difference, verdicts.threshold
+    claims = []
+    for scheme in ("batch", "layer", "instance"):
+        claims += [difference(FAST, "epoch_to_95", scheme, "none", -1),
+                   threshold(FAST, "epoch_to_95", scheme, 131, -1),  # reached by epoch 130
+                   difference(FAST, "final_train_acc", scheme, "none", +1)]
+    claims += [threshold(FAST, "final_train_acc", scheme, 0.6, -1)
+               for scheme in ("boxcox", "none")]
+    claims += [difference(TEST, metric, "none", scheme, +1)
+               for metric in ("final_test_acc", "best_test_acc")
+               for scheme in ("batch", "layer", "instance", "boxcox")]
+    pairs = list(zip(BY_STATISTICS, BY_STATISTICS[1:]))
+    claims += [difference(PATTERN_TEST, "final_test_acc", fewer, more, +1)
+               for fewer, more in pairs]
+    claims += [difference(PATTERN_GAP, GAP, fewer, more, -1) for fewer, more in pairs]
+    return claims
+
+
+def with_gap(runs):
+    """``runs`` ({scheme: {seed: row}}) with each row's GAP added."""
+    return {scheme: {seed: dict(row, **{GAP: row["final_train_acc"] - row["final_test_acc"]})
+                     for seed, row in seeds.items()} for scheme, seeds in runs.items()}
+
+
 def read_runs(compare_dir):
     """{scheme: {seed: row}} of runs.csv, numbers as floats."""
     path = os.path.join(compare_dir, summary.RUNS_CSV)
@@ -66,21 +104,57 @@ def read_runs(compare_dir):
     return runs
 
 
+def decide_runs(claims, runs, epochs):
+    """tfnorm.verdicts.decide on ``runs`` ({scheme: {seed: row}}), epoch_to_* censored at
+    epochs + 1."""
+    per_seed = [dict(values, scheme=scheme, seed=seed) for scheme, seeds in runs.items()
+                for seed, values in seeds.items()]
+    censored = {c.metric: epochs + 1 for c in claims if c.metric.startswith("epoch_to_")}
+    return verdicts.decide(claims, per_seed, censored_at=censored)
+
+
+def _sentences(claims):
+    """{sentence: label} ([A], [B], ... in first-seen order) and the quoted sentences."""
+    labels = {}
+    for claim in claims:
+        labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
+    return labels, [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
+
+
+def side_by_side(claims, views, epochs):
+    """One table deciding every claim in each setting of ``views`` ({name: runs}): the
+    claim's kind, then per setting the tested interval [95% CI] with its seeds and the
+    verdict. Returns (CSV rows, one per claim and setting, and the markdown)."""
+    labels, lines = _sentences(claims)
+    lines += ["| article | kind | claim tested | " + " | ".join(
+        f"{name}: tested [95% CI], seeds | verdict" for name in views) + " |",
+        "|---|---|---|" + "---|---|" * len(views)]
+    decided = {name: decide_runs(claims, runs, epochs) for name, runs in views.items()}
+    rows = []
+    for index, claim in enumerate(claims):
+        cells = []
+        for name in views:
+            tested, verdict = decided[name][index].tested, decided[name][index].verdict
+            cells.append(f"{stats.format_interval(tested)}, n={tested.n} | {verdict}")
+            rows.append(dict(setting=name, claim=verdicts.describe(claim),
+                             sentence=claim.sentence, kind=claim.kind,
+                             margin_or_value=verdicts.reference(claim), verdict=verdict,
+                             **tested._asdict()))
+        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
+        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
+                     + " | ".join(cells) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
 def table(claims, runs, epochs):
     """The quoted sentences, labelled [A], [B], ..., then one row per claim (its kind and
     margin or value, the claim tested, the tested interval, its verdict by
     tfnorm.verdicts.decide; epoch_to_* censored at epochs + 1)."""
-    labels = {}
-    for claim in claims:
-        labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
-    lines = [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
+    labels, lines = _sentences(claims)
     lines += ["| article | kind | claim tested (paired by seed) | difference [95% CI] | seeds | "
               "verdict |", "|---|---|---|---|---|---|"]
-    per_seed = [dict(values, scheme=scheme, seed=seed) for scheme, seeds in runs.items()
-                for seed, values in seeds.items()]
-    censored = {c.metric: epochs + 1 for c in claims if c.metric.startswith("epoch_to_")}
     rows = []
-    for decided in verdicts.decide(claims, per_seed, censored_at=censored):
+    for decided in decide_runs(claims, runs, epochs):
         claim, tested = decided.claim, decided.tested
         kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
         lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "

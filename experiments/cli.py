@@ -42,7 +42,8 @@ NOT_IDENTITY = ("out_dir", "overwrite", "data_dir", "stl10_archive", "tensorboar
                 "progress", "panels")
 
 # Identity flags added after runs were made: what those runs' config.json lack means this.
-ADDED_LATER = {"per_position_running_stats": False, "final_activation": "relu"}
+ADDED_LATER = {"per_position_running_stats": False, "final_activation": "relu",
+               "train_per_class": 0, "eval_every": 1}
 
 EXIT_BAD_INPUT = errors.ConfigError.exit_code
 EXIT_DIVERGED = errors.Divergence.exit_code
@@ -59,7 +60,8 @@ def define_run_flags(flag_values=flags.FLAGS):
 RUN_FLAGS = ("dataset", "data_dir", "stl10_archive", "epochs", "batch_size", "learning_rate",
              "optimizer", "record_every", "affine", "boxcox_lambda", "groups", "image_size",
              "shuffle", "bins", "train_limit", "test_limit", "tensorboard", "overwrite", "progress",
-             "panels", "final_activation", "per_position_running_stats")
+             "panels", "final_activation", "per_position_running_stats", "train_per_class",
+             "eval_every")
 
 
 def resolve(values):
@@ -135,7 +137,7 @@ def validate(config, *, check_out_dir=True):
     if config["optimizer"] not in catalog.OPTIMIZERS:
         raise ConfigError(f"--optimizer={config['optimizer']}: unknown optimizer; expected one "
                           f"of {', '.join(catalog.OPTIMIZERS)}")
-    for name in ("epochs", "batch_size", "record_every", "image_size", "bins"):
+    for name in ("epochs", "batch_size", "record_every", "image_size", "bins", "eval_every"):
         if not config[name] > 0:
             raise ConfigError(f"--{name}={config[name]}: must be a positive integer")
     check_seed(config["seed"])
@@ -148,6 +150,7 @@ def validate(config, *, check_out_dir=True):
     for name in ("train_limit", "test_limit"):
         if config[name] < 0:
             raise ConfigError(f"--{name}={config[name]}: must be 0 (all) or positive")
+    catalog.check_train_per_class(config)
     if config["groups"] <= 0 or catalog.ARTICLE_WIDTH % config["groups"]:
         raise ConfigError(f"--groups={config['groups']}: does not divide the network width "
                           f"{catalog.ARTICLE_WIDTH} (use 1, 2, 4, 8 or 16)")
@@ -252,6 +255,11 @@ FLAG_TABLE = {
     "bins": ("integer", records.DEFAULT_BINS, "Histogram bins (the article's 50)."),
     "train_limit": ("integer", 0, "Use only the first N training images (0: all)."),
     "test_limit": ("integer", 0, "Use only the first N test images (0: all)."),
+    "train_per_class": ("integer", 0, "Digits only: train on N images of each class, "
+                        "drawn with the run's seed and kept in file order, and test on every "
+                        "other image (0: the fixed 70/30 split). 10 x N must be whole batches."),
+    "eval_every": ("integer", 1, "The test pass every N epochs (epochs N, 2N, ... and the "
+                   "last); metrics.csv holds nan as the test loss and accuracy of the others."),
     "tensorboard": ("boolean", False, "Also write tf.summary scalars and per-layer "
                     "histograms under <out_dir>/tensorboard."),
     "overwrite": ("boolean", False, "Replace the run in --out_dir (start again) instead of "

@@ -5,6 +5,7 @@ and the figures (accuracy.png, nonzero.png: mean with a shaded 95% band).
 
 Measurements per run (one row per scheme and seed):
   final_test_acc, best_test_acc, final_train_acc   at the last epoch / the best epoch
+                             (of the epochs with a test pass: --eval_every)
   epoch_to_90, epoch_to_95   first epoch whose train accuracy reaches 90% / 95%; a run
                              that never does counts as epochs + 1 ("never", a lower bound)
   nonzero_<i>                non-zero fraction of layer i's weight gradient, the mean over
@@ -53,7 +54,8 @@ def run_row(config):
     test = [r["test_acc"] for r in rows]
     train = [r["train_acc"] for r in rows]
     row["final_test_acc"] = test[-1] if complete else math.nan
-    row["best_test_acc"] = max(test) if complete else math.nan
+    evaluated = [t for t in test if not math.isnan(t)]  # nan: no test pass (--eval_every)
+    row["best_test_acc"] = max(evaluated) if complete else math.nan
     row["final_train_acc"] = train[-1] if complete else math.nan
     for threshold in THRESHOLDS:
         # A diverged run that had not reached it is undefined, not "never".
@@ -127,7 +129,7 @@ def markdown(summary, rows, base, seeds, baseline):
              "accuracy reaches 90%/95%; a seed that never does counts as "
              f"{base['epochs'] + 1} and is marked 'never' (the mean is then a lower "
              "bound). nonzero_i: the fraction of non-zero entries of layer i's weight "
-             "gradient, averaged over training.", "",
+             "gradient, averaged over training.", "", *_data_notes(base),
              f"Verdicts: each claim (scheme better than {baseline}) is decided on the 95% "
              "interval of the paired difference, seed by seed: *supported* if it excludes "
              "0 on the claimed side, *contradicted* if it excludes 0 on the other side, "
@@ -146,6 +148,19 @@ def markdown(summary, rows, base, seeds, baseline):
                   "|---|---|---|"]
         lines += [f"| {s} | {tr:.3f} | {te:.3f} |" for s, (tr, te) in ARTICLE_STL10.items()]
     return "\n".join(lines) + "\n"
+
+
+def _data_notes(base):
+    """The lines a setting with --train_per_class or --eval_every adds (none otherwise)."""
+    notes = []
+    if base.get("train_per_class"):
+        notes.append(f"Training set: {base['train_per_class']} images of each class, drawn "
+                     "with the run's seed (so seed k of every scheme trains on the same "
+                     "images), in file order; test set: every other image.")
+    if base.get("eval_every", 1) > 1:
+        notes.append(f"Test pass every {base['eval_every']} epochs and at the last: "
+                     "best_test_acc is the best of those epochs.")
+    return [" ".join(notes), ""] if notes else []
 
 
 def write(base, configs, baseline, results_dir=None):

@@ -97,6 +97,8 @@ BAD_FLAGS = [
      "error: --seeds=1: nothing to compare with --seeds=1"),
     ("benchmark_seeds", ["--compare_flags=--out_dir=x", "--out_dir={tmp}/run"],
      "error: --compare_flags: '--out_dir=x' is not a compare flag"),
+    ("overfit", ["--train_per_class=5", "--out_dir={tmp}/run", "--results_dir={tmp}/res"],
+     "error: --train_per_class=5: 50 training images are not whole batches of 20"),
     ("crosspanels", ["--compare_dir={tmp}/missing", "--layer=1"],
      "error: --compare_dir {tmp}/missing: no such directory"),
 ]

@@ -358,3 +358,44 @@ def test_raw_batches_scaled_in_a_compiled_step_equal_numpys_division_by_255():
     np.testing.assert_array_equal(scaled.numpy(), exact)
     # Images that are not uint8 are taken as scaled already.
     np.testing.assert_array_equal(data.to_unit_range(scaled).numpy(), exact)
+
+
+# ----------------------------------------------------------------------------
+# digits: a small stratified training set (--train_per_class)
+
+
+def scaled_originals():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8), bunch.target
+
+
+def test_the_catalog_knows_the_digits_classes_and_the_smallest():
+    _, labels = scaled_originals()
+    counts = np.bincount(labels)
+    assert (len(counts), counts.min()) == (catalog.DIGITS_CLASSES, catalog.DIGITS_SMALLEST_CLASS)
+
+
+def test_a_per_class_training_set_is_stratified_in_file_order_and_the_rest_is_the_test_set():
+    originals, labels = scaled_originals()
+    split = data.load_digits(8, seed=3, train_per_class=4)
+    np.testing.assert_array_equal(np.bincount(split.train_labels), [4] * 10)
+    assert len(split.test_labels) == len(labels) - 40
+    # Both halves are the originals in file order, and together every image once.
+    chosen = data.stratified_subset(labels, 4, seed=3)
+    assert (np.diff(chosen) > 0).all()
+    rest = np.setdiff1d(np.arange(len(labels)), chosen)
+    np.testing.assert_array_equal(split.train_images[..., 0], originals[chosen])
+    np.testing.assert_array_equal(split.test_images[..., 0], originals[rest])
+    np.testing.assert_array_equal(split.test_labels, labels[rest])
+
+
+def test_the_per_class_subset_is_a_function_of_the_seed_and_nested_across_sizes():
+    _, labels = scaled_originals()
+    subsets = {seed: data.stratified_subset(labels, 6, seed) for seed in (0, 1)}
+    np.testing.assert_array_equal(data.stratified_subset(labels, 6, 0), subsets[0])
+    assert not np.array_equal(subsets[0], subsets[1])
+    assert set(data.stratified_subset(labels, 4, 0)) < set(subsets[0])
+    with pytest.raises(data.DataError, match="class 8 has only 174"):
+        data.stratified_subset(labels, 175, 0)

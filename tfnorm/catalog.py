@@ -1,9 +1,10 @@
 """What the command line can name, and check, before TensorFlow is imported: the
-datasets, the STL-10 archive, the optimizers. No TensorFlow here (``tfnorm.data`` and
-``tfnorm.optimizers`` build the things these names stand for); the schemes have their own
-registry, ``tfnorm.schemes``.
+datasets (and digits' per-class training set), the STL-10 archive, the optimizers. No
+TensorFlow here (``tfnorm.data`` and ``tfnorm.optimizers`` build the things these names
+stand for); the schemes have their own registry, ``tfnorm.schemes``.
 """
 
+import math
 import os
 
 from tfnorm.errors import ConfigError, DataError  # noqa: F401  (raised here, caught by name)
@@ -11,6 +12,10 @@ from tfnorm.errors import ConfigError, DataError  # noqa: F401  (raised here, ca
 DATASETS = ("digits", "stl10")
 # Images in each (train and test): what a run holds in memory.
 DATASET_IMAGES = {"digits": 1797, "stl10": 13000}
+# Digits' classes and the size of its smallest class (174 images of 8): the most
+# --train_per_class can take (tests check both against scikit-learn).
+DIGITS_CLASSES = 10
+DIGITS_SMALLEST_CLASS = 174
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 STL10_ARCHIVE_NAME = "stl10_binary.tar.gz"
 STL10_ARCHIVE_BYTES = 2_640_397_119
@@ -32,6 +37,28 @@ def article_strides(depth):
 
 
 ARTICLE_STRIDES = article_strides(ARTICLE_DEPTH)
+
+
+def check_train_per_class(config):
+    """--train_per_class: digits only, not with --train_limit, at most the smallest class,
+    and whole batches: in the file order the same trailing images would never be trained."""
+    per_class = config["train_per_class"]
+    if per_class == 0:
+        return
+    flag = f"--train_per_class={per_class}"
+    if per_class < 0 or per_class > DIGITS_SMALLEST_CLASS:
+        raise ConfigError(f"{flag}: must be 0 (off) or 1 to {DIGITS_SMALLEST_CLASS} "
+                          "(the smallest digits class)")
+    if config["dataset"] != "digits":
+        raise ConfigError(f"{flag}: only with --dataset=digits")
+    if config["train_limit"]:
+        raise ConfigError(f"{flag}: not with --train_limit (it chooses the training set)")
+    images, batch = DIGITS_CLASSES * per_class, config["batch_size"]
+    if images % batch:
+        step = batch // math.gcd(batch, DIGITS_CLASSES)
+        raise ConfigError(f"{flag}: {images} training images are not whole batches of "
+                          f"{batch} (the last {images % batch} would never be trained); use "
+                          f"a multiple of {step}")
 
 
 def one_line(error, limit=300):

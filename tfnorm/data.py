@@ -2,7 +2,9 @@
 
 - ``digits``: the 1797 real 8x8 handwritten digits that ship inside scikit-learn,
   resized (bilinear) to ``image_size`` x ``image_size`` x 3 and split
-  deterministically (stratified, seeded) into train and test. No download.
+  deterministically (stratified, seeded) into train and test. No download. With
+  ``train_per_class`` N, a small training set instead (``stratified_subset``: N images of
+  each class drawn with the seed, in file order) and every other image as the test set.
 - ``stl10``: STL-10 through the real tensorflow-datasets ``stl10`` builder (train
   5000, test 8000), in the order of the original binary files (the article did not
   shuffle); ``batches`` divides by 255 like the article.
@@ -50,15 +52,17 @@ Dataset.__doc__ = "Images uint8 (N, H, W, 3), labels int32 (N,) in 0..num_classe
 
 
 def load(name, *, data_dir=None, stl10_archive=None, image_size=None, test_fraction=0.3,
-         seed=0, download=False):
+         seed=0, train_per_class=0, download=False):
     """Load a dataset by name (one of DATASETS).
 
-    image_size: None keeps the native size (STL-10 96, digits 32). test_fraction, seed:
-    the digits split. data_dir, stl10_archive, download: STL-10 only (see load_stl10).
+    image_size: None keeps the native size (STL-10 96, digits 32). test_fraction, seed,
+    train_per_class: the digits split (see load_digits). data_dir, stl10_archive,
+    download: STL-10 only (see load_stl10).
     """
     if name == "digits":
         return load_digits(32 if image_size is None else image_size,
-                           test_fraction=test_fraction, seed=seed)
+                           test_fraction=test_fraction, seed=seed,
+                           train_per_class=train_per_class)
     if name == "stl10":
         return load_stl10(data_dir=data_dir, stl10_archive=stl10_archive,
                           image_size=image_size, download=download)
@@ -89,9 +93,31 @@ def _resize(images, image_size):
     return np.concatenate(chunks)
 
 
-def load_digits(image_size=32, test_fraction=0.3, seed=0):
+def stratified_subset(labels, per_class, seed):
+    """Indices of ``per_class`` entries of each class of ``labels``, ascending (the file
+    order). Class c's are the first ``per_class`` of a permutation of its indices drawn
+    from numpy's child stream (c,) of ``seed`` (``SeedSequence(seed, spawn_key=(c,))``,
+    a stream of its own: no shuffle order, which takes (seed, epoch), shares it). So a
+    seed names one subset, and a smaller subset of the same seed lies inside a larger one."""
+    labels = np.asarray(labels)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if per_class > members.size:
+            raise DataError(f"train_per_class {per_class}: class {label} has only "
+                            f"{members.size} images")
+        stream = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(label),)))
+        chosen.append(stream.permutation(members)[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
+def load_digits(image_size=32, test_fraction=0.3, seed=0, train_per_class=0):
     """scikit-learn's 1797 digits (values 0..16), scaled to 0..255, resized, grey to RGB,
-    split stratified by class with ``seed`` (same seed, same split)."""
+    split stratified by class with ``seed`` (same seed, same split).
+
+    train_per_class N > 0 (test_fraction is then unused): the training set is N images of
+    each class (``stratified_subset`` of ``seed``), every other image is the test set,
+    both in scikit-learn's file order."""
     from sklearn import datasets as sk_datasets
     from sklearn.model_selection import train_test_split
 
@@ -103,6 +129,11 @@ def load_digits(image_size=32, test_fraction=0.3, seed=0):
     images = bunch.images.astype(np.float32) * (255.0 / 16.0)
     rgb = np.repeat(_resize(images[..., None], image_size), 3, axis=-1)
     labels = bunch.target.astype(np.int32)
+    if train_per_class:
+        train = np.zeros(len(labels), bool)
+        train[stratified_subset(labels, train_per_class, seed)] = True
+        return Dataset("digits", rgb[train], labels[train], rgb[~train], labels[~train], 10,
+                       tuple(str(i) for i in range(10)))
     train_x, test_x, train_y, test_y = train_test_split(
         rgb, labels, test_size=test_fraction, random_state=seed, stratify=labels)
     return Dataset("digits", train_x, train_y, test_x, test_y, 10,

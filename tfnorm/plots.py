@@ -165,8 +165,13 @@ def draw_panels(run_dir, only_missing=False):
 
 def band(ax, epochs, runs, label, color, lw=1.5, **kwargs):
     """Mean of ``runs`` (seeds x epochs, NaN past a run's end) with its 95% Student t
-    interval shaded (``tfnorm.stats.interval`` at each epoch; none for a single seed)."""
+    interval shaded (``tfnorm.stats.interval`` at each epoch; none for a single seed).
+    Epochs where no seed has a value (no test pass there: --eval_every) are skipped, so
+    the line joins the epochs that have one."""
     runs = np.asarray(runs, float)
+    measured = ~np.isnan(runs).all(axis=0) if runs.ndim == 2 else None
+    if measured is not None and not measured.all():
+        epochs, runs = np.asarray(epochs)[measured], runs[:, measured]
     intervals = [stats.interval(column) for column in runs.T]
     mean = np.array([i.mean for i in intervals])
     ax.plot(epochs, mean, label=label, color=color, lw=lw, **kwargs)
@@ -188,14 +193,18 @@ def scheme_colors(names):
     return colors
 
 
-def accuracy_figure(curves, title=""):
+def accuracy_figure(curves, title="", dashed=None):
     """curves: {scheme: {"epochs": [E], "train_acc": [seeds, E], "test_acc": [seeds, E]}}.
-    Train and test accuracy against epoch, mean over seeds with a shaded 95% interval."""
-    colors = scheme_colors(list(curves))
+    Train and test accuracy against epoch, mean over seeds with a shaded 95% interval.
+    dashed: {name: scheme}, curves drawn dashed in that scheme's colour (a variant)."""
+    dashed = dashed or {}
+    colors = scheme_colors([name for name in curves if name not in dashed])
+    colors.update({name: colors[scheme] for name, scheme in dashed.items()})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for scheme, curve in curves.items():
+        style = {"ls": "--"} if scheme in dashed else {}
         for ax, key in zip(axes, ("train_acc", "test_acc")):
-            band(ax, curve["epochs"], curve[key], scheme, colors[scheme])
+            band(ax, curve["epochs"], curve[key], scheme, colors[scheme], **style)
     for ax, name in zip(axes, ("train accuracy", "test accuracy")):
         ax.set_title(name)
         ax.set_xlabel("epoch")

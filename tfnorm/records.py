@@ -4,7 +4,9 @@ A run directory (``--out_dir`` of ``experiments.train``) holds::
 
     config.json            every flag (dataset defaults filled in), library versions, seed
     metrics.csv            one row per epoch: METRICS_COLUMNS, then per layer i = 1..L the
-                           LAYER_STATS columns named <stat>_<i>
+                           LAYER_STATS columns named <stat>_<i>; test_loss and test_acc
+                           are nan at an epoch without a test pass (--eval_every,
+                           ``is_evaluated_epoch``)
     records/epoch_0007.npz per recorded epoch: the four quantities of every layer at the
                            epoch's last step as fixed-bin histograms plus summary statistics
     checkpoints/           tf.train.CheckpointManager (network, statistics, optimizer, epoch)
@@ -224,6 +226,11 @@ def histogram_edges(record, layer, quantity):
 def is_recorded_epoch(epoch, epochs, record_every):
     """The first and last epochs, and every ``record_every``-th."""
     return epoch == 1 or epoch == epochs or epoch % record_every == 0
+
+
+def is_evaluated_epoch(epoch, epochs, eval_every):
+    """Every ``eval_every``-th epoch and the last have a test pass."""
+    return epoch % eval_every == 0 or epoch == epochs
 
 
 def truncate_to_epoch(run_dir, epoch, num_layers):

@@ -44,11 +44,15 @@ def versions():
 
 
 def load_data(config):
-
+    """The run's dataset, cut to --train_limit / --test_limit. With --train_per_class the
+    training subset is drawn with the run's seed: each seed samples its own training set
+    as well as its initialization, and every scheme's seed k trains on the same images."""
+    per_class = config.get("train_per_class", 0)
     try:
         dataset = data.load(config["dataset"], data_dir=config["data_dir"],
                             stl10_archive=config["stl10_archive"],
-                            image_size=config["image_size"])
+                            image_size=config["image_size"], train_per_class=per_class,
+                            seed=config["seed"] if per_class else 0)
     except data.DataError as error:
         raise ConfigError(str(error)) from None
     limits = {"train": config["train_limit"], "test": config["test_limit"]}
@@ -126,7 +130,7 @@ class Builds:
 
 # Flags that change nothing a step computes (where files go, what is drawn or shown).
 SHARED_FLAGS = ("overwrite", "progress", "panels", "tensorboard", "data_dir",
-                "stl10_archive", "record_every")
+                "stl10_archive", "record_every", "eval_every")
 
 
 def _network(config):
@@ -340,9 +344,13 @@ def _run_locked(config, strategy, placement, builds):
             records.write_status(out_dir, "interrupted", epoch=epoch - 1)
             raise
         progress.close()
-        test_loss, test_acc = loop.evaluate(trainer, test_batches, len(dataset.test_labels))
-        if not math.isfinite(test_loss) or test_loss > loss_bound:
-            stop_diverged(epoch, None, what=f"test loss {test_loss:g} (bound {loss_bound:g})")
+        test_loss = test_acc = math.nan  # no test pass this epoch (--eval_every)
+        if records.is_evaluated_epoch(epoch, config["epochs"], config.get("eval_every", 1)):
+            test_loss, test_acc = loop.evaluate(trainer, test_batches,
+                                                len(dataset.test_labels))
+            if not math.isfinite(test_loss) or test_loss > loss_bound:
+                stop_diverged(epoch, None,
+                              what=f"test loss {test_loss:g} (bound {loss_bound:g})")
         row = {"epoch": epoch, "train_loss": result.train_loss, "train_acc": result.train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "seconds": time.time() - start}
         for layer in range(num_layers):

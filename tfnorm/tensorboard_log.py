@@ -2,6 +2,7 @@
 metrics.csv and, for recorded epochs, the records' histograms. Everything here is derived
 from those files, so the folder is rebuilt whole whenever a run starts."""
 
+import math
 import os
 import shutil
 
@@ -17,7 +18,8 @@ def write_epoch(writer, row, record, num_layers):
     step = row["epoch"]
     with writer.as_default():
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            tf.summary.scalar(key, row[key], step=step)
+            if not math.isnan(row[key]):  # nan: no test pass that epoch (--eval_every)
+                tf.summary.scalar(key, row[key], step=step)
         for layer in range(1, num_layers + 1):
             for stat in LAYER_STATS:
                 tf.summary.scalar(f"layer{layer}/{stat}", row[f"{stat}_{layer}"], step=step)
