@@ -65,6 +65,12 @@ class WeightLayer:
         """The variable the plots show as 'the weights' (v under weight normalization)."""
         return self.trainable_variables[0]
 
+    def effective_weights(self):
+        """The kernel the layer applies: its weights, or g v/||v|| under weight norm."""
+        if self.weight_norm:
+            return norms.weight_norm_forward(self.v, self.g, self.norm_axes)[0]
+        return self.kernel
+
     def _apply(self, x, kernel, bias):
         if self.kind == "conv":
             return layers.conv2d_forward(x, kernel, bias, self.stride, self.padding)
@@ -197,6 +203,17 @@ class Network:
     def layer_weights(self):
         """Per block, the variable shown as its weights."""
         return [b.layer.weights for b in self.blocks]
+
+    def effective_weights(self):
+        """Per block, the kernel its layer applies (``WeightLayer.effective_weights``)."""
+        return [b.layer.effective_weights() for b in self.blocks]
+
+    @property
+    def parameter_counts(self):
+        """Per block, how many trainable numbers it holds (its layer's kernel or v and g,
+        bias, and its normalization's parameters: Box-Cox's lambda, gamma and beta)."""
+        return [sum(int(v.shape.num_elements()) for v in b.trainable_variables)
+                for b in self.blocks]
 
     @property
     def weight_indices(self):
