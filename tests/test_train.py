@@ -127,7 +127,7 @@ def near_zero(x):
 def test_weight_movement_is_that_of_the_checkpointed_weights(digits_run):
     """||W_e - W_(e-1)|| / ||W_(e-1)|| in numpy on the kernels of the checkpoints of epochs
     1 and 2 and of the seed's initial network. (Checked failing with ||W_e|| in the
-    denominator, and with the snapshot taken after the epoch's first step.)"""
+    denominator, and with one snapshot before the first epoch only.)"""
     import tfnorm
     config, rows = digits_run
     network = tfnorm.article_network("batch", seed=config["seed"])
