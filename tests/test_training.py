@@ -53,6 +53,9 @@ def test_a_step_applies_the_tape_gradient(scheme):
 
 @pytest.mark.parametrize("scheme", ["batch", "weight"])
 def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
+    """Every per-step statistic and summary against numpy on the same tensors. (The
+    near-zero fraction checked failing with the threshold tau x ||g|| instead of tau x RMS,
+    the update frequency with the gradient in place of the update.)"""
     images, labels = make_batch(seed=1)
     trainer = make_trainer(scheme, optimizer="adam")
     network = trainer.network
@@ -107,9 +110,20 @@ def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
     assert 0 < min(near_zero_fractions) and max(near_zero_fractions) < 1
 
 
+def test_with_plain_sgd_the_update_frequency_is_the_gradients_share_above_tau():
+    """The update -lr g is the gradient scaled: its share above tau x its RMS is the
+    gradient's, 1 - the near-zero fraction (float64: no entry rounds across). (Checked
+    failing with the update measured against the weights' RMS.)"""
+    stats = make_trainer("instance").train_step(*make_batch(seed=4))["layer_stats"].numpy()
+    column = {name: i for i, name in enumerate(training.LAYER_STATS)}
+    np.testing.assert_allclose(stats[:, column["update_freq"]],
+                               1.0 - stats[:, column["nearzero_grad_frac"]], rtol=1e-12)
+    assert (stats[:, column["nearzero_grad_frac"]] > 0).all()
+
+
 def test_effective_weights_are_the_kernels_the_layers_apply():
     """Under weight norm g v/||v|| (numpy, the norm over each output channel's kernel); the
-    plain kernel otherwise. (Checked failing when the layers' v was returned instead.)"""
+    plain kernel otherwise. (Checked failing when the layer's v was returned instead.)"""
     trainer = make_trainer("weight", optimizer="adam")
     network = trainer.network
     network.blocks[1].layer.g.assign(tf.range(1.0, 17.0, dtype=tf.float64))
