@@ -115,6 +115,12 @@ def test_figure_has_a_row_per_scheme_shared_columns_and_magnitudes_where_scales_
     rms = np.hypot(summary[SUMMARY_STATS.index("mean")], summary[SUMMARY_STATS.index("std")])
     assert [line.get_xdata()[0] for line in ax.lines] == \
         pytest.approx([records.NEARZERO_TAU * rms])
+    # ... and the histogram below it drawn again, dark, cut at the threshold.
+    (values, _, _), (dark_values, dark_edges, _) = [
+        p.get_data() for p in ax.patches if hasattr(p, "get_data")]
+    assert dark_edges.max() == pytest.approx(records.NEARZERO_TAU * rms)
+    shown = np.diff(dark_edges) > 0
+    np.testing.assert_array_equal(dark_values[shown], values[shown])
     # The typical magnitude shows: the tallest bin of "none" lies ~1000x closer to 0.
     def peak(name):
         ax = axes[list(runs).index(name), 1]

@@ -9,8 +9,8 @@ apart where they pile up near 0).
 A column whose schemes' scales differ by more than ``LOG_RATIO`` (the unnormalized
 network's passed gradients are ~1000x smaller than batch norm's) shows magnitudes,
 log10 |x|, on a log axis (the records' magnitude histograms), with the exact zeros and
-the near-zero entries (|x| <= records.NEARZERO_TAU x RMS, left of the dashed line,
-shaded) counted apart: a linear histogram's spike at 0 is both. (A symmetric-log axis
+the near-zero entries (|x| <= records.NEARZERO_TAU x RMS, left of the dashed line, dark)
+counted apart: a linear histogram's spike at 0 is both. (A symmetric-log axis
 would draw the one linear bin holding 0 as a wide flat block hiding it.) Other columns
 are linear, the article's histograms. Heights are fractions of all entries per unit of
 the drawn axis (per decade on a log axis), so runs with different layer sizes read alike
@@ -33,6 +33,7 @@ from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 COLUMN_TITLES, COLUMN_COLORS = plots.PANEL_TITLES, plots.PANEL_COLORS
 # Largest/smallest scale of a column above which it shows magnitudes on a log axis.
 LOG_RATIO = 30.0
+NEAR_ZERO_COLOR = "0.2"  # the near-zero part of a magnitude histogram (the spike at 0)
 DPI = 100
 
 
@@ -149,21 +150,25 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
                 counts = record.magnitude_counts[layer, q].astype(float)
                 edges = _magnitude_edges(record, layer, q)
                 heights = counts / entries / np.diff(np.log10(edges))
-                threshold = records.NEARZERO_TAU * _rms(summary, stat)
-                if threshold > low:
-                    ax.axvspan(low, threshold, color="0.85", lw=0, zorder=0)
-                    ax.axvline(threshold, color="0.3", ls="--", lw=0.8)
             else:
                 counts = record.counts[layer, q].astype(float)
                 edges = _edges(record, layer, q)
                 heights = counts / entries / np.diff(edges)
                 ax.axvline(0.0, color="0.6", lw=0.6, zorder=0)
             ax.stairs(heights, edges, fill=True, alpha=0.75, color=COLUMN_COLORS[quantity])
+            if magnitudes:
+                # The near-zero part, dark: the bins below tau x RMS, the last one cut there.
+                threshold = records.NEARZERO_TAU * _rms(summary, stat)
+                cut = np.minimum(edges, threshold)
+                ax.stairs(np.where(np.diff(cut) > 0, heights, 0.0), cut, fill=True,
+                          color=NEAR_ZERO_COLOR)
+                ax.axvline(threshold, color=NEAR_ZERO_COLOR, ls="--", lw=0.8)
             zero = 1.0 - summary[stat["nonzero_frac"]]
-            ax.text(0.98, 0.92, f"std {summary[stat['std']]:.2g}\nzero {zero:.0%}\n"
-                    f"near-zero {summary[stat['nearzero_frac']]:.0%}",
-                    transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                    family="monospace",
+            # Magnitudes pile up on the right of a log axis: the note goes left.
+            ax.text(0.02 if magnitudes else 0.98, 0.92, f"std {summary[stat['std']]:.2g}\n"
+                    f"zero {zero:.0%}\nnear-zero {summary[stat['nearzero_frac']]:.0%}",
+                    transform=ax.transAxes, ha="left" if magnitudes else "right", va="top",
+                    fontsize=7, family="monospace",
                     bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1))
             # Headroom so the note rarely covers a peak.
             ax.set_ylim(0, max(float(heights.max(initial=0.0)), 1e-12) * 1.5)
@@ -174,8 +179,8 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
         bottom = axes[-1, q]
         if magnitudes:
             bottom.set_xscale("log")
-            bottom.set_xlabel(f"|x|, log axis (shaded: <= {records.NEARZERO_TAU:g} RMS, the "
-                              "spike at 0; zeros counted apart)", fontsize=7)
+            bottom.set_xlabel(f"|x|, log axis; dark: <= {records.NEARZERO_TAU:g} RMS",
+                              fontsize=8)
         else:
             bottom.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
             bottom.set_xlabel("linear", fontsize=8)
@@ -187,9 +192,10 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
     seed_text = f", seed {seed}" if seed is not None else ""
     fig.suptitle(f"layer {layer + 1}, epoch {first.epoch}{seed_text}: every scheme, x shared "
                  "down each column; height = fraction of entries per unit of the drawn axis "
-                 f"(area = fraction); near-zero: |x| <= {records.NEARZERO_TAU:g} x its RMS",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.3, w_pad=0.8)
+                 "(area = fraction)\nnotes: the shares exactly 0 (in no bin of a log axis) "
+                 f"and near 0, |x| <= {records.NEARZERO_TAU:g} x RMS (dark: what a linear "
+                 "histogram's spike at 0 holds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96), h_pad=0.3, w_pad=0.8)
     return fig
 
 
