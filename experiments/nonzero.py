@@ -19,6 +19,10 @@ and only the exact fraction is shown). Writes to --out_dir (default <run_dir>/no
 - nonzero_summary.csv: per measure, scheme and layer, the fraction at the first and last
   epoch (seed means) and its mean over training with the 95% interval over seeds (each
   seed's own mean over its epochs);
+- nonzero_tau.csv: what records.NEARZERO_TAU is set from, over every record of the runs
+  (each layer's weight gradient at a recorded epoch's last step): the half-width of the
+  50-bin histogram's bin that holds 0, (max - min) / 100, in units of the gradient's RMS,
+  its median, 10th and 90th percentile, and tau;
 - nonzero_claim.png: ``tfnorm.plots.nonzero_figure`` (compare's nonzero.png): per layer
   both fractions against epoch, a curve per scheme (mean with its shaded 95% interval);
   right, the means over training against layer.
@@ -36,7 +40,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import cli, study
-from tfnorm import io, plots, stats
+from tfnorm import io, plots, records, stats
 from tfnorm.schemes import SCHEMES
 
 FLAGS = flags.FLAGS
@@ -159,6 +163,44 @@ def table_rows(curves):
     return rows, summary
 
 
+def central_bin_halfwidths(runs):
+    """Over every readable record of ``runs`` and every layer: the half-width of the bin
+    of the weight gradient's histogram that holds 0, (max - min) / (2 bins), over the
+    gradient's RMS (from the record's mean and std). Returns (half-widths, unreadable
+    records)."""
+    halfwidths, unreadable = [], 0
+    mean, std = (records.SUMMARY_STATS.index(name) for name in ("mean", "std"))
+    gradient = records.QUANTITIES.index("weight_gradient")
+    for seeds in runs.values():
+        for path in seeds.values():
+            run_dir = os.path.dirname(path)
+            for epoch in records.record_epochs(run_dir):
+                try:
+                    record = records.load_record(records.record_path(run_dir, epoch))
+                except records.RunDirError:
+                    unreadable += 1
+                    continue
+                summaries = record.summaries[:, gradient]
+                rms = np.hypot(summaries[:, mean], summaries[:, std])
+                low, high = record.ranges[:, gradient, 0], record.ranges[:, gradient, 1]
+                bins = record.counts.shape[-1]
+                halfwidths += list(((high - low) / (2 * bins) / rms)[rms > 0])
+    return np.array(halfwidths), unreadable
+
+
+def tau_rows(runs):
+    halfwidths, unreadable = central_bin_halfwidths(runs)
+    if unreadable:
+        logging.warning("%d records unreadable (runs of an older tfnorm?): left out of "
+                        "nonzero_tau.csv", unreadable)
+    if not halfwidths.size:
+        return []
+    return [dict(quantity="weight_gradient", layer_records=int(halfwidths.size),
+                 median=float(np.median(halfwidths)),
+                 p10=float(np.percentile(halfwidths, 10)),
+                 p90=float(np.percentile(halfwidths, 90)), tau=records.NEARZERO_TAU)]
+
+
 def plot(curves, out_dir):
     return study.save_figure(plots.nonzero_figure(curves), out_dir, "nonzero_claim.png")
 
@@ -187,6 +229,9 @@ def main(argv):
     rows, summary = table_rows(curves)
     io.write_csv(os.path.join(out_dir, "nonzero.csv"), rows)
     io.write_csv(os.path.join(out_dir, "nonzero_summary.csv"), summary)
+    tau = tau_rows(runs)
+    if tau:
+        io.write_csv(os.path.join(out_dir, "nonzero_tau.csv"), tau)
     path = plot(curves, out_dir)
     logging.info("wrote %s", path)
 

@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 
 from experiments import cli, nonzero, saturation, shattered, shattered_verdicts, study
-from tfnorm import stats
+from tfnorm import records, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,6 +233,17 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
         _write_metrics(run_dir / "batch" / f"seed_{seed}" / "metrics.csv",
                        [dict(epoch=e, nonzero_grad_frac_1=1.0, nonzero_grad_frac_2=1.0)
                         for e in (1, 2, 3)])
+    # One record: layer 1's weight gradient over [-1, 1] with RMS 0.5, layer 2's over
+    # [-0.5, 1.5] with RMS 1: the bins holding 0 are 0.04 and 0.02 RMS wide a side.
+    summaries = np.zeros((2, 4, len(records.SUMMARY_STATS)))
+    summaries[:, 0, records.SUMMARY_STATS.index("std")] = (0.5, 1.0)
+    ranges = np.zeros((2, 4, 2))
+    ranges[:, 0] = ((-1.0, 1.0), (-0.5, 1.5))
+    counts = np.ones((2, 4, 50), np.int64)
+    records.save_record(str(run_dir / "none" / "seed_0"), 1, 1, "none", dict(
+        counts=counts, ranges=ranges, summaries=summaries,
+        layer_stats=np.zeros((2, len(records.LAYER_STATS))), magnitude_counts=counts,
+        magnitude_ranges=ranges))
     out = tmp_path / "out"
     flag_values = flags.FlagValues()
     nonzero.define_flags(flag_values)
@@ -272,6 +283,9 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     assert float(none_1["mean_over_training_low"]) == pytest.approx(0.118 - half, abs=1e-9)
     assert float(none_1["mean_over_training_high"]) == pytest.approx(0.118 + half, abs=1e-9)
     assert_png(out / "nonzero_claim.png")
+    (tau,) = read_csv(out / "nonzero_tau.csv")
+    assert int(tau["layer_records"]) == 2 and float(tau["median"]) == pytest.approx(0.03)
+    assert float(tau["tau"]) == records.NEARZERO_TAU
 
 
 # The wrapper runs a script as ``python -m`` would and prints, at exit, whether

@@ -55,10 +55,11 @@ DEFAULT_BINS = 50  # the article's histograms
 # "Near zero": |x| <= NEARZERO_TAU * RMS(x), RMS(x) = sqrt(mean(x^2)) over the layer's
 # entries. What the article's 50-bin histogram over [min, max] shows as a spike at 0 is
 # its bin holding 0, (max - min) / 50 wide: entries within about (max - min) / 100 of 0.
-# Over the 1215 records of `make demo`'s runs before this measure existed (9 schemes x 5
-# seeds x epochs 1, 5, 10 x 6 layers), that half-width is 0.116 RMS of the weight
-# gradient (median; 10th-90th percentile 0.058-0.176). 0.1 is the round number there,
-# fixed from the histograms' geometry before any fraction or verdict was computed on it.
+# Over the 810 layers' weight gradients recorded by `make demo`'s runs before this
+# measure existed (9 schemes x 5 seeds x epochs 1, 5, 10 x 6 layers), that half-width is
+# 0.116 RMS (median; 10th-90th percentile 0.058-0.176; experiments.nonzero's
+# nonzero_tau.csv). 0.1 is the round number there, fixed from the histograms' geometry
+# before any fraction or verdict was computed on it.
 NEARZERO_TAU = 0.1
 # The magnitude histograms span at most this many decades below a quantity's largest
 # |entry|; smaller non-zero entries are counted in the first bin.
