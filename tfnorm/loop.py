@@ -34,8 +34,8 @@ EpochResult.__doc__ = """One epoch of training: mean batch loss and accuracy, pe
 statistics averaged over the steps ([L, len(LAYER_STATS)], layer 1's passed-gradient norm
 from the recording step, the only one that computes it), the recording step's outputs
 (counts, ranges, summaries, layer_stats, magnitude_counts, magnitude_ranges; None without
-recording), the step rows (each
-step's loss and accuracy), and the seconds the steps took."""
+recording), the step rows (each step's loss and accuracy), and the seconds the steps
+took."""
 
 
 class NonFinite(Exception):
