@@ -110,6 +110,32 @@ def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
     assert 0 < min(near_zero_fractions) and max(near_zero_fractions) < 1
 
 
+@pytest.mark.parametrize("values", [
+    [0.0, 3e-3, -2.0, 5e-2, 0.0, 7e-5, -7e-5],   # zeros in with the rest
+    [0.0, 1e-3, -1e-3, 0.0],                      # one magnitude: half a decade each side
+    [0.0, 0.0, 0.0],                              # all zero: no counts
+    list(np.logspace(-20, 0, 41)) + [0.0] * 3,   # past the 12 decades: the first bin
+])
+def test_magnitude_histogram_counts_the_non_zero_entries_by_decade(values):
+    """Against numpy's histogram of log10 |x| over the non-zero entries. (Checked failing
+    with the zeros left in the last bin.)"""
+    bins = 7  # odd: a value in the middle of the range is not on a bin's edge
+    counts, edges = (t.numpy() for t in training.magnitude_histogram(
+        tf.constant(values, tf.float64), bins))
+    x = np.abs(np.array(values))
+    if not x.any():
+        np.testing.assert_array_equal(counts, 0)
+        return
+    logs = np.log10(x[x > 0])
+    high = logs.max()
+    low = max(logs.min(), high - training.MAGNITUDE_DECADES)
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    np.testing.assert_allclose(edges, [low, high], rtol=1e-12)
+    expected, _ = np.histogram(np.clip(logs, low, high), bins, (low, high))
+    np.testing.assert_array_equal(counts, expected)
+
+
 def test_with_plain_sgd_the_update_frequency_is_the_gradients_share_above_tau():
     """The update -lr g is the gradient scaled: its share above tau x its RMS is the
     gradient's, 1 - the near-zero fraction (float64: no entry rounds across). (Checked

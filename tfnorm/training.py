@@ -51,15 +51,25 @@ def magnitude_histogram(x, bins, decades=MAGNITUDE_DECADES):
     at most ``decades`` below the largest (smaller entries are counted in the first bin).
     All zero: no counts, range [0, 1]."""
     x = tf.abs(tf.reshape(tf.cast(x, tf.float64), [-1]))
-    logs = tf.math.log(tf.boolean_mask(x, x > 0)) / _LN10
-    some = tf.size(logs) > 0
-    high = tf.where(some, tf.reduce_max(logs), 1.0)
-    low = tf.where(some, tf.maximum(tf.reduce_min(logs), high - decades), 0.0)
+    largest = tf.reduce_max(x)
+    some, nonzero = largest > 0, x > 0
+    # Static shapes (a boolean mask made the recording step's tracing 1.5x slower): the
+    # zeros stand in as the largest entry for the range, above it for the counts (the
+    # last bin), and are taken out of the last bin.
+    logs = tf.math.log(tf.where(nonzero, x, tf.where(some, largest, 1.0))) / _LN10
+    high = tf.reduce_max(logs)
+    low = tf.maximum(tf.reduce_min(logs), high - decades)
     # Entries of one magnitude still get a range, half a decade each side.
     pad = tf.where(high > low, tf.zeros([], tf.float64), tf.constant(0.5, tf.float64))
     low, high = low - pad, high + pad
-    counts = tf.histogram_fixed_width(logs, tf.stack([low, high]), nbins=bins, dtype=tf.int64)
-    return counts, tf.stack([low, high])
+    counts = tf.histogram_fixed_width(tf.where(nonzero, logs, high + 1.0),
+                                      tf.stack([low, high]), nbins=bins, dtype=tf.int64)
+    zeros = tf.size(x, out_type=tf.int64) - tf.math.count_nonzero(x, dtype=tf.int64)
+    counts -= tf.one_hot(bins - 1, bins, on_value=zeros, off_value=tf.zeros([], tf.int64),
+                         dtype=tf.int64)
+    # All zero: no counts, range [0, 1].
+    return (tf.where(some, counts, tf.zeros_like(counts)),
+            tf.where(some, tf.stack([low, high]), tf.constant([0.0, 1.0], tf.float64)))
 
 
 def summary(x):
