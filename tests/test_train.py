@@ -179,7 +179,8 @@ def test_epoch_means_of_near_zero_and_update_frequency_replay_from_the_checkpoin
 
 def test_config_json_counts_the_checkpointed_parameters(digits_run):
     """The parameter count config.json gives is the number of trainable entries the
-    checkpoint holds (numpy on its tensors)."""
+    checkpoint holds (numpy on its tensors). (Checked failing with the running statistics
+    counted too.)"""
     import tensorflow as tf
     config, _ = digits_run
     reader = tf.train.load_checkpoint(os.path.join(config["out_dir"], "checkpoints", "ckpt-2"))
