@@ -158,10 +158,10 @@ def test_parameter_counts_are_the_articles_kernels_plus_what_the_scheme_learns(s
     extra = {"boxcox": [1] * 5 + [0],
              "weight": [2 * c for c in OUT_CHANNELS],
              "meanonly": [2 * c for c in OUT_CHANNELS]}.get(scheme, [0] * 6)
-    counts = tfnorm.article_network(scheme).parameter_counts
+    counts = tfnorm.article_network(scheme).parameter_counts()
     assert counts == [k + e for k, e in zip(ARTICLE_KERNELS, extra)]
     if scheme in ("batch", "layer", "instance", "group"):
-        affine = tfnorm.article_network(scheme, affine=True).parameter_counts
+        affine = tfnorm.article_network(scheme, affine=True).parameter_counts()
         assert affine == [k + 2 * 16 for k in ARTICLE_KERNELS[:5]] + [ARTICLE_KERNELS[5]]
 
 

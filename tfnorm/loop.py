@@ -56,8 +56,8 @@ def train_batches(dataset, batch_size, epoch, seed, shuffle=True, dtype=tf.uint8
 
 
 def effective_weights(network):
-    """Each layer's effective weights now, as numpy (``Network.effective_weights``)."""
-    return [w.numpy() for w in network.effective_weights()]
+    """Each layer's effective weights now, as numpy (``WeightLayer.effective_weights``)."""
+    return [block.layer.effective_weights().numpy() for block in network.blocks]
 
 
 def weight_movement(before, after):

@@ -67,9 +67,8 @@ class WeightLayer:
 
     def effective_weights(self):
         """The kernel the layer applies: its weights, or g v/||v|| under weight norm."""
-        if self.weight_norm:
-            return norms.weight_norm_forward(self.v, self.g, self.norm_axes)[0]
-        return self.kernel
+        return (norms.weight_norm_forward(self.v, self.g, self.norm_axes)[0]
+                if self.weight_norm else self.kernel)
 
     def _apply(self, x, kernel, bias):
         if self.kind == "conv":
@@ -204,16 +203,9 @@ class Network:
         """Per block, the variable shown as its weights."""
         return [b.layer.weights for b in self.blocks]
 
-    def effective_weights(self):
-        """Per block, the kernel its layer applies (``WeightLayer.effective_weights``)."""
-        return [b.layer.effective_weights() for b in self.blocks]
-
-    @property
     def parameter_counts(self):
-        """Per block, how many trainable numbers it holds (its layer's kernel or v and g,
-        bias, and its normalization's parameters: Box-Cox's lambda, gamma and beta)."""
-        return [sum(int(v.shape.num_elements()) for v in b.trainable_variables)
-                for b in self.blocks]
+        """Per block, its trainable numbers (the layer's and the normalization's)."""
+        return [sum(v.shape.num_elements() for v in b.trainable_variables) for b in self.blocks]
 
     @property
     def weight_indices(self):

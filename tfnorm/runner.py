@@ -281,7 +281,7 @@ def _run_locked(config, strategy, placement, builds):
     else:
         completed = 0
         records.write_config(out_dir, dict(config, **(placement or {})), versions(),
-                             parameters=network.parameter_counts)
+                             parameters=network.parameter_counts())
         if any(block.layer.weight_norm for block in network.blocks):
             first_images, _ = next(iter(epoch_batches(1)))
             network.initialize_from_batch(
