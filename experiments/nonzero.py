@@ -1,22 +1,31 @@
 """The article's central claim in one figure: normalization raises the fraction of
-non-zero entries of each layer's weight gradient, per layer and scheme, across training.
+non-zero entries of each layer's weight gradient, per layer and scheme, across training;
+beside it the fraction of near-zero entries (within records.NEARZERO_TAU x the gradient's
+RMS of 0: a histogram's spike at 0), which still separates schemes where the exact
+fraction sits at its ceiling 1.
 
     python -m experiments.nonzero --run_dir=runs/compare
 
 Reads a compare output directory (experiments.compare): <run_dir>/<scheme>/seed_<k>/
-metrics.csv (seed<k>/ is read too), each with the columns epoch and
+metrics.csv (seed<k>/ is read too), each with the columns epoch,
 nonzero_grad_frac_1..L (the epoch's mean, over its training steps, of the fraction
-of exactly non-zero entries of layer i's weight gradient). Writes to --out_dir
-(default <run_dir>/nonzero):
+of exactly non-zero entries of layer i's weight gradient) and nearzero_grad_frac_1..L
+(the same of the near-zero fraction; a run of an older tfnorm has none: one warning,
+and only the exact fraction is shown). Writes to --out_dir (default <run_dir>/nonzero):
 
-- nonzero.csv: scheme, layer, epoch, seeds, mean, low, high (the 95% Student t interval
-  over seeds, ``tfnorm.stats.interval``; -inf/inf for one seed), min, max;
-- nonzero_summary.csv: per scheme and layer, the fraction at the first and last epoch
-  (seed means) and its mean over training with the 95% interval over seeds (each seed's
-  own mean over its epochs);
-- nonzero_claim.png: left, one panel per layer, the fraction against epoch, a curve
-  per scheme (mean with its shaded 95% interval, ``tfnorm.plots.band``); right, the
-  mean over training against layer with its interval, a line per scheme.
+- nonzero.csv: measure (nonzero, nearzero), scheme, layer, epoch, seeds, mean, low, high
+  (the 95% Student t interval over seeds, ``tfnorm.stats.interval``; -inf/inf for one
+  seed), min, max;
+- nonzero_summary.csv: per measure, scheme and layer, the fraction at the first and last
+  epoch (seed means) and its mean over training with the 95% interval over seeds (each
+  seed's own mean over its epochs);
+- nonzero_tau.csv: what records.NEARZERO_TAU is set from, over every record of the runs
+  (each layer's weight gradient at a recorded epoch's last step): the half-width of the
+  50-bin histogram's bin that holds 0, (max - min) / 100, in units of the gradient's RMS,
+  its median, 10th and 90th percentile, and tau;
+- nonzero_claim.png: ``tfnorm.plots.nonzero_figure`` (compare's nonzero.png): per layer
+  both fractions against epoch, a curve per scheme (mean with its shaded 95% interval);
+  right, the means over training against layer.
 
 Paired differences between schemes and their verdicts are compare's summary and
 ``experiments.claims``; this script draws the claim's figure and tables.
@@ -25,17 +34,18 @@ Paired differences between schemes and their verdicts are compare's summary and
 import glob
 import os
 import re
+import warnings
 
 import numpy as np
 from absl import flags, logging
 
 from experiments import cli, study
-from tfnorm import io, plots, stats
+from tfnorm import io, plots, records, stats
 from tfnorm.schemes import SCHEMES
-import matplotlib.pyplot as plt  # noqa: E402 (after tfnorm.plots chose the Agg backend)
 
 FLAGS = flags.FLAGS
 COLUMN = re.compile(r"^nonzero_grad_frac_(\d+)$")
+MEASURES = {"nonzero": "nonzero_grad_frac", "nearzero": "nearzero_grad_frac"}
 SEED_DIR = re.compile(r"^seed_?(\d+)$")
 
 
@@ -76,7 +86,8 @@ def find_runs(run_dir, schemes=None):
 
 
 def read_run(path):
-    """(epochs (E,), nonzero fractions (L, E)) from one metrics.csv."""
+    """(epochs (E,), {measure: fractions (L, E)}) from one metrics.csv; the near-zero
+    fractions are NaN in a run of an older tfnorm, which did not record them."""
     rows = io.read_csv(path)
     require(rows, f"{path}: no epochs recorded yet")
     layers = sorted(int(m.group(1)) for m in map(COLUMN.match, rows[0]) if m)
@@ -84,102 +95,114 @@ def read_run(path):
                   f"{path}: expected the columns epoch and nonzero_grad_frac_1..L")
     try:
         epochs = np.array([int(r["epoch"]) for r in rows])
-        values = np.array([[float(r[f"nonzero_grad_frac_{layer}"]) for r in rows]
-                           for layer in layers])
+        values = {measure: np.array([[float(r.get(f"{column}_{layer}", "nan")) for r in rows]
+                                     for layer in layers])
+                  for measure, column in MEASURES.items()}
     except ValueError as error:
         raise cli.ConfigError(f"{path}: unreadable value ({error})") from None
     return epochs, values
 
 
 def collect(runs):
-    """Per scheme: epochs (E,) and fractions (seeds, L, E), NaN where a seed stopped early."""
-    curves = {}
+    """Per scheme: epochs (E,) and per measure the fractions (seeds, L, E), NaN where a
+    seed stopped early."""
+    curves, older = {}, []
     for scheme, seeds in runs.items():
         per_seed = [read_run(path) for _, path in sorted(seeds.items())]
+        older += [path for (_, path), (_, values) in zip(sorted(seeds.items()), per_seed)
+                  if np.isnan(values["nearzero"]).all()]
         epochs = np.array(sorted({int(e) for seed_epochs, _ in per_seed for e in seed_epochs}))
-        num_layers = max(values.shape[0] for _, values in per_seed)
-        stacked = np.full((len(per_seed), num_layers, epochs.size), np.nan)
-        for i, (seed_epochs, values) in enumerate(per_seed):
-            columns = np.searchsorted(epochs, seed_epochs)
-            stacked[i, :values.shape[0], :][:, columns] = values
-        curves[scheme] = dict(epochs=epochs, nonzero=stacked, seeds=sorted(seeds))
+        num_layers = max(values["nonzero"].shape[0] for _, values in per_seed)
+        curve = dict(epochs=epochs, seeds=sorted(seeds))
+        for measure in MEASURES:
+            stacked = np.full((len(per_seed), num_layers, epochs.size), np.nan)
+            for i, (seed_epochs, values) in enumerate(per_seed):
+                columns = np.searchsorted(epochs, seed_epochs)
+                stacked[i, :values[measure].shape[0], :][:, columns] = values[measure]
+            curve[measure] = stacked
+        curves[scheme] = curve
+    if older:
+        logging.warning("%d of %d runs have no %s columns (runs of an older tfnorm, e.g. %s): "
+                        "only their exact non-zero fraction is shown", len(older),
+                        sum(map(len, runs.values())), MEASURES["nearzero"], older[0])
     return curves
 
 
 def table_rows(curves):
     rows, summary = [], []
-    for scheme, curve in curves.items():
-        nonzero = curve["nonzero"]
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(nonzero, axis=0)
-        for layer in range(nonzero.shape[1]):
-            for e, epoch in enumerate(curve["epochs"]):
-                values = nonzero[:, layer, e]
-                present = values[~np.isnan(values)]
-                if present.size == 0:
-                    continue
-                band = stats.interval(present)
-                rows.append(dict(scheme=scheme, layer=layer + 1, epoch=int(epoch),
-                                 seeds=int(present.size), mean=band.mean, low=band.low,
-                                 high=band.high, min=float(present.min()),
-                                 max=float(present.max())))
-            layer_mean = mean[layer][~np.isnan(mean[layer])]
-            if layer_mean.size:
-                with np.errstate(all="ignore"):
-                    per_seed = np.nanmean(nonzero[:, layer, :], axis=1)
-                over_training = stats.interval(per_seed)
-                summary.append(dict(scheme=scheme, layer=layer + 1,
-                                    seeds=len(curve["seeds"]), epochs=int(layer_mean.size),
-                                    first_epoch=float(layer_mean[0]),
-                                    last_epoch=float(layer_mean[-1]),
-                                    mean_over_training=over_training.mean,
-                                    mean_over_training_low=over_training.low,
-                                    mean_over_training_high=over_training.high))
+    for measure in MEASURES:
+        for scheme, curve in curves.items():
+            fractions = curve[measure]
+            with warnings.catch_warnings():  # all NaN: a measure the run did not record
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(fractions, axis=0)
+            for layer in range(fractions.shape[1]):
+                for e, epoch in enumerate(curve["epochs"]):
+                    values = fractions[:, layer, e]
+                    present = values[~np.isnan(values)]
+                    if present.size == 0:
+                        continue
+                    band = stats.interval(present)
+                    rows.append(dict(measure=measure, scheme=scheme, layer=layer + 1,
+                                     epoch=int(epoch), seeds=int(present.size),
+                                     mean=band.mean, low=band.low, high=band.high,
+                                     min=float(present.min()), max=float(present.max())))
+                layer_mean = mean[layer][~np.isnan(mean[layer])]
+                if layer_mean.size:
+                    with np.errstate(all="ignore"):
+                        per_seed = np.nanmean(fractions[:, layer, :], axis=1)
+                    over_training = stats.interval(per_seed)
+                    summary.append(dict(measure=measure, scheme=scheme, layer=layer + 1,
+                                        seeds=len(curve["seeds"]),
+                                        epochs=int(layer_mean.size),
+                                        first_epoch=float(layer_mean[0]),
+                                        last_epoch=float(layer_mean[-1]),
+                                        mean_over_training=over_training.mean,
+                                        mean_over_training_low=over_training.low,
+                                        mean_over_training_high=over_training.high))
     return rows, summary
 
 
+def central_bin_halfwidths(runs):
+    """Over every readable record of ``runs`` and every layer: the half-width of the bin
+    of the weight gradient's histogram that holds 0, (max - min) / (2 bins), over the
+    gradient's RMS (from the record's mean and std). Returns (half-widths, unreadable
+    records)."""
+    halfwidths, unreadable = [], 0
+    mean, std = (records.SUMMARY_STATS.index(name) for name in ("mean", "std"))
+    gradient = records.QUANTITIES.index("weight_gradient")
+    for seeds in runs.values():
+        for path in seeds.values():
+            run_dir = os.path.dirname(path)
+            for epoch in records.record_epochs(run_dir):
+                try:
+                    record = records.load_record(records.record_path(run_dir, epoch))
+                except records.RunDirError:
+                    unreadable += 1
+                    continue
+                summaries = record.summaries[:, gradient]
+                rms = np.hypot(summaries[:, mean], summaries[:, std])
+                low, high = record.ranges[:, gradient, 0], record.ranges[:, gradient, 1]
+                bins = record.counts.shape[-1]
+                halfwidths += list(((high - low) / (2 * bins) / rms)[rms > 0])
+    return np.array(halfwidths), unreadable
+
+
+def tau_rows(runs):
+    halfwidths, unreadable = central_bin_halfwidths(runs)
+    if unreadable:
+        logging.warning("%d records unreadable (runs of an older tfnorm?): left out of "
+                        "nonzero_tau.csv", unreadable)
+    if not halfwidths.size:
+        return []
+    return [dict(quantity="weight_gradient", layer_records=int(halfwidths.size),
+                 median=float(np.median(halfwidths)),
+                 p10=float(np.percentile(halfwidths, 10)),
+                 p90=float(np.percentile(halfwidths, 90)), tau=records.NEARZERO_TAU)]
+
+
 def plot(curves, out_dir):
-    schemes = list(curves)
-    num_layers = max(c["nonzero"].shape[1] for c in curves.values())
-    colors = plots.scheme_colors(schemes)
-    # Layers in a grid of up to 3 columns, the summary panel to the right of it, full height.
-    cols = min(3, num_layers)
-    rows = -(-num_layers // cols)
-    fig = plt.figure(figsize=(3.0 * (cols + 1) + 0.5, 2.6 * rows + 0.6))
-    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [1.3])
-    axes = [fig.add_subplot(grid[layer // cols, layer % cols]) for layer in range(num_layers)]
-    axes.append(fig.add_subplot(grid[:, cols]))
-    for layer in range(num_layers):
-        ax = axes[layer]
-        for scheme, curve in curves.items():
-            if layer >= curve["nonzero"].shape[1]:
-                continue
-            plots.band(ax, curve["epochs"], curve["nonzero"][:, layer],
-                       scheme if layer == 0 else None, colors[scheme], lw=1.2)
-        ax.set_title(f"layer {layer + 1}", fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for row in range(rows):
-        axes[row * cols].set_ylabel("non-zero fraction", fontsize=8)
-    ax = axes[-1]
-    for scheme, curve in curves.items():
-        # Seeds x layers: each seed's mean over its epochs (the summary's intervals).
-        with np.errstate(all="ignore"):
-            per_seed = np.nanmean(curve["nonzero"], axis=2)
-        plots.band(ax, np.arange(1, per_seed.shape[1] + 1), per_seed, scheme,
-                   colors[scheme], marker="o", ms=3)
-    ax.set_title("mean over training, per layer", fontsize=9)
-    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
-    ax.set_xlabel("layer", fontsize=8)
-    ax.set_xticks(range(1, num_layers + 1))
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    seeds = sorted({len(c["seeds"]) for c in curves.values()})
-    fig.suptitle("Non-zero entries of each layer's gradient w.r.t. its weights, per scheme "
-                 f"(epoch means; {'/'.join(map(str, seeds))} seed(s), 95% t interval)", fontsize=9)
-    return study.save_figure(fig, out_dir, "nonzero_claim.png")
+    return study.save_figure(plots.nonzero_figure(curves), out_dir, "nonzero_claim.png")
 
 
 def check():
@@ -206,6 +229,9 @@ def main(argv):
     rows, summary = table_rows(curves)
     io.write_csv(os.path.join(out_dir, "nonzero.csv"), rows)
     io.write_csv(os.path.join(out_dir, "nonzero_summary.csv"), summary)
+    tau = tau_rows(runs)
+    if tau:
+        io.write_csv(os.path.join(out_dir, "nonzero_tau.csv"), tau)
     path = plot(curves, out_dir)
     logging.info("wrote %s", path)
 

@@ -11,7 +11,14 @@ Measurements per run (one row per scheme and seed):
   nonzero_<i>                non-zero fraction of layer i's weight gradient, the mean over
                              the epochs of each epoch's mean over its steps (the article's
                              "number of non-zero gradients")
-A diverged run's accuracies are undefined (left out of the intervals, and counted).
+  nearzero_<i>               the same mean of the fraction of its entries within
+                             records.NEARZERO_TAU x its RMS of 0 (what a histogram's spike
+                             at 0 holds)
+  update_freq_<i>            the same mean of the fraction of layer i's weights whose step
+                             is above NEARZERO_TAU x the step's RMS
+  movement_<i>               the mean over the epochs of ||W_e - W_(e-1)|| / ||W_(e-1)||
+  parameters                 the network's trainable numbers (config.json)
+A diverged run's measurements are undefined (left out of the intervals, and counted).
 """
 
 import math
@@ -30,14 +37,19 @@ SUMMARY_MD = "summary.md"
 THRESHOLDS = (0.90, 0.95)
 ACCURACY_METRICS = ("final_test_acc", "best_test_acc", "final_train_acc", "epoch_to_90",
                     "epoch_to_95")
+# Per layer: runs.csv's name -> the metrics.csv column whose mean over the epochs it is.
+LAYER_MEANS = {"nonzero": records.LAYER_STATS[0], "nearzero": "nearzero_grad_frac",
+               "update_freq": "update_freq", "movement": "weight_movement"}
 # The claims checked against the baseline: higher accuracy, sooner to a threshold, more
-# non-zero gradient entries.
+# non-zero gradient entries (so fewer near zero), more frequent updates, more movement.
 DIRECTIONS = {"epoch_to_90": -1, "epoch_to_95": -1}
+NEAR_ZERO_DIRECTION = -1
 # The article's stored STL-10 numbers (one run each): train accuracy at his epoch 199
 # (our 200) and test accuracy there.
 ARTICLE_STL10 = {"none": (0.565, 0.412), "batch": (0.999, 0.419), "layer": (0.981, 0.343),
                  "instance": (0.994, 0.124), "boxcox": (0.743, 0.459)}
 NONZERO = records.LAYER_STATS[0]
+NEARZERO = LAYER_MEANS["nearzero"]
 
 
 def first_epoch_reaching(train_acc, threshold):
@@ -63,9 +75,13 @@ def run_row(config):
         row[f"epoch_to_{round(threshold * 100)}"] = (
             reached if complete or not math.isnan(reached) else math.nan)
     num_layers = records.num_layers_of(rows[0]) if rows else 0
-    for layer in range(1, num_layers + 1):
-        row[f"nonzero_{layer}"] = (float(np.mean([r[f"{NONZERO}_{layer}"] for r in rows]))
-                                   if complete else math.nan)
+    for name, column in LAYER_MEANS.items():
+        for layer in range(1, num_layers + 1):
+            # NaN for a column an older tfnorm did not write.
+            row[f"{name}_{layer}"] = (float(np.mean([r.get(f"{column}_{layer}", math.nan)
+                                                     for r in rows]))
+                                      if complete else math.nan)
+    row["parameters"] = records.read_parameter_count(config["out_dir"]) or math.nan
     return row
 
 
@@ -85,13 +101,15 @@ def _curve(runs):
     curve = {"epochs": np.arange(1, epochs + 1),
              "train_acc": np.full((len(runs), epochs), np.nan),
              "test_acc": np.full((len(runs), epochs), np.nan),
-             "nonzero": np.full((len(runs), layers, epochs), np.nan)}
+             "nonzero": np.full((len(runs), layers, epochs), np.nan),
+             "nearzero": np.full((len(runs), layers, epochs), np.nan)}
     for seed, (_, rows) in enumerate(runs):
         for e, row in enumerate(rows):
             curve["train_acc"][seed, e] = row["train_acc"]
             curve["test_acc"][seed, e] = row["test_acc"]
             for layer in range(records.num_layers_of(row)):
                 curve["nonzero"][seed, layer, e] = row[f"{NONZERO}_{layer + 1}"]
+                curve["nearzero"][seed, layer, e] = row.get(f"{NEARZERO}_{layer + 1}", np.nan)
     return curve
 
 
@@ -99,8 +117,12 @@ def summarize(rows, baseline, epochs):
     """stats.summarize over the runs' rows: accuracies, times to threshold and non-zero
     fractions, each scheme paired by seed against ``baseline`` (None: no pairing)."""
     layers = sorted(int(k.split("_")[1]) for k in rows[0] if k.startswith("nonzero_"))
-    metrics = ACCURACY_METRICS + tuple(f"nonzero_{layer}" for layer in layers)
-    return stats.summarize(rows, metrics, baseline=baseline, directions=DIRECTIONS,
+    per_layer = tuple(f"{name}_{layer}" for name in LAYER_MEANS for layer in layers
+                      if f"{name}_{layer}" in rows[0])
+    directions = dict(DIRECTIONS, **{f"nearzero_{layer}": NEAR_ZERO_DIRECTION
+                                     for layer in layers})
+    return stats.summarize(rows, ACCURACY_METRICS + per_layer, baseline=baseline,
+                           directions=directions,
                            censored_at={f"epoch_to_{round(t * 100)}": epochs + 1
                                         for t in THRESHOLDS})
 
@@ -111,6 +133,13 @@ def _split(summary, keep):
     return stats.Summary(metrics, {s: {m: v[m] for m in metrics}
                                    for s, v in summary.per_scheme.items()},
                          [c for c in summary.comparisons if keep(c.metric)])
+
+
+def _parameters(rows, scheme):
+    """The scheme's parameter count, or "-" if its runs do not say."""
+    counts = {row["parameters"] for row in rows if row["scheme"] == scheme
+              and not math.isnan(row["parameters"])}
+    return ", ".join(str(int(c)) for c in sorted(counts)) or "-"
 
 
 def markdown(summary, rows, base, seeds, baseline):
@@ -129,7 +158,12 @@ def markdown(summary, rows, base, seeds, baseline):
              "accuracy reaches 90%/95%; a seed that never does counts as "
              f"{base['epochs'] + 1} and is marked 'never' (the mean is then a lower "
              "bound). nonzero_i: the fraction of non-zero entries of layer i's weight "
-             "gradient, averaged over training.", "", *_data_notes(base),
+             "gradient, averaged over training; nearzero_i: the fraction of its entries "
+             f"with |g| <= {records.NEARZERO_TAU:g} x its RMS (exact zeros included), the "
+             "same average; update_freq_i: the fraction of layer i's weights whose update "
+             f"at a step is above {records.NEARZERO_TAU:g} x the update's RMS, the same "
+             "average; movement_i: ||W_e - W_(e-1)|| / ||W_(e-1)|| of layer i's effective "
+             "weights, averaged over the epochs.", "", *_data_notes(base),
              f"Verdicts: each claim (scheme better than {baseline}) is decided on the 95% "
              "interval of the paired difference, seed by seed: *supported* if it excludes "
              "0 on the claimed side, *contradicted* if it excludes 0 on the other side, "
@@ -138,7 +172,15 @@ def markdown(summary, rows, base, seeds, baseline):
              "", "## Accuracy and speed", "",
              stats.markdown_table(_split(summary, lambda m: m in ACCURACY_METRICS)),
              "## Non-zero gradient entries per layer", "",
-             stats.markdown_table(_split(summary, lambda m: m.startswith("nonzero_")))]
+             stats.markdown_table(_split(summary, lambda m: m.startswith("nonzero_"))),
+             "## Near-zero gradient entries per layer", "",
+             stats.markdown_table(_split(summary, lambda m: m.startswith("nearzero_"))),
+             "## Weight updates per layer", "",
+             stats.markdown_table(_split(summary, lambda m: m.startswith(("update_freq_",
+                                                                          "movement_")))),
+             "## Trainable parameters", "", "| scheme | parameters |", "|---|---|"]
+    lines += [f"| {scheme} | {_parameters(rows, scheme)} |" for scheme in summary.per_scheme]
+    lines += [""]
     if states:
         lines += ["## Runs not complete", ""] + [f"- {s}: {'; '.join(v)}"
                                                  for s, v in states.items()] + [""]

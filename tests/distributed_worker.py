@@ -110,10 +110,23 @@ def compare_scheme(scheme, strategy, images, labels, affine, noise, depth):
             expected_stats[0, passed_column] = float("nan")
             nan_by_design[0, passed_column] = True
         note("layer_stats", actual["layer_stats"], expected_stats, nan_by_design)
+        # The fractions by name too: the near-zero fraction of the (summed) weight
+        # gradient and the update frequency are the one device's.
+        for name in ("nonzero_grad_frac", "nearzero_grad_frac", "update_freq"):
+            column = training.LAYER_STATS.index(name)
+            note(name, actual["layer_stats"][:, column], expected_stats[:, column])
         if step == "record_step":
             note("histogram_summaries", actual["summaries"], expected["summaries"])
             note("histogram_totals", tf.reduce_sum(actual["counts"], -1),
                  tf.reduce_sum(expected["counts"], -1))
+            # As for the histograms: their totals (here the non-zero entries), and the top
+            # of the range. Its bottom, the smallest non-zero entry of a gradient summed over
+            # replicas, is a cancellation's residue, whose relative error has no bound
+            # (3.6e-9 for instance norm).
+            note("magnitude_totals", tf.reduce_sum(actual["magnitude_counts"], -1),
+                 tf.reduce_sum(expected["magnitude_counts"], -1))
+            note("magnitude_tops", actual["magnitude_ranges"][..., 1],
+                 expected["magnitude_ranges"][..., 1])
 
     for name, mine, theirs in (("weights", network.trainable_variables,
                                 reference.trainable_variables),

@@ -64,6 +64,9 @@ def test_figures_summaries_and_progress_are_written(compared):
     assert len(progress) == 4 and "about" in progress[-1], stderr
     markdown = open(os.path.join(out_dir, "summary.md")).read()
     assert "| final_test_acc: batch > none |" in markdown
+    assert "| nearzero_3: batch < none |" in markdown
+    assert "| movement_2: batch > none |" in markdown
+    assert "| batch | 11088 |" in markdown
     assert "Student t" in markdown
 
 
@@ -79,8 +82,10 @@ def test_the_summary_agrees_with_each_runs_metrics_and_the_stats_module(compared
             assert float(row["final_test_acc"]) == metrics[-1]["test_acc"]
             assert float(row["best_test_acc"]) == max(m["test_acc"] for m in metrics)
             assert float(row["final_train_acc"]) == metrics[-1]["train_acc"]
-            assert float(row["nonzero_6"]) == pytest.approx(
-                np.mean([m["nonzero_grad_frac_6"] for m in metrics]))
+            for name, column in summary.LAYER_MEANS.items():
+                assert float(row[f"{name}_6"]) == pytest.approx(
+                    np.mean([m[f"{column}_6"] for m in metrics])), name
+            assert int(row["parameters"]) == 11088  # no scheme here learns more
             final[scheme, seed] = metrics[-1]["test_acc"]
     # The interval and the paired difference, computed here from the metrics by hand.
     cells = {(r["kind"], r["scheme"], r["metric"]): r

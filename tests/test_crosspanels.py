@@ -25,6 +25,7 @@ def synthetic_outputs(scheme, epoch, seed):
     rng = np.random.default_rng([seed, epoch, len(scheme)])
     counts = np.zeros((LAYERS, len(QUANTITIES), BINS), np.int64)
     ranges = np.zeros((LAYERS, len(QUANTITIES), 2))
+    magnitude_counts, magnitude_ranges = np.zeros_like(counts), np.zeros_like(ranges)
     summaries = np.zeros((LAYERS, len(QUANTITIES), len(SUMMARY_STATS)))
     for layer in range(LAYERS):
         for q, quantity in enumerate(QUANTITIES):
@@ -34,10 +35,17 @@ def synthetic_outputs(scheme, epoch, seed):
                 values[: ENTRIES // 2] = 0.0  # half the entries dead, as in the demo
             counts[layer, q], edges = np.histogram(values, BINS, (values.min(), values.max()))
             ranges[layer, q] = edges[0], edges[-1]
+            logs = np.log10(np.abs(values[values != 0]))
+            magnitude_counts[layer, q], edges = np.histogram(logs, BINS,
+                                                             (logs.min(), logs.max()))
+            magnitude_ranges[layer, q] = edges[0], edges[-1]
+            rms = np.sqrt(np.mean(values ** 2))
             summaries[layer, q] = (values.mean(), values.std(), values.min(), values.max(),
-                                   np.linalg.norm(values), np.mean(values != 0))
+                                   np.linalg.norm(values), np.mean(values != 0),
+                                   np.mean(np.abs(values) <= records.NEARZERO_TAU * rms))
     return dict(counts=counts, ranges=ranges, summaries=summaries,
-                layer_stats=np.ones((LAYERS, len(LAYER_STATS))))
+                layer_stats=np.ones((LAYERS, len(LAYER_STATS))),
+                magnitude_counts=magnitude_counts, magnitude_ranges=magnitude_ranges)
 
 
 def make_compare_dir(root, epochs_of=None, seeds=(0, 1)):
@@ -70,8 +78,10 @@ def test_runs_are_found_in_registry_order_and_the_default_epoch_is_common(compar
     assert list(chosen) == ["none", "weight"]
 
 
-def test_figure_has_a_row_per_scheme_shared_columns_and_symlog_where_scales_differ(
+def test_figure_has_a_row_per_scheme_shared_columns_and_magnitudes_where_scales_differ(
         compare_dir):
+    """(The area check fails when the magnitude heights are fractions of the non-zero
+    entries instead of all of them.)"""
     runs = crossplots.find_runs(compare_dir, 0)
     loaded = crossplots.load_records(runs, 5)
     fig = crossplots.cross_scheme_figure(loaded, layer=1, seed=0)
@@ -79,21 +89,45 @@ def test_figure_has_a_row_per_scheme_shared_columns_and_symlog_where_scales_diff
     assert [ax.get_ylabel() for ax in axes[:, 0]] == list(runs)
     assert [ax.get_title() for ax in axes[0]] == [crossplots.COLUMN_TITLES[q]
                                                   for q in QUANTITIES]
-    # Gradients span 2e-3 .. 1: symlog; weights are all N(0, 0.05)-like: linear.
-    assert axes[-1, 0].get_xscale() == "symlog" and axes[-1, 2].get_xscale() == "linear"
+    # Gradients span 2e-3 .. 1: magnitudes on a log axis; weights are all N(0, 0.05)-like:
+    # linear, the article's histogram.
+    assert axes[-1, 0].get_xscale() == "log" and axes[-1, 2].get_xscale() == "linear"
     assert axes[0, 0].get_xlim() == axes[-1, 0].get_xlim()
     # Each row shows its own scheme's histogram of layer 2: height x drawn bin width is
-    # the bin's fraction of entries (areas are fractions on the symlog axis too).
-    ax = axes[list(runs).index("batch"), 1]
-    values, edges, _ = ax.patches[0].get_data()
-    expected = loaded["batch"].counts[1, 1]
-    drawn_widths = np.diff(ax.xaxis.get_transform().transform(edges))
-    np.testing.assert_allclose(values * drawn_widths, expected / expected.sum())
-    np.testing.assert_allclose(edges, records.histogram_edges(loaded["batch"], 1, 1))
+    # the bin's fraction of all entries (per decade on the log axis: the zeros, in no
+    # bin, are what the areas leave out).
+    row = list(runs).index("none")
+    ax = axes[row, 0]
+    values, edges, _ = [p for p in ax.patches if hasattr(p, "get_data")][0].get_data()
+    expected = loaded["none"].magnitude_counts[1, 0]
+    np.testing.assert_allclose(values * np.diff(np.log10(edges)),
+                               expected / loaded["none"].counts[1, 0].sum())
+    assert (values * np.diff(np.log10(edges))).sum() == pytest.approx(0.5)  # half are 0
+    np.testing.assert_allclose(np.log10(edges[[0, -1]]), loaded["none"].magnitude_ranges[1, 0])
+    linear = axes[row, 2]
+    values, edges, _ = [p for p in linear.patches if hasattr(p, "get_data")][0].get_data()
+    expected = loaded["none"].counts[1, 2]
+    np.testing.assert_allclose(values * np.diff(edges), expected / expected.sum())
+    np.testing.assert_allclose(edges, records.histogram_edges(loaded["none"], 1, 2))
+    # The zero and near-zero shares are noted, and the near-zero threshold drawn at
+    # tau x RMS (the summary's mean and std).
+    summary = loaded["none"].summaries[1, 0]
+    note = [t.get_text() for t in ax.texts][0]
+    assert "zero 50%" in note and f"near-zero {summary[-1]:.0%}" in note
+    rms = np.hypot(summary[SUMMARY_STATS.index("mean")], summary[SUMMARY_STATS.index("std")])
+    assert [line.get_xdata()[0] for line in ax.lines] == \
+        pytest.approx([records.NEARZERO_TAU * rms])
+    # ... and the histogram below it drawn again, dark, cut at the threshold.
+    (values, _, _), (dark_values, dark_edges, _) = [
+        p.get_data() for p in ax.patches if hasattr(p, "get_data")]
+    assert dark_edges.max() == pytest.approx(records.NEARZERO_TAU * rms)
+    shown = np.diff(dark_edges) > 0
+    np.testing.assert_array_equal(dark_values[shown], values[shown])
     # The typical magnitude shows: the tallest bin of "none" lies ~1000x closer to 0.
     def peak(name):
-        values, edges, _ = axes[list(runs).index(name), 1].patches[0].get_data()
-        return abs(edges[np.argmax(values)])
+        ax = axes[list(runs).index(name), 1]
+        values, edges, _ = [p for p in ax.patches if hasattr(p, "get_data")][0].get_data()
+        return edges[np.argmax(values)]
     assert 100 < peak("batch") / peak("none") < 10000
     assert "layer 2, epoch 5, seed 0" in fig._suptitle.get_text()
 

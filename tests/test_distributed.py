@@ -53,7 +53,8 @@ def _check_case(errors, schemes):
         for name, error in quantities.items():
             assert error <= TOLERANCE, f"{scheme}: {name} relative error {error:.3g}"
         expected = {"loss", "gradients", "step_loss", "accuracy", "layer_stats",
-                    "histogram_summaries", "histogram_totals", "weights"}
+                    "nearzero_grad_frac", "update_freq", "histogram_summaries",
+                    "histogram_totals", "magnitude_totals", "magnitude_tops", "weights"}
         assert expected <= set(quantities), f"{scheme}: compared only {sorted(quantities)}"
         if scheme in BATCH_SCHEMES:
             assert statistics > 0 and "running_statistics" in quantities, scheme
@@ -268,6 +269,13 @@ ROOT = os.path.dirname(HERE)
 TINY_RUN = ["--scheme=batch", "--epochs=1", "--image_size=16", "--train_limit=100",
             "--test_limit=50", "--nopanels", "--noprogress"]
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+# The per-layer measures a driver adds: continuous (to float32 rounding) and fractions of
+# entries, which the all-reduce's other order of sums may move by an entry at a threshold.
+LAYER_METRICS = tuple(f"{name}_{layer}" for name in ("weight_movement", "update_norm")
+                      for layer in range(1, 7))
+LAYER_FRACTIONS = tuple(f"{name}_{layer}" for name in ("nonzero_grad_frac",
+                                                        "nearzero_grad_frac", "update_freq")
+                        for layer in range(1, 7))
 
 
 def _free_loopback_ports(count):
@@ -341,15 +349,19 @@ def test_two_workers_and_two_cpu_replicas_end_with_the_metrics_of_one_process(tm
     for index in range(2):
         worker = _metrics(tmp_path / f"worker{index}")
         assert [row["epoch"] for row in worker] == [1]
-        for key in METRICS:
+        for key in METRICS + LAYER_METRICS:
             # float32, and the all-reduce adds the replicas' sums in another order.
             assert worker[0][key] == pytest.approx(single[0][key], rel=1e-5), key
+        for key in LAYER_FRACTIONS:
+            assert worker[0][key] == pytest.approx(single[0][key], abs=1e-3), key
         stored = records.read_config(str(tmp_path / f"worker{index}"))
         assert stored["strategy"] == "multiworker"
     mirrored = _metrics(tmp_path / "mirrored")
     assert [row["epoch"] for row in mirrored] == [1]
-    for key in METRICS:
+    for key in METRICS + LAYER_METRICS:
         assert mirrored[0][key] == pytest.approx(single[0][key], rel=1e-5), key
+    for key in LAYER_FRACTIONS:  # 5 steps of >= 432 entries: one entry is >= 1/2160
+        assert mirrored[0][key] == pytest.approx(single[0][key], abs=1e-3), key
     stored = records.read_config(str(tmp_path / "mirrored"))
     assert (stored["strategy"], stored["cpu_devices"]) == ("mirrored", 2)
     # Both workers hold the same all-reduced numbers.

@@ -144,6 +144,27 @@ def test_variables_do_not_depend_on_input_size():
         assert [g.shape for g in grads] == shapes and np.isfinite(loss.numpy())
 
 
+# The article's kernels, 3x3 over channels 3-16-16-16-16-16-10, and what each scheme adds.
+ARTICLE_KERNELS = [9 * 3 * 16] + [9 * 16 * 16] * 4 + [9 * 16 * 10]
+OUT_CHANNELS = [16] * 5 + [10]
+
+
+@pytest.mark.parametrize("scheme", tfnorm.SCHEMES)
+def test_parameter_counts_are_the_articles_kernels_plus_what_the_scheme_learns(scheme):
+    """Counted by hand: Box-Cox learns one lambda after each of layers 1-5; weight norm (and
+    mean-only BN, which runs on it) a g and a bias per output channel of every layer; with
+    affine=True the normalizations after layers 1-5 a gamma and a beta per channel.
+    (Checked failing when only the layers' variables were counted.)"""
+    extra = {"boxcox": [1] * 5 + [0],
+             "weight": [2 * c for c in OUT_CHANNELS],
+             "meanonly": [2 * c for c in OUT_CHANNELS]}.get(scheme, [0] * 6)
+    counts = tfnorm.article_network(scheme).parameter_counts()
+    assert counts == [k + e for k, e in zip(ARTICLE_KERNELS, extra)]
+    if scheme in ("batch", "layer", "instance", "group"):
+        affine = tfnorm.article_network(scheme, affine=True).parameter_counts()
+        assert affine == [k + 2 * 16 for k in ARTICLE_KERNELS[:5]] + [ARTICLE_KERNELS[5]]
+
+
 def test_a_variable_skipped_unexpectedly_fails_the_check():
     # meanonly before the activation skips its five conv biases: expecting none fails...
     images, labels = make_batch(33, 35, tf.float64, seed=2)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tfnorm import plots, records
-from tfnorm.training import QUANTITIES, SUMMARY_STATS
+from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS, BINS = 2, 10
@@ -25,7 +25,8 @@ def synthetic_outputs(epoch):
     summaries = rng.uniform(0.1, 0.9, size=(LAYERS, 4, len(SUMMARY_STATS)))
     summaries[1, 0, SUMMARY_STATS.index("nonzero_frac")] = 0.25
     return dict(counts=counts, ranges=ranges, summaries=summaries,
-                layer_stats=rng.uniform(size=(LAYERS, 5)))
+                layer_stats=rng.uniform(size=(LAYERS, len(LAYER_STATS))),
+                magnitude_counts=counts[..., ::-1], magnitude_ranges=ranges - 3.0)
 
 
 @pytest.fixture()
@@ -44,6 +45,8 @@ def test_records_round_trip(records_only_dir):
     np.testing.assert_array_equal(record.counts, outputs[3]["counts"])
     np.testing.assert_array_equal(record.ranges, outputs[3]["ranges"])
     np.testing.assert_array_equal(record.layer_stats, outputs[3]["layer_stats"])
+    np.testing.assert_array_equal(record.magnitude_counts, outputs[3]["magnitude_counts"])
+    np.testing.assert_array_equal(record.magnitude_ranges, outputs[3]["magnitude_ranges"])
 
 
 def test_four_panels_show_the_records_histograms_in_the_articles_order(records_only_dir):

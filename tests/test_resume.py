@@ -41,7 +41,7 @@ def assert_same_run(run_dir, reference_dir):
     for epoch in records.record_epochs(reference_dir):
         got = records.load_record(records.record_path(run_dir, epoch))
         want = records.load_record(records.record_path(reference_dir, epoch))
-        for field in ("counts", "ranges", "summaries", "layer_stats"):
+        for field in records.Record._fields[3:]:  # every array
             np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
 
 
@@ -136,7 +136,9 @@ def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
     for epoch in (1, 3):
         records.save_record(run_dir, epoch, epoch, "none", dict(
             counts=np.zeros((1, 4, 2)), ranges=np.zeros((1, 4, 2)),
-            summaries=np.zeros((1, 4, 6)), layer_stats=np.zeros((1, 5))))
+            summaries=np.zeros((1, 4, len(records.SUMMARY_STATS))),
+            layer_stats=np.zeros((1, len(records.LAYER_STATS))),
+            magnitude_counts=np.zeros((1, 4, 2)), magnitude_ranges=np.zeros((1, 4, 2))))
         with open(plots.panel_path(run_dir, 1, epoch), "wb") as f:
             f.write(b"png")
     records.truncate_to_epoch(run_dir, 2, num_layers=0)

@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 
 from experiments import cli, nonzero, saturation, shattered, shattered_verdicts, study
-from tfnorm import stats
+from tfnorm import records, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -255,16 +255,31 @@ def _write_metrics(path, rows):
 
 def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     run_dir = tmp_path / "compare"
-    # Known fractions: scheme none seed s, layer i, epoch e -> 0.1 i + 0.01 e + 0.001 s;
-    # batch always 1.0; none seed 1 stopped after epoch 2 (a diverged run).
+    # Known fractions: scheme none seed s, layer i, epoch e -> 0.1 i + 0.01 e + 0.001 s,
+    # near zero 0.5 - 0.1 i + 0.001 s; batch always 1.0 and no near-zero columns (a run of
+    # an older tfnorm); none seed 1 stopped after epoch 2 (a diverged run).
     for seed in (0, 1):
-        rows = [dict(epoch=e, train_acc=0.5, **{f"nonzero_grad_frac_{i}": 0.1 * i + 0.01 * e
-                                                 + 0.001 * seed for i in (1, 2)})
+        rows = [dict(epoch=e, train_acc=0.5,
+                     **{f"nonzero_grad_frac_{i}": 0.1 * i + 0.01 * e + 0.001 * seed
+                        for i in (1, 2)},
+                     **{f"nearzero_grad_frac_{i}": 0.5 - 0.1 * i + 0.001 * seed
+                        for i in (1, 2)})
                 for e in (1, 2, 3) if not (seed == 1 and e == 3)]
         _write_metrics(run_dir / "none" / f"seed_{seed}" / "metrics.csv", rows)
         _write_metrics(run_dir / "batch" / f"seed_{seed}" / "metrics.csv",
                        [dict(epoch=e, nonzero_grad_frac_1=1.0, nonzero_grad_frac_2=1.0)
                         for e in (1, 2, 3)])
+    # One record: layer 1's weight gradient over [-1, 1] with RMS 0.5, layer 2's over
+    # [-0.5, 1.5] with RMS 1: the bins holding 0 are 0.04 and 0.02 RMS wide a side.
+    summaries = np.zeros((2, 4, len(records.SUMMARY_STATS)))
+    summaries[:, 0, records.SUMMARY_STATS.index("std")] = (0.5, 1.0)
+    ranges = np.zeros((2, 4, 2))
+    ranges[:, 0] = ((-1.0, 1.0), (-0.5, 1.5))
+    counts = np.ones((2, 4, 50), np.int64)
+    records.save_record(str(run_dir / "none" / "seed_0"), 1, 1, "none", dict(
+        counts=counts, ranges=ranges, summaries=summaries,
+        layer_stats=np.zeros((2, len(records.LAYER_STATS))), magnitude_counts=counts,
+        magnitude_ranges=ranges))
     out = tmp_path / "out"
     flag_values = flags.FlagValues()
     nonzero.define_flags(flag_values)
@@ -272,8 +287,13 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(nonzero, "FLAGS", flag_values)
     nonzero.main(["nonzero"])
     rows = read_csv(out / "nonzero.csv")
-    assert_columns(rows, ["scheme", "layer", "epoch", "seeds", "mean", "low", "high", "min",
-                          "max"])
+    assert_columns(rows, ["measure", "scheme", "layer", "epoch", "seeds", "mean", "low",
+                          "high", "min", "max"])
+    near = [r for r in rows if (r["measure"], r["scheme"], r["layer"], r["epoch"])
+            == ("nearzero", "none", "2", "1")]
+    assert len(near) == 1 and float(near[0]["mean"]) == pytest.approx(0.3005)
+    assert not [r for r in rows if (r["measure"], r["scheme"]) == ("nearzero", "batch")]
+    rows = [r for r in rows if r["measure"] == "nonzero"]
     cell = [r for r in rows if (r["scheme"], r["layer"], r["epoch"]) == ("none", "2", "2")][0]
     assert int(cell["seeds"]) == 2
     assert float(cell["mean"]) == pytest.approx(0.2 + 0.02 + 0.0005)
@@ -286,7 +306,7 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     last = [r for r in rows if (r["scheme"], r["layer"], r["epoch"]) == ("none", "1", "3")][0]
     assert int(last["seeds"]) == 1 and float(last["mean"]) == pytest.approx(0.13)
     assert float(last["low"]) == -float("inf") and float(last["high"]) == float("inf")
-    summary = read_csv(out / "nonzero_summary.csv")
+    summary = [r for r in read_csv(out / "nonzero_summary.csv") if r["measure"] == "nonzero"]
     batch = [r for r in summary if r["scheme"] == "batch"]
     assert [float(r["mean_over_training"]) for r in batch] == [1.0, 1.0]
     none_1 = [r for r in summary if (r["scheme"], r["layer"]) == ("none", "1")][0]
@@ -299,6 +319,9 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     assert float(none_1["mean_over_training_low"]) == pytest.approx(0.118 - half, abs=1e-9)
     assert float(none_1["mean_over_training_high"]) == pytest.approx(0.118 + half, abs=1e-9)
     assert_png(out / "nonzero_claim.png")
+    (tau,) = read_csv(out / "nonzero_tau.csv")
+    assert int(tau["layer_records"]) == 2 and float(tau["median"]) == pytest.approx(0.03)
+    assert float(tau["tau"]) == records.NEARZERO_TAU
 
 
 # The wrapper runs a script as ``python -m`` would and prints, at exit, whether

@@ -14,6 +14,7 @@ import stl10_fixture
 from experiments import cli, panels, train
 from runs import checked_config
 from tfnorm import records, runner
+from tfnorm.records import EPOCH_STATS
 from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 LAYERS = 6
@@ -51,8 +52,9 @@ def test_metrics_csv_columns_and_values(digits_run):
         header = f.readline().strip().split(",")
     assert header[:6] == ["epoch", "train_loss", "train_acc", "test_loss", "test_acc",
                           "seconds"]
-    assert header[6:11] == [f"{stat}_1" for stat in LAYER_STATS]
-    assert len(header) == 6 + 5 * LAYERS
+    per_layer = LAYER_STATS + EPOCH_STATS
+    assert header[6:6 + len(per_layer)] == [f"{stat}_1" for stat in per_layer]
+    assert len(header) == 6 + len(per_layer) * LAYERS
     stored = records.read_metrics(config["out_dir"])
     assert [row["epoch"] for row in stored] == [1, 2]
     for row, returned in zip(stored, rows):
@@ -62,7 +64,7 @@ def test_metrics_csv_columns_and_values(digits_run):
         assert row["test_acc"] * 40 == pytest.approx(round(row["test_acc"] * 40), abs=1e-9)
         for layer in range(1, LAYERS + 1):
             assert 0 < row[f"nonzero_grad_frac_{layer}"] <= 1
-            for stat in LAYER_STATS[1:]:
+            for stat in per_layer[1:]:
                 assert np.isfinite(row[f"{stat}_{layer}"]) and row[f"{stat}_{layer}"] > 0
 
 
@@ -109,6 +111,84 @@ def test_checkpoint_holds_epoch_statistics_and_optimizer(digits_run):
     assert sum(n.startswith("optimizer_slots/") for n in names) == 2 * LAYERS
 
 
+def _checkpointed_kernels(out_dir, epoch, indices):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(os.path.join(out_dir, "checkpoints", f"ckpt-{epoch}"))
+    return [reader.get_tensor(f"network_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+            for i in indices]
+
+
+def near_zero(x):
+    """numpy's own: the fraction of entries with |x| <= tau * sqrt(mean(x^2))."""
+    x = np.asarray(x, np.float64)
+    return np.mean(np.abs(x) <= records.NEARZERO_TAU * np.sqrt(np.mean(x * x)))
+
+
+def test_weight_movement_is_that_of_the_checkpointed_weights(digits_run):
+    """||W_e - W_(e-1)|| / ||W_(e-1)|| in numpy on the kernels of the checkpoints of epochs
+    1 and 2 and of the seed's initial network. (Checked failing with ||W_e|| in the
+    denominator, and with one snapshot before the first epoch only.)"""
+    import tfnorm
+    config, rows = digits_run
+    network = tfnorm.article_network("batch", seed=config["seed"])
+    kernels = {0: [w.numpy() for w in network.layer_weights]}
+    for epoch in (1, 2):
+        kernels[epoch] = _checkpointed_kernels(config["out_dir"], epoch, network.weight_indices)
+    for epoch in (1, 2):
+        for layer in range(LAYERS):
+            before = kernels[epoch - 1][layer].astype(np.float64)
+            after = kernels[epoch][layer].astype(np.float64)
+            expected = np.linalg.norm(after - before) / np.linalg.norm(before)
+            assert rows[epoch - 1][f"weight_movement_{layer + 1}"] == \
+                pytest.approx(expected, rel=1e-12), (epoch, layer)
+    assert 0 < min(rows[1][f"weight_movement_{i}"] for i in range(1, LAYERS + 1))
+
+
+def test_epoch_means_of_near_zero_and_update_frequency_replay_from_the_checkpoint(digits_run):
+    """Epoch 2 replayed from the checkpoint of epoch 1, step by step: numpy's near-zero
+    fraction of each hand-written weight gradient and of each update read off the
+    weights, averaged over the epoch's steps, are metrics.csv's row. The float32 updates
+    read off the weights are rounded: up to two entries of a layer may fall on the other
+    side of the threshold. (Checked failing with tau doubled in the step, and with
+    update_freq taken from the gradient instead of the update.)"""
+    import tensorflow as tf
+    from tfnorm import data, loop
+    config, rows = digits_run
+    network, trainer, checkpoint, _ = runner.build(config)
+    checkpoint.restore(os.path.join(config["out_dir"], "checkpoints", "ckpt-1"))
+    dataset = runner.load_data(config)
+    near, frequency = [], []
+    for images, labels in loop.train_batches(dataset, config["batch_size"], 2, config["seed"],
+                                             shuffle=config["shuffle"]):
+        result = network.backprop(data.to_unit_range(images, tf.float32), labels)
+        before = [w.numpy() for w in network.layer_weights]
+        trainer.train_step(images, labels)
+        near.append([near_zero(layer.weight_gradient.numpy()) for layer in result.layers])
+        frequency.append([1.0 - near_zero(w.numpy() - b)
+                          for w, b in zip(network.layer_weights, before)])
+    steps = len(near)
+    assert steps == 3
+    for layer in range(LAYERS):
+        tolerance = 2.0 / (steps * network.layer_weights[layer].shape.num_elements())
+        assert rows[1][f"nearzero_grad_frac_{layer + 1}"] == \
+            pytest.approx(np.mean([n[layer] for n in near]), abs=tolerance), layer
+        assert rows[1][f"update_freq_{layer + 1}"] == \
+            pytest.approx(np.mean([f[layer] for f in frequency]), abs=tolerance), layer
+    assert 0 < min(min(n) for n in near) and max(max(f) for f in frequency) < 1
+
+
+def test_config_json_counts_the_checkpointed_parameters(digits_run):
+    """The parameter count config.json gives is the number of trainable entries the
+    checkpoint holds (numpy on its tensors). (Checked failing with the running statistics
+    counted too.)"""
+    import tensorflow as tf
+    config, _ = digits_run
+    reader = tf.train.load_checkpoint(os.path.join(config["out_dir"], "checkpoints", "ckpt-2"))
+    stored = sum(reader.get_tensor(name).size for name in reader.get_variable_to_shape_map()
+                 if name.startswith("network_variables/"))
+    assert records.read_parameter_count(config["out_dir"]) == stored == 11088
+
+
 def test_panels_and_gifs_exist_and_redraw_identically_from_records(digits_run):
     config, _ = digits_run
     out_dir = config["out_dir"]
@@ -134,6 +214,7 @@ def test_tensorboard_scalars_and_histograms(digits_run):
     accumulator.Reload()
     tags = set(accumulator.Tags()["tensors"])
     assert {"train_acc", "test_acc", "layer1/nonzero_grad_frac", "layer6/update_norm",
+            "layer3/nearzero_grad_frac", "layer2/update_freq", "layer4/weight_movement",
             "layer1/weight_gradient", "layer6/update"} <= tags
     histogram = accumulator.Tensors("layer2/weights")[-1]
     buckets = tf.make_ndarray(histogram.tensor_proto)

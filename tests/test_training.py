@@ -8,9 +8,15 @@ import pytest
 import tensorflow as tf
 
 import tfnorm
-from tfnorm import data, optimizers, training
+from tfnorm import data, loop, optimizers, training
 
 LEARNING_RATE = 0.05
+
+
+def near_zero(x):
+    """numpy's own: the fraction of entries with |x| <= tau * sqrt(mean(x^2))."""
+    x = np.asarray(x, np.float64)
+    return np.mean(np.abs(x) <= training.NEARZERO_TAU * np.sqrt(np.mean(x * x)))
 
 
 def make_batch(dtype=np.uint8, batch=4, side=32, seed=0):
@@ -47,6 +53,9 @@ def test_a_step_applies_the_tape_gradient(scheme):
 
 @pytest.mark.parametrize("scheme", ["batch", "weight"])
 def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
+    """Every per-step statistic and summary against numpy on the same tensors. (The
+    near-zero fraction checked failing with the threshold tau x ||g|| instead of tau x RMS,
+    the update frequency with the gradient in place of the update.)"""
     images, labels = make_batch(seed=1)
     trainer = make_trainer(scheme, optimizer="adam")
     network = trainer.network
@@ -58,6 +67,8 @@ def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
     stats = out["layer_stats"].numpy()
     assert stats.shape == (len(network.blocks), len(training.LAYER_STATS))
     column = {name: i for i, name in enumerate(training.LAYER_STATS)}
+    summary = {name: i for i, name in enumerate(training.SUMMARY_STATS)}
+    near_zero_fractions = []
     for index, layer in enumerate(result.layers):
         gradient = layer.weight_gradient.numpy()
         update = network.layer_weights[index].numpy() - weights[index]
@@ -72,12 +83,84 @@ def test_layer_statistics_are_those_of_the_gradient_weights_and_update(scheme):
                                    rtol=1e-12)
         np.testing.assert_allclose(row[column["update_norm"]], np.linalg.norm(update),
                                    rtol=1e-6)
+        # The near-zero fraction of the gradient, and the update frequency: 1 - the
+        # update's near-zero fraction (numpy, on the update read off the weights).
+        # (A tolerance far below one entry's 1/2304.)
+        assert row[column["nearzero_grad_frac"]] == pytest.approx(near_zero(gradient), rel=1e-12)
+        assert row[column["update_freq"]] == pytest.approx(1.0 - near_zero(update), rel=1e-12)
+        near_zero_fractions += [near_zero(gradient), near_zero(update)]
+        quantities = [gradient, layer.passed_gradient.numpy(), weights[index], update]
+        np.testing.assert_allclose(
+            out["summaries"].numpy()[index, :, summary["nearzero_frac"]],
+            [near_zero(q) for q in quantities], rtol=1e-12)
+        # The magnitude histograms count every non-zero entry, over [min, max] of log10|x|.
+        np.testing.assert_array_equal(out["magnitude_counts"].numpy()[index].sum(axis=1),
+                                      [np.count_nonzero(q) for q in quantities])
+        magnitudes = np.log10(np.abs(gradient[gradient != 0]))
+        lowest = max(magnitudes.min(), magnitudes.max() - training.MAGNITUDE_DECADES)
+        np.testing.assert_allclose(out["magnitude_ranges"].numpy()[index, 0],
+                                   [lowest, magnitudes.max()], rtol=1e-12)
         # The histograms count every entry of each quantity, over [min, max].
         sizes = [gradient.size, layer.passed_gradient.numpy().size, weights[index].size,
                  update.size]
         np.testing.assert_array_equal(out["counts"].numpy()[index].sum(axis=1), sizes)
         np.testing.assert_allclose(out["ranges"].numpy()[index, 2],
                                    [weights[index].min(), weights[index].max()], rtol=1e-12)
+    # The comparisons above decide something: fractions strictly between 0 and 1.
+    assert 0 < min(near_zero_fractions) and max(near_zero_fractions) < 1
+
+
+@pytest.mark.parametrize("values", [
+    [0.0, 3e-3, -2.0, 5e-2, 0.0, 7e-5, -7e-5],   # zeros in with the rest
+    [0.0, 1e-3, -1e-3, 0.0],                      # one magnitude: half a decade each side
+    [0.0, 0.0, 0.0],                              # all zero: no counts
+    list(np.logspace(-20, 0, 41)) + [0.0] * 3,   # past the 12 decades: the first bin
+])
+def test_magnitude_histogram_counts_the_non_zero_entries_by_decade(values):
+    """Against numpy's histogram of log10 |x| over the non-zero entries. (Checked failing
+    with the zeros left in the last bin.)"""
+    bins = 7  # odd: a value in the middle of the range is not on a bin's edge
+    counts, edges = (t.numpy() for t in training.magnitude_histogram(
+        tf.constant(values, tf.float64), bins))
+    x = np.abs(np.array(values))
+    if not x.any():
+        np.testing.assert_array_equal(counts, 0)
+        return
+    logs = np.log10(x[x > 0])
+    high = logs.max()
+    low = max(logs.min(), high - training.MAGNITUDE_DECADES)
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    np.testing.assert_allclose(edges, [low, high], rtol=1e-12)
+    expected, _ = np.histogram(np.clip(logs, low, high), bins, (low, high))
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_with_plain_sgd_the_update_frequency_is_the_gradients_share_above_tau():
+    """The update -lr g is the gradient scaled: its share above tau x its RMS is the
+    gradient's, 1 - the near-zero fraction (float64: no entry rounds across). (Checked
+    failing with the update measured against the weights' RMS.)"""
+    stats = make_trainer("instance").train_step(*make_batch(seed=4))["layer_stats"].numpy()
+    column = {name: i for i, name in enumerate(training.LAYER_STATS)}
+    np.testing.assert_allclose(stats[:, column["update_freq"]],
+                               1.0 - stats[:, column["nearzero_grad_frac"]], rtol=1e-12)
+    assert (stats[:, column["nearzero_grad_frac"]] > 0).all()
+
+
+def test_effective_weights_are_the_kernels_the_layers_apply():
+    """Under weight norm g v/||v|| (numpy, the norm over each output channel's kernel); the
+    plain kernel otherwise. (Checked failing when the layer's v was returned instead.)"""
+    trainer = make_trainer("weight", optimizer="adam")
+    network = trainer.network
+    network.blocks[1].layer.g.assign(tf.range(1.0, 17.0, dtype=tf.float64))
+    trainer.train_step(*make_batch())
+    for block, kernel in zip(network.blocks, loop.effective_weights(network)):
+        v, g = block.layer.v.numpy(), block.layer.g.numpy()
+        np.testing.assert_allclose(kernel, g * v / np.sqrt((v * v).sum(axis=(0, 1, 2))),
+                                   rtol=1e-12)
+    plain = make_trainer("batch").network
+    for variable, kernel in zip(plain.layer_weights, loop.effective_weights(plain)):
+        np.testing.assert_array_equal(kernel, variable.numpy())
 
 
 def test_the_plain_step_leaves_out_only_the_first_layers_passed_gradient():

@@ -6,11 +6,15 @@ Layout: a column per quantity (weight gradient, passed gradient, weights, update
 row per scheme. Each column shares its x axis, so reading down a column compares the
 schemes' distributions directly (nine step outlines overlaid on one axis cannot be told
 apart where they pile up near 0).
-A column's axis is symmetric-log when the schemes' scales differ by more than
-``SYMLOG_RATIO`` (the unnormalized network's gradients are ~1000x smaller than batch
-norm's), linear otherwise. Heights are fractions of entries per unit of the drawn axis
-(see ``cross_scheme_figure``), so runs with different layer sizes read alike and areas
-stay fractions on a symlog axis; each panel notes its std and non-zero share.
+A column whose schemes' scales differ by more than ``LOG_RATIO`` (the unnormalized
+network's passed gradients are ~1000x smaller than batch norm's) shows magnitudes,
+log10 |x|, on a log axis (the records' magnitude histograms), with the exact zeros and
+the near-zero entries (|x| <= records.NEARZERO_TAU x RMS, left of the dashed line, dark)
+counted apart: a linear histogram's spike at 0 is both. (A symmetric-log axis
+would draw the one linear bin holding 0 as a wide flat block hiding it.) Other columns
+are linear, the article's histograms. Heights are fractions of all entries per unit of
+the drawn axis (per decade on a log axis), so runs with different layer sizes read alike
+and areas are fractions; each panel notes its std, and its zero and near-zero shares.
 """
 
 import collections
@@ -20,8 +24,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.scale  # noqa: E402
-import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfnorm import io, plots, records, schemes  # noqa: E402
@@ -29,9 +31,9 @@ from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 
 # The four panels' titles and colours, the same as in the per-run figures.
 COLUMN_TITLES, COLUMN_COLORS = plots.PANEL_TITLES, plots.PANEL_COLORS
-# Largest/smallest scale of a column above which it gets a symmetric-log axis.
-SYMLOG_RATIO = 30.0
-LINSCALE = 0.5  # width of the linear part of a symlog axis, in decades
+# Largest/smallest scale of a column above which it shows magnitudes on a log axis.
+LOG_RATIO = 30.0
+NEAR_ZERO_COLOR = "0.2"  # the near-zero part of a magnitude histogram (the spike at 0)
 DPI = 100
 
 
@@ -102,7 +104,7 @@ def _edges(record, layer, q):
 
 def column_scale(records_by_scheme, layer, q):
     """(smallest, largest) positive spread of a quantity over schemes: the std, or the
-    largest |value| when the std is 0. Decides symlog and its linear threshold."""
+    largest |value| when the std is 0. Decides the log axis."""
     std, low, high = (SUMMARY_STATS.index(s) for s in ("std", "min", "max"))
     spreads = []
     for record in records_by_scheme.values():
@@ -113,32 +115,22 @@ def column_scale(records_by_scheme, layer, q):
     return (min(spreads), max(spreads)) if spreads else (1.0, 1.0)
 
 
-def _axis_transform(symlog, threshold):
-    """x -> position on the drawn axis (identity, or matplotlib's symlog transform)."""
-    if not symlog:
-        return lambda x: np.asarray(x, float)
-    scale = matplotlib.scale.SymmetricalLogScale(None, linthresh=threshold,
-                                                 linscale=LINSCALE)
-    return scale.get_transform().transform
+def _magnitude_edges(record, layer, q):
+    """The magnitude histogram's bin edges, as magnitudes |x| (not their logs)."""
+    low, high = record.magnitude_ranges[layer, q]
+    return 10.0 ** np.linspace(low, high, record.magnitude_counts.shape[-1] + 1)
 
 
-def _decade_ticks(threshold, reach, per_side=3):
-    """0 and +-10^k down from ``reach``'s decade, above the linear part (whose labels
-    would run into 0), at most ``per_side`` a side, so the labels do not overlap."""
-    first, last = int(np.floor(np.log10(threshold))) + 1, int(np.floor(np.log10(reach)))
-    stride = max(1, int(np.ceil((last - first + 1) / per_side)))
-    decades = 10.0 ** np.arange(last, first - 1, -stride)[::-1]
-    return np.concatenate([-decades[::-1], [0.0], decades])
+def _rms(summary, stat):
+    return float(np.hypot(summary[stat["mean"]], summary[stat["std"]]))
 
 
 def cross_scheme_figure(records_by_scheme, layer, seed=None):
     """Rows: schemes; columns: QUANTITIES; ``layer`` 0-based. Returns the figure.
 
-    Heights are fractions of entries per unit of the drawn axis (a bin's fraction over
-    its drawn width), so areas are fractions on a symlog axis too. Plain fractions per
-    bin would draw the linear bin around 0, which spans decades on a symlog axis, as a
-    flat-topped block hiding the shape; divided by its drawn width it is a low plateau,
-    and the peak sits at the scheme's typical magnitude."""
+    Heights are fractions of all entries per unit of the drawn axis: per unit of x on a
+    linear axis, per decade on a magnitude axis (whose exact zeros are in no bin: the
+    panel's note counts them), so areas are fractions of entries."""
     names = list(records_by_scheme)
     first = next(iter(records_by_scheme.values()))
     stat = {name: i for i, name in enumerate(SUMMARY_STATS)}
@@ -146,38 +138,49 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
                              figsize=(13, 1.15 * len(names) + 1.3), dpi=DPI)
     for q, quantity in enumerate(QUANTITIES):
         smallest, largest = column_scale(records_by_scheme, layer, q)
-        symlog = largest / smallest > SYMLOG_RATIO
-        # Linear within a tenth of the smallest scheme's spread: every scheme's bulk
-        # falls in the logarithmic part, where a factor of 10 is one step.
-        threshold = 10.0 ** np.floor(np.log10(smallest / 10))
-        drawn = _axis_transform(symlog, threshold)
-        low = min(_edges(r, layer, q)[0] for r in records_by_scheme.values())
-        high = max(_edges(r, layer, q)[-1] for r in records_by_scheme.values())
+        magnitudes = largest / smallest > LOG_RATIO
+        edges_of = _magnitude_edges if magnitudes else _edges
+        low = min(edges_of(r, layer, q)[0] for r in records_by_scheme.values())
+        high = max(edges_of(r, layer, q)[-1] for r in records_by_scheme.values())
         for row, name in enumerate(names):
             record, ax = records_by_scheme[name], axes[row, q]
-            counts = record.counts[layer, q].astype(float)
-            edges = _edges(record, layer, q)
-            heights = counts / max(counts.sum(), 1.0) / np.diff(drawn(edges))
-            ax.stairs(heights, edges, fill=True, alpha=0.75, color=COLUMN_COLORS[quantity])
-            ax.axvline(0.0, color="0.6", lw=0.6, zorder=0)
             summary = record.summaries[layer, q]
-            ax.text(0.98, 0.92, f"std {summary[stat['std']]:.2g}\nnon-zero "
-                    f"{summary[stat['nonzero_frac']]:.0%}", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=7, family="monospace",
+            entries = max(float(record.counts[layer, q].sum()), 1.0)
+            if magnitudes:
+                counts = record.magnitude_counts[layer, q].astype(float)
+                edges = _magnitude_edges(record, layer, q)
+                heights = counts / entries / np.diff(np.log10(edges))
+            else:
+                counts = record.counts[layer, q].astype(float)
+                edges = _edges(record, layer, q)
+                heights = counts / entries / np.diff(edges)
+                ax.axvline(0.0, color="0.6", lw=0.6, zorder=0)
+            ax.stairs(heights, edges, fill=True, alpha=0.75, color=COLUMN_COLORS[quantity])
+            if magnitudes:
+                # The near-zero part, dark: the bins below tau x RMS, the last one cut there.
+                threshold = records.NEARZERO_TAU * _rms(summary, stat)
+                cut = np.minimum(edges, threshold)
+                ax.stairs(np.where(np.diff(cut) > 0, heights, 0.0), cut, fill=True,
+                          color=NEAR_ZERO_COLOR)
+                ax.axvline(threshold, color=NEAR_ZERO_COLOR, ls="--", lw=0.8)
+            zero = 1.0 - summary[stat["nonzero_frac"]]
+            # Magnitudes pile up on the right of a log axis: the note goes left.
+            ax.text(0.02 if magnitudes else 0.98, 0.92, f"std {summary[stat['std']]:.2g}\n"
+                    f"zero {zero:.0%}\nnear-zero {summary[stat['nearzero_frac']]:.0%}",
+                    transform=ax.transAxes, ha="left" if magnitudes else "right", va="top",
+                    fontsize=7, family="monospace",
                     bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=1))
             # Headroom so the note rarely covers a peak.
-            ax.set_ylim(0, max(float(heights.max()), 1e-12) * 1.5)
+            ax.set_ylim(0, max(float(heights.max(initial=0.0)), 1e-12) * 1.5)
             ax.tick_params(labelsize=7)
             ax.set_yticks([])
             if q == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
         bottom = axes[-1, q]
-        if symlog:
-            bottom.set_xscale("symlog", linthresh=threshold, linscale=LINSCALE)
-            bottom.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
-                _decade_ticks(threshold, max(abs(low), abs(high)))))
-            bottom.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-            bottom.set_xlabel(f"symmetric log (linear within ±{threshold:.0e})", fontsize=8)
+        if magnitudes:
+            bottom.set_xscale("log")
+            bottom.set_xlabel(f"|x|, log axis; dark: <= {records.NEARZERO_TAU:g} RMS",
+                              fontsize=8)
         else:
             bottom.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
             bottom.set_xlabel("linear", fontsize=8)
@@ -189,8 +192,10 @@ def cross_scheme_figure(records_by_scheme, layer, seed=None):
     seed_text = f", seed {seed}" if seed is not None else ""
     fig.suptitle(f"layer {layer + 1}, epoch {first.epoch}{seed_text}: every scheme, x shared "
                  "down each column; height = fraction of entries per unit of the drawn axis "
-                 "(area = fraction)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.3, w_pad=0.8)
+                 "(area = fraction)\nnotes: the shares exactly 0 (in no bin of a log axis) "
+                 f"and near 0, |x| <= {records.NEARZERO_TAU:g} x RMS (dark: what a linear "
+                 "histogram's spike at 0 holds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96), h_pad=0.3, w_pad=0.8)
     return fig
 
 

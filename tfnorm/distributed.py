@@ -98,7 +98,7 @@ class ReplicaBatch:
 class DistributedTrainer:
     """The compiled steps of ``training.Trainer`` run under a tf.distribute strategy,
     with the same outputs: ``train_step(images, labels)`` -> dict(loss, accuracy,
-    layer_stats[L, 5], finite[L + 1]); ``record_step`` adds counts, ranges, summaries;
+    layer_stats[L, len(LAYER_STATS)], finite[L + 1]); ``record_step`` adds the histograms;
     ``eval_step`` -> (sum of losses, number correct). Also ``gradients(images, labels)``
     -> (loss, grads) with no update.
 

@@ -33,8 +33,9 @@ EpochResult = collections.namedtuple(
 EpochResult.__doc__ = """One epoch of training: mean batch loss and accuracy, per-layer
 statistics averaged over the steps ([L, len(LAYER_STATS)], layer 1's passed-gradient norm
 from the recording step, the only one that computes it), the recording step's outputs
-(counts, ranges, summaries, layer_stats; None without recording), the step rows (each
-step's loss and accuracy), and the seconds the steps took."""
+(counts, ranges, summaries, layer_stats, magnitude_counts, magnitude_ranges; None without
+recording), the step rows (each step's loss and accuracy), and the seconds the steps
+took."""
 
 
 class NonFinite(Exception):
@@ -52,6 +53,17 @@ def train_batches(dataset, batch_size, epoch, seed, shuffle=True, dtype=tf.uint8
     steps scale them (see ``data.batches``)."""
     return data.batches(dataset.train_images, dataset.train_labels, batch_size, dtype=dtype,
                         shuffle_seed=seed if shuffle else None, epoch=epoch)
+
+
+def effective_weights(network):
+    """Each layer's effective weights now, as numpy (``WeightLayer.effective_weights``)."""
+    return [block.layer.effective_weights().numpy() for block in network.blocks]
+
+
+def weight_movement(before, after):
+    """Per layer ||after - before|| / ||before||, float64 (records.EPOCH_STATS)."""
+    return np.array([np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+                     / np.linalg.norm(np.asarray(b, np.float64)) for b, a in zip(before, after)])
 
 
 def steps_per_epoch(dataset, batch_size):
@@ -143,7 +155,8 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
             layer_stats.append(out["layer_stats"].numpy())
         if last:
             recorded = {k: out[k].numpy() for k in ("counts", "ranges", "summaries",
-                                                    "layer_stats")}
+                                                    "layer_stats", "magnitude_counts",
+                                                    "magnitude_ranges")}
         if on_step is not None:
             on_step()
     stats = np.mean(np.stack(layer_stats), axis=0) if layer_stats else None

@@ -65,6 +65,11 @@ class WeightLayer:
         """The variable the plots show as 'the weights' (v under weight normalization)."""
         return self.trainable_variables[0]
 
+    def effective_weights(self):
+        """The kernel the layer applies: its weights, or g v/||v|| under weight norm."""
+        return (norms.weight_norm_forward(self.v, self.g, self.norm_axes)[0]
+                if self.weight_norm else self.kernel)
+
     def _apply(self, x, kernel, bias):
         if self.kind == "conv":
             return layers.conv2d_forward(x, kernel, bias, self.stride, self.padding)
@@ -196,6 +201,10 @@ class Network:
     def layer_weights(self):
         """Per block, the variable shown as its weights."""
         return [b.layer.weights for b in self.blocks]
+
+    def parameter_counts(self):
+        """Per block, its trainable numbers (the layer's and the normalization's)."""
+        return [sum(v.shape.num_elements() for v in b.trainable_variables) for b in self.blocks]
 
     @property
     def weight_indices(self):

@@ -24,7 +24,7 @@ import tfnorm
 from tfnorm import (data, distributed, faults, loop, plots, records, rundir, stopping,
                     tensorboard_log, training)
 from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
-from tfnorm.records import LAYER_STATS
+from tfnorm.records import EPOCH_STATS, LAYER_STATS
 
 # A run has diverged when a loss passes LOSS_BOUND times that of a uniform guess over the
 # classes, ln(classes) (2.3 for 10): every run starts near that, and a cross-entropy a
@@ -284,7 +284,8 @@ def _run_locked(config, strategy, placement, builds):
             logging.info("resuming %s from epoch %d", out_dir, completed)
     else:
         completed = 0
-        records.write_config(out_dir, dict(config, **(placement or {})), versions())
+        records.write_config(out_dir, dict(config, **(placement or {})), versions(),
+                             parameters=network.parameter_counts())
         if any(block.layer.weight_norm for block in network.blocks):
             first_images, _ = next(iter(epoch_batches(1)))
             network.initialize_from_batch(
@@ -330,6 +331,8 @@ def _run_locked(config, strategy, placement, builds):
                              f"{config['epochs']}", leave=False, file=sys.stderr,
                              disable=None if config["progress"] else True,
                              dynamic_ncols=True)
+        # The weights at the end of the epoch before, for the epoch's weight movement.
+        start_weights = loop.effective_weights(network)
         try:
             # The last step of every epoch records: it alone computes layer 1's passed
             # gradient and the histograms.
@@ -353,9 +356,13 @@ def _run_locked(config, strategy, placement, builds):
                               what=f"test loss {test_loss:g} (bound {loss_bound:g})")
         row = {"epoch": epoch, "train_loss": result.train_loss, "train_acc": result.train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "seconds": time.time() - start}
+        epoch_stats = {"weight_movement": loop.weight_movement(
+            start_weights, loop.effective_weights(network))}
         for layer in range(num_layers):
             for index, name in enumerate(LAYER_STATS):
                 row[f"{name}_{layer + 1}"] = float(result.layer_stats[layer, index])
+            for name in EPOCH_STATS:
+                row[f"{name}_{layer + 1}"] = float(epoch_stats[name][layer])
         rows.append(row)
 
         # Write order: records, panels, metrics, then the checkpoint last, so a kill in

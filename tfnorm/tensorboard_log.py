@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from tfnorm import records
-from tfnorm.records import LAYER_STATS, QUANTITIES
+from tfnorm.records import EPOCH_STATS, LAYER_STATS, QUANTITIES
 
 
 def write_epoch(writer, row, record, num_layers):
@@ -21,7 +21,7 @@ def write_epoch(writer, row, record, num_layers):
             if not math.isnan(row[key]):  # nan: no test pass that epoch (--eval_every)
                 tf.summary.scalar(key, row[key], step=step)
         for layer in range(1, num_layers + 1):
-            for stat in LAYER_STATS:
+            for stat in LAYER_STATS + EPOCH_STATS:
                 tf.summary.scalar(f"layer{layer}/{stat}", row[f"{stat}_{layer}"], step=step)
         if record is not None:
             # The records already hold fixed-bin histograms: write them as TensorBoard's

@@ -11,13 +11,24 @@ import functools
 import tensorflow as tf
 
 from tfnorm import data, losses
-from tfnorm.records import (DEFAULT_BINS, LAYER_STATS, QUANTITIES,  # noqa: F401
-                            SUMMARY_STATS)
+from tfnorm.records import (DEFAULT_BINS, LAYER_STATS, MAGNITUDE_DECADES,  # noqa: F401
+                            NEARZERO_TAU, QUANTITIES, SUMMARY_STATS)
 
 
 def nonzero_fraction(x):
     """Fraction of entries that are exactly non-zero (the article's count)."""
     return tf.math.count_nonzero(x, dtype=tf.int64) / tf.size(x, out_type=tf.int64)
+
+
+def nearzero_fraction(x, norm, tau=NEARZERO_TAU):
+    """Fraction of entries with |x| <= tau * RMS(x), RMS(x) = ||x|| / sqrt(size(x)), as
+    float64 (``records.NEARZERO_TAU`` says why tau). ``norm``: ||x|| (float64), which the
+    step has already computed: this adds one comparison and one count. An all-zero x is
+    all near zero."""
+    size = tf.cast(tf.size(x), tf.float64)
+    threshold = tf.cast(tau * norm / tf.sqrt(size), x.dtype)
+    near = tf.reduce_sum(tf.cast(tf.abs(x) <= threshold, tf.float64))
+    return near / size
 
 
 def histogram(x, bins):
@@ -31,11 +42,44 @@ def histogram(x, bins):
     return counts, tf.stack([low, high])
 
 
+_LN10 = 2.302585092994046
+
+
+def magnitude_histogram(x, bins, decades=MAGNITUDE_DECADES):
+    """Fixed-bin histogram of log10 |x| over the non-zero entries of x: (counts[bins]
+    int64, range[2]). The range runs from the smallest non-zero |x| to the largest, but
+    at most ``decades`` below the largest (smaller entries are counted in the first bin).
+    All zero: no counts, range [0, 1]."""
+    x = tf.abs(tf.reshape(tf.cast(x, tf.float64), [-1]))
+    largest = tf.reduce_max(x)
+    some, nonzero = largest > 0, x > 0
+    # Static shapes (a boolean mask made the recording step's tracing 1.5x slower): the
+    # zeros stand in as the largest entry for the range, above it for the counts (the
+    # last bin), and are taken out of the last bin.
+    logs = tf.math.log(tf.where(nonzero, x, tf.where(some, largest, 1.0))) / _LN10
+    high = tf.reduce_max(logs)
+    low = tf.maximum(tf.reduce_min(logs), high - decades)
+    # Entries of one magnitude still get a range, half a decade each side.
+    pad = tf.where(high > low, tf.zeros([], tf.float64), tf.constant(0.5, tf.float64))
+    low, high = low - pad, high + pad
+    counts = tf.histogram_fixed_width(tf.where(nonzero, logs, high + 1.0),
+                                      tf.stack([low, high]), nbins=bins, dtype=tf.int64)
+    zeros = tf.size(x, out_type=tf.int64) - tf.math.count_nonzero(x, dtype=tf.int64)
+    counts -= tf.one_hot(bins - 1, bins, on_value=zeros, off_value=tf.zeros([], tf.int64),
+                         dtype=tf.int64)
+    # All zero: no counts, range [0, 1].
+    return (tf.where(some, counts, tf.zeros_like(counts)),
+            tf.where(some, tf.stack([low, high]), tf.constant([0.0, 1.0], tf.float64)))
+
+
 def summary(x):
+    """SUMMARY_STATS of x (float64)."""
     x = tf.reshape(tf.cast(x, tf.float64), [-1])
     mean, variance = tf.nn.moments(x, axes=[0])
+    length = tf.norm(x)
     return tf.stack([mean, tf.sqrt(variance), tf.reduce_min(x), tf.reduce_max(x),
-                     tf.norm(x), tf.cast(nonzero_fraction(x), tf.float64)])
+                     length, tf.cast(nonzero_fraction(x), tf.float64),
+                     nearzero_fraction(x, length)])
 
 
 def norm(x, jit_compile=False):
@@ -99,9 +143,14 @@ def apply_step(network, optimizer, result, batch, bins, record):
             network.blocks, network.split_by_block(result.grads), result.layers, old_weights,
             layer_updates, passed_norms):
         finite.append(all_finite(grads + block.trainable_variables))
-        stats.append(tf.stack([
-            tf.cast(nonzero_fraction(layer.weight_gradient), tf.float64),
-            batch.norm(layer.weight_gradient), passed, batch.norm(old), batch.norm(update)]))
+        gradient_norm, update_norm = batch.norm(layer.weight_gradient), batch.norm(update)
+        values = {
+            "nonzero_grad_frac": tf.cast(nonzero_fraction(layer.weight_gradient), tf.float64),
+            "nearzero_grad_frac": nearzero_fraction(layer.weight_gradient, gradient_norm),
+            "weight_grad_norm": gradient_norm, "passed_grad_norm": passed,
+            "weights_norm": batch.norm(old), "update_norm": update_norm,
+            "update_freq": 1.0 - nearzero_fraction(update, update_norm)}
+        stats.append(tf.stack([values[name] for name in LAYER_STATS]))
     out = {"loss": result.loss,
            "accuracy": batch.accuracy(result.logits),
            "layer_stats": tf.stack(stats),
@@ -117,23 +166,27 @@ def apply_step(network, optimizer, result, batch, bins, record):
 def histograms(layers, bins):
     """What a record holds of each layer's four QUANTITIES: ``layers`` is, per layer, the
     list [weight gradient, passed gradient, weights, update]. Returns dict(counts[L, 4,
-    bins], ranges[L, 4, 2], summaries[L, 4, len(SUMMARY_STATS)])."""
-    counts, ranges, summaries = [], [], []
+    bins], ranges[L, 4, 2], summaries[L, 4, len(SUMMARY_STATS)], magnitude_counts[L, 4,
+    bins], magnitude_ranges[L, 4, 2] (of log10 |x|))."""
+    recorded = {name: [] for name in ("counts", "ranges", "summaries",
+                                      "magnitude_counts", "magnitude_ranges")}
     for per_quantity in layers:
-        hists = [histogram(q, bins) for q in per_quantity]
-        counts.append(tf.stack([h[0] for h in hists]))
-        ranges.append(tf.stack([h[1] for h in hists]))
-        summaries.append(tf.stack([summary(q) for q in per_quantity]))
-    return dict(counts=tf.stack(counts), ranges=tf.stack(ranges), summaries=tf.stack(summaries))
+        for prefix, make in (("", histogram), ("magnitude_", magnitude_histogram)):
+            hists = [make(q, bins) for q in per_quantity]
+            recorded[prefix + "counts"].append(tf.stack([h[0] for h in hists]))
+            recorded[prefix + "ranges"].append(tf.stack([h[1] for h in hists]))
+        recorded["summaries"].append(tf.stack([summary(q) for q in per_quantity]))
+    return {name: tf.stack(values) for name, values in recorded.items()}
 
 
 class Trainer:
     """Owns the compiled steps for one network and optimizer. Every step takes images as
     uint8 (scaled by 1/255 inside the step, see ``data.to_unit_range``) or already scaled.
 
-    ``train_step(images, labels)`` -> dict(loss, accuracy, layer_stats[L, 5], finite[L + 1]);
-    ``record_step`` also returns histograms: counts[L, 4, bins], ranges[L, 4, 2],
-    summaries[L, 4, 6] over QUANTITIES, and computes layer 1's passed gradient.
+    ``train_step(images, labels)`` -> dict(loss, accuracy, layer_stats[L, len(LAYER_STATS)],
+    finite[L + 1]); ``record_step`` also returns histograms over QUANTITIES: counts[L, 4,
+    bins], ranges[L, 4, 2], summaries[L, 4, len(SUMMARY_STATS)], magnitude_counts[L, 4,
+    bins], magnitude_ranges[L, 4, 2] (of log10 |x|), and computes layer 1's passed gradient.
     ``finite``: the loss, then per layer whether its gradients and weights are finite
     after the step (a divergence check that costs one reduction per variable).
     ``train_step_from(iterator)`` / ``record_step_from(iterator)``: the same steps on the
