@@ -19,6 +19,7 @@ import gradcheck
 import tfnorm
 import tfnorm.keras as tk
 from tfnorm import optimizers, records, training
+from tfnorm.records import LAYER_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, BATCH, STEPS, LEARNING_RATE = 16, 6, 3, 1e-2
@@ -68,7 +69,7 @@ def test_its_record_equals_a_tfnorm_record_step(float64, tmp_path):
     # metrics.csv and config.json, through tfnorm's writers.
     (row,) = records.read_metrics(str(tmp_path))
     assert row["epoch"] == 1 and np.isfinite(row["train_loss"]) and np.isnan(row["test_acc"])
-    assert row["weight_grad_norm_6"] == record.layer_stats[5, 1]
+    assert row["weight_grad_norm_6"] == record.layer_stats[5, LAYER_STATS.index("weight_grad_norm")]
     assert records.read_config(str(tmp_path))["layers"] == [f"conv{i}" for i in range(1, 7)]
     # A later fit from initial_epoch continues the directory.
     model.fit(batches, initial_epoch=1, epochs=2, verbose=0, callbacks=[recorder])

@@ -32,9 +32,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnorm import plots, records, runner, training
+from tfnorm import loop, plots, records, runner, training
 from tfnorm.keras.layers import Normalization, WeightNormalization
-from tfnorm.records import DEFAULT_BINS, LAYER_STATS, SUMMARY_STATS
+from tfnorm.records import DEFAULT_BINS, EPOCH_STATS, LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 __all__ = ["PanelRecorder", "kernel_layers"]
 
@@ -65,10 +65,19 @@ def kernel_layers(model):
 
 def _layer_stats(summaries):
     """records' LAYER_STATS of each layer, from its summaries of the four quantities (the
-    same numbers a tfnorm step computes: non-zero share and norm of the weight gradient,
-    norms of the passed gradient, the weights and the update). summaries: [L, 4, S]."""
-    nonzero, norm = SUMMARY_STATS.index("nonzero_frac"), SUMMARY_STATS.index("norm")
-    return np.concatenate([summaries[:, :1, nonzero], summaries[:, :, norm]], axis=1)
+    same numbers a tfnorm step computes: the weight gradient's non-zero and near-zero
+    shares and norm, the norms of the passed gradient, the weights and the update, and the
+    update's share above the near-zero bound). summaries: [L, 4, S]."""
+    def of(quantity, stat):
+        return summaries[:, QUANTITIES.index(quantity), SUMMARY_STATS.index(stat)]
+    columns = {"nonzero_grad_frac": of("weight_gradient", "nonzero_frac"),
+               "nearzero_grad_frac": of("weight_gradient", "nearzero_frac"),
+               "weight_grad_norm": of("weight_gradient", "norm"),
+               "passed_grad_norm": of("passed_gradient", "norm"),
+               "weights_norm": of("weights", "norm"),
+               "update_norm": of("update", "norm"),
+               "update_freq": 1.0 - of("update", "nearzero_frac")}
+    return np.stack([columns[name] for name in LAYER_STATS], axis=1)
 
 
 def _schemes(model):
@@ -163,6 +172,8 @@ class PanelRecorder(keras.callbacks.Callback):
             self._fresh = False
             self._open_directory(epoch)
         self.epoch, self._start = epoch + 1, time.time()  # tfnorm counts epochs from 1
+        # The kernels at the end of the epoch before, for the epoch's weight movement.
+        self._start_kernels = [tf.convert_to_tensor(kernel).numpy() for kernel in self.kernels]
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == self.steps - 1 and records.is_recorded_epoch(
@@ -194,9 +205,13 @@ class PanelRecorder(keras.callbacks.Callback):
         row = {"epoch": self.epoch, "seconds": time.time() - self._start}
         for column, keys in LOG_KEYS.items():
             row[column] = next((float(logs[k]) for k in keys if k in logs), math.nan)
+        epoch_stats = {"weight_movement": loop.weight_movement(
+            self._start_kernels, [tf.convert_to_tensor(k).numpy() for k in self.kernels])}
         for layer in range(len(self.layers)):
             for index, stat in enumerate(LAYER_STATS):
                 row[f"{stat}_{layer + 1}"] = float(stats[layer, index])
+            for stat in EPOCH_STATS:
+                row[f"{stat}_{layer + 1}"] = float(epoch_stats[stat][layer])
         self.rows.append(row)
         records.write_metrics(self.out_dir, self.rows, len(self.layers))
 
