@@ -30,9 +30,8 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import cli, study
-from tfnorm import io, plots, stats
+from tfnorm import io, records, rundir, stats
 from tfnorm.schemes import SCHEMES
-import matplotlib.pyplot as plt  # noqa: E402 (after tfnorm.plots chose the Agg backend)
 
 FLAGS = flags.FLAGS
 COLUMN = re.compile(r"^nonzero_grad_frac_(\d+)$")
@@ -76,8 +75,20 @@ def find_runs(run_dir, schemes=None):
 
 
 def read_run(path):
-    """(epochs (E,), nonzero fractions (L, E)) from one metrics.csv."""
-    rows = io.read_csv(path)
+    """(epochs (E,), nonzero fractions (L, E)) from one metrics.csv: of a run (its
+    config.json), the rows its audit keeps (``rundir.view``: none past its checkpoint);
+    of a folder holding only a metrics.csv, its rows as they are."""
+    run_dir = os.path.dirname(path)
+    config = cli.stored_config(run_dir)
+    if config is not None:
+        found = rundir.view(run_dir, config)
+        require(found.state != "damaged", found.message)
+        rows = [{k: str(v) for k, v in row.items()} for row in found.rows]
+    else:
+        require(not rundir.checkpoint_epochs(run_dir),
+                f"{run_dir}: holds checkpoints but no {records.CONFIG_FILE}: whose run it is "
+                "cannot be checked")
+        rows = io.read_csv(path)
     require(rows, f"{path}: no epochs recorded yet")
     layers = sorted(int(m.group(1)) for m in map(COLUMN.match, rows[0]) if m)
     require("epoch" in rows[0] and layers,
@@ -139,6 +150,9 @@ def table_rows(curves):
 
 
 def plot(curves, out_dir):
+    import matplotlib.pyplot as plt  # after the flags and files were checked
+
+    from tfnorm import plots
     schemes = list(curves)
     num_layers = max(c["nonzero"].shape[1] for c in curves.values())
     colors = plots.scheme_colors(schemes)
@@ -195,14 +209,12 @@ def check():
     return {scheme: runs[scheme] for scheme in order}, out_dir
 
 
+@cli.one_line_errors
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        runs, out_dir = check()
-        curves = collect(runs)
-    except cli.ConfigError as error:
-        cli.fail(str(error))
+    runs, out_dir = check()
+    curves = collect(runs)
     rows, summary = table_rows(curves)
     io.write_csv(os.path.join(out_dir, "nonzero.csv"), rows)
     io.write_csv(os.path.join(out_dir, "nonzero_summary.csv"), summary)
