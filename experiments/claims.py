@@ -9,12 +9,13 @@ TensorFlow. A claim whose schemes are not in the directory is left out and liste
 """
 
 import collections
+import csv
 import os
 
 from absl import flags, logging
 
 from experiments import cli, summary
-from tfnorm import io, records, stats
+from tfnorm import errors, io, records, stats
 
 FLAGS = flags.FLAGS
 
@@ -57,25 +58,62 @@ def article_claims():
 
 
 def read_runs(compare_dir):
-    """{scheme: {seed: row}} of runs.csv, numbers as floats."""
+    """{scheme: {seed: row}} of runs.csv, numbers as floats (NaN: undefined). One line
+    naming the file if it is missing, not compare's runs.csv, or holds no run."""
     path = os.path.join(compare_dir, summary.RUNS_CSV)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise cli.ConfigError(f"--compare_dir {compare_dir}: no {summary.RUNS_CSV} (run "
                               "experiments.compare there first)")
+    way_out = "rerun experiments.compare there to write it again"
+    try:
+        rows = io.read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise errors.DamagedFile(f"{path}: unreadable ({type(error).__name__}); "
+                                 f"{way_out}") from None
+    if not rows:
+        raise cli.ConfigError(f"{path}: holds no run; {way_out}")
+    missing = [name for name in ("scheme", "seed") if name not in rows[0]]
+    if missing:
+        raise errors.DamagedFile(f"{path}: not compare's runs.csv (no column "
+                                 f"{', '.join(missing)}); {way_out}")
     runs = collections.defaultdict(dict)
-    for row in io.read_csv(path):
-        values = {k: (float(v) if v not in ("", None) else float("nan"))
-                  for k, v in row.items() if k not in ("scheme", "state")}
-        runs[row["scheme"]][int(values.pop("seed"))] = values
+    for line, row in enumerate(rows, start=2):
+        try:
+            values = {k: (float(v) if v not in ("", None) else float("nan"))
+                      for k, v in row.items() if k not in ("scheme", "state")}
+            seed = int(values.pop("seed"))
+        except (TypeError, ValueError):
+            raise errors.DamagedFile(f"{path}: line {line} is damaged (not numbers); "
+                                     f"{way_out}") from None
+        if seed in runs[row["scheme"]]:
+            raise errors.DamagedFile(f"{path}: {row['scheme']} seed {seed} is given twice; "
+                                     f"{way_out}")
+        runs[row["scheme"]][seed] = values
     return runs
+
+
+def grid_config(compare_dir, runs):
+    """The configuration the grid shares (every flag but the scheme and seed): the first
+    run's config.json that is there. One line if no run of runs.csv has one."""
+    for scheme, seeds in runs.items():
+        for seed in sorted(seeds):
+            config = cli.stored_config(os.path.join(compare_dir, scheme, f"seed_{seed}"))
+            if config is not None:
+                return config
+    raise cli.ConfigError(f"--compare_dir {compare_dir}: none of the runs of "
+                          f"{summary.RUNS_CSV} is there (<scheme>/seed_<k>/"
+                          f"{records.CONFIG_FILE}); run experiments.compare there first")
 
 
 def decide(claim, runs, epochs):
     """The Interval of the paired difference better - worse and its verdict."""
     seeds = sorted(set(runs[claim.better]) & set(runs[claim.worse]))
     censored = epochs + 1 if claim.metric.startswith("epoch_to_") else None
-    difference = stats.paired_difference([runs[claim.better][s][claim.metric] for s in seeds],
-                                         [runs[claim.worse][s][claim.metric] for s in seeds],
+    nan = float("nan")  # a metric runs.csv lacks (no run complete): undefined
+    difference = stats.paired_difference([runs[claim.better][s].get(claim.metric, nan)
+                                          for s in seeds],
+                                         [runs[claim.worse][s].get(claim.metric, nan)
+                                          for s in seeds],
                                          seeds_a=seeds, seeds_b=seeds, censored_at=censored)
     return difference, stats.verdict(difference, claim.direction)
 
@@ -114,10 +152,7 @@ def main(argv):
     if not FLAGS.compare_dir:
         raise cli.ConfigError("--compare_dir: required")
     runs = read_runs(FLAGS.compare_dir)
-    scheme = next(iter(runs))
-    # The grid shares every flag but the scheme and seed: any run's config.json tells.
-    config = records.read_config(os.path.join(FLAGS.compare_dir, scheme,
-                                              f"seed_{min(runs[scheme])}"))
+    config = grid_config(FLAGS.compare_dir, runs)
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
     cli.check_writable(out_dir, "--out_dir")
     claims = [c for c in article_claims() if c.better in runs and c.worse in runs]

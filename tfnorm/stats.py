@@ -28,7 +28,17 @@ import collections
 import math
 
 import numpy as np
-from scipy import stats as _scipy_stats
+
+
+class _Scipy:
+    """scipy.stats, imported on first use: a script refusing a bad flag never pays for it."""
+
+    def __getattr__(self, name):
+        from scipy import stats
+        return getattr(stats, name)
+
+
+_scipy_stats = _Scipy()
 
 Interval = collections.namedtuple(
     "Interval", ["mean", "low", "high", "n", "half_width", "method", "missing", "censored"])
