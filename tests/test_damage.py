@@ -31,10 +31,16 @@ def config_for(out_dir, **overrides):
     return checked_config(FLAGS, out_dir, **overrides)
 
 
+# The runs of this module share their traced steps, as compare's seeds do (runner.Builds:
+# bit-identical to each run alone, tests/test_compare.py): each rerun costs its epochs,
+# not another tracing.
+BUILDS = runner.Builds()
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("finished") / "run"
-    runner.run(config_for(out_dir))
+    runner.run(config_for(out_dir), builds=BUILDS)
     return str(out_dir)
 
 
@@ -46,7 +52,7 @@ def copy(finished, tmp_path):
 
 
 def rerun(run_dir, **overrides):
-    return runner.run(config_for(run_dir, **overrides))
+    return runner.run(config_for(run_dir, **overrides), builds=BUILDS)
 
 
 def assert_recovered(run_dir, reference):
@@ -73,7 +79,7 @@ def test_damaged_metrics_are_retrained_not_trusted(copy, finished, damage):
     found = rundir.audit(copy, config_for(copy))
     assert not found.complete and found.resume_epoch < 3 and found.repairs
     assert not rundir.is_finished(copy, config_for(copy))  # compare would retrain it
-    rerun(copy)
+    rerun(copy, panels=False)  # panels are not the subject here (drawing them is slow)
     assert_recovered(copy, finished)
 
 
@@ -120,12 +126,12 @@ def test_garbage_status_is_rederived(copy, finished):
 def test_killed_at_epoch_5_of_8_with_metrics_cut_to_2_rows_resumes_to_rows_1_to_8(
         tmp_path, monkeypatch):
     reference, damaged = str(tmp_path / "reference"), str(tmp_path / "damaged")
-    runner.run(config_for(reference, epochs=8, panels=False))
+    runner.run(config_for(reference, epochs=8, panels=False), builds=BUILDS)
     # Stopped (as by a kill between epochs) at the start of epoch 6.
     monkeypatch.setattr(stopping, "requested",
                         lambda: len(records.read_metrics(damaged)) >= 5)
     with pytest.raises(errors.Interrupted):
-        runner.run(config_for(damaged, epochs=8, panels=False))
+        runner.run(config_for(damaged, epochs=8, panels=False), builds=BUILDS)
     monkeypatch.undo()
     path = os.path.join(damaged, records.METRICS_FILE)
     with open(path) as f:
@@ -134,7 +140,7 @@ def test_killed_at_epoch_5_of_8_with_metrics_cut_to_2_rows_resumes_to_rows_1_to_
         f.writelines(head)
     found = rundir.audit(damaged, config_for(damaged, epochs=8, panels=False))
     assert (found.checkpoint_epoch, found.resume_epoch) == (5, 0)  # ckpt-2 is long gone
-    rows = runner.run(config_for(damaged, epochs=8, panels=False))
+    rows = runner.run(config_for(damaged, epochs=8, panels=False), builds=BUILDS)
     assert [row["epoch"] for row in rows] == list(range(1, 9))
     assert_same_run(damaged, reference)
 
@@ -209,7 +215,7 @@ def test_a_full_disk_is_one_line_status_says_so_and_the_rerun_matches(
                      "free some space and rerun the same command to resume"]
     assert records.read_status(str(out_dir))["state"] == "no space"
     monkeypatch.undo()
-    runner.run(config_for(out_dir))
+    runner.run(config_for(out_dir), builds=BUILDS)
     assert_recovered(str(out_dir), finished)
 
 
@@ -343,18 +349,18 @@ def test_a_config_edited_to_another_scheme_is_caught_by_the_checkpoint(copy, mon
     assert "not to this one (scheme layer, seed 0, " in lines[0]
 
 
-def test_a_checkpoint_of_another_seed_is_refused(copy, monkeypatch, capsys):
-    """ckpt-2 replaced by a checkpoint of seed 1 at the same epoch (what copying another
-    seed's checkpoint folder gives): refused, not trained on."""
-    rewound(copy, 2)
-    network, _, checkpoint, epoch = runner.build(cli.resolve(dict(FLAGS, out_dir=copy,
-                                                                  seed=1)))
-    epoch.assign(2)
-    checkpoint.write(os.path.join(copy, records.CHECKPOINT_DIR, "ckpt-2"))
+def test_a_checkpoint_of_another_seed_is_refused(copy, tmp_path, monkeypatch, capsys):
+    """The checkpoints of seed 1's run copied into seed 0's: refused in one line, never
+    taken for seed 0's (deadlogits would measure seed 1's network as seed 0)."""
+    other = str(tmp_path / "seed_1")
+    runner.run(config_for(other, seed=1, panels=False), builds=BUILDS)
+    folder = os.path.join(copy, records.CHECKPOINT_DIR)
+    shutil.rmtree(folder)
+    shutil.copytree(os.path.join(other, records.CHECKPOINT_DIR), folder)
     code, lines = run_train(train_argv(copy), monkeypatch, capsys)
     assert code == 6 and len(lines) == 1, lines
-    assert "ckpt-2 is not of this run: it belongs to another run (scheme batch, seed 1" \
-        in lines[0]
+    assert lines[0].startswith(f"error: checkpoint {folder}/ckpt-3 is not of this run: it "
+                               "belongs to another run (scheme batch, seed 1, "), lines
 
 
 def test_a_record_of_another_run_is_retrained_not_trusted(copy, finished):
@@ -366,8 +372,10 @@ def test_a_record_of_another_run_is_retrained_not_trusted(copy, finished):
     records.save_record(copy, 2, 99, foreign, dict(record._asdict()))
     found = rundir.audit(copy, config_for(copy))
     assert found.resume_epoch == 0 and "not a record of this run" in found.repairs[0]
-    rerun(copy)
+    rerun(copy, panels=False)
     assert_recovered(copy, finished)
+    kept = records.load_record(records.record_path(copy, 2))
+    assert (kept.scheme, kept.step) == (record.scheme, record.step)  # not the other run's
 
 
 def _edit_metrics(path, edit):
@@ -412,7 +420,7 @@ def test_every_value_read_back_is_checked(copy, finished, damage, resume):
             f.write("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
     found = rundir.audit(copy, config_for(copy))
     assert not found.complete and found.resume_epoch == resume
-    rerun(copy)
+    rerun(copy, panels=False)
     assert_recovered(copy, finished)
 
 

@@ -222,10 +222,12 @@ def test_a_divergent_boxcox_run_exits_non_zero_with_one_line(tmp_path):
     failed forward check's C++ log (TensorFlow's, two lines) stays off the terminal: the
     command prints its one line."""
     out_dir = tmp_path / "boxcox"
+    # As a user runs it: TensorFlow's warnings on (the tests' conftest turns them off).
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
         [sys.executable, "-m", "experiments.train", "--scheme=boxcox", "--boxcox_lambda=1e10",
          "--epochs=2", "--image_size=16", "--train_limit=40", "--test_limit=20",
-         "--noprogress", "--nopanels", f"--out_dir={out_dir}"], cwd=ROOT,
+         "--noprogress", "--nopanels", f"--out_dir={out_dir}"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=300)
     assert result.returncode == cli.EXIT_DIVERGED
     lines = [line for line in result.stderr.splitlines() if not line.startswith("I")]
