@@ -38,10 +38,6 @@ DATASET_DEFAULTS = {
                    image_size=32, record_every=5, shuffle=True),
 }
 
-# What identifies a run is the library's (tfnorm.runid): the flags that are not where
-# things are or how progress is shown, and the identity flags added after runs were made.
-NOT_IDENTITY, ADDED_LATER = runid.NOT_IDENTITY, runid.ADDED_LATER
-
 EXIT_BAD_INPUT = errors.ConfigError.exit_code
 EXIT_DIVERGED = errors.Divergence.exit_code
 
@@ -190,8 +186,7 @@ def memory_needed(config):
 
 
 def check_memory(config, needed=None):
-    """Refuse a run whose images and step cannot fit in the memory there is (``needed``:
-    bytes, when not ``memory_needed(config)``; config: image_size and batch_size)."""
+    """Refuse a run whose images and step cannot fit in memory (``needed``: bytes)."""
     needed = memory_needed(config) if needed is None else needed
     available = available_memory()
     if available is not None and needed > 0.9 * available:
@@ -347,13 +342,12 @@ def parse_schemes(text, allowed=schemes.SCHEMES, flag="--schemes", allow_empty=F
     return names
 
 
-identity = runid.identity  # the part of a configuration that decides the results
+identity = runid.identity  # what decides a run's results (NOT_IDENTITY, ADDED_LATER there)
 
 
 def stored_config(run_dir):
-    """The configuration of the run in ``run_dir``, from its config.json (flags added since
-    it was made take their defaults, --out_dir is ``run_dir``), or None if there is none;
-    DamagedFile (one line naming it) if it cannot be read."""
+    """The configuration of the run in ``run_dir`` from its config.json (later flags take
+    their defaults), or None if there is none; DamagedFile if it cannot be read."""
     stored = records.read_config(run_dir)
     return None if stored is None else resolve(dict(stored, out_dir=run_dir))
 
@@ -366,23 +360,22 @@ def fail(message, code=EXIT_BAD_INPUT):
 
 
 def parse_flags_or_fail(argv, flag_values=flags.FLAGS):
-    """absl flags_parser: a bad flag value is one line and exit 2, not absl's help text;
-    so is a float flag that is not finite (NaN or inf: no script can use one)."""
+    """absl flags_parser, the last step before a script's main: a bad flag value is one
+    line and exit 2, not absl's help text; so is a float flag that is NaN or infinite (no
+    script can use one); a Ctrl-C that came while the script loaded is exit 130."""
+    if stopping.requested():
+        interrupted = errors.Interrupted(what="before any work began")
+        fail(str(interrupted), interrupted.exit_code)
     try:
         remaining = flag_values(argv)
     except flags.Error as error:
         fail(str(error).splitlines()[0])
-    check_finite_floats(flag_values)
-    return remaining
-
-
-def check_finite_floats(flag_values):
-    """One line and exit 2 for the first float flag whose value is NaN or infinite."""
     for name in sorted(flag_values):
         flag = flag_values[name]
         if isinstance(flag.parser, flags.FloatParser) and flag.value is not None \
                 and not math.isfinite(flag.value):
             fail(f"--{name}={flag.value}: must be a finite number")
+    return remaining
 
 
 def one_line_errors(main):
@@ -403,11 +396,4 @@ def run(main):
     (exit 2)."""
     banner.filter_banner()
     stopping.install()  # again, if this package was imported as a library (idempotent)
-
-    @functools.wraps(main)
-    def unless_interrupted(argv):
-        if stopping.requested():  # a Ctrl-C while the script loaded
-            raise errors.Interrupted(what="before any work began")
-        return main(argv)
-
-    app.run(one_line_errors(unless_interrupted), flags_parser=parse_flags_or_fail)
+    app.run(one_line_errors(main), flags_parser=parse_flags_or_fail)
