@@ -115,8 +115,18 @@ def check_flags(flag_values=FLAGS):
     config.update(warmup=values.warmup, jit=values.jit, keras=values.keras, seed=values.seed,
                   tracing=values.tracing,
                   out_dir=values.out_dir)
+    cli.check_memory(config, memory_needed(config))
     cli.check_writable(values.out_dir, "--out_dir")
     return config
+
+
+def memory_needed(config):
+    """Bytes the benchmark needs, from its flags: the synthetic batch (int64, then float64:
+    48 bytes a pixel), the synthetic epoch's images (uint8) and the activations of a step
+    and a test batch (cli.memory_needed's 130 bytes a pixel an image)."""
+    images = (config["train_images"] + config["test_images"]) if config["epoch_schemes"] else 0
+    return config["image_size"] ** 2 * (48 * config["batch_size"] + 3 * images
+                                        + 130 * (config["batch_size"] + config["eval_batch"]))
 
 
 # ----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 import tfnorm
 from experiments.benchmark import ARTICLE_EPSILON, KERAS_SCHEMES, LEARNING_RATE, TRACED
-from tfnorm import catalog, data, layers, loop, optimizers, plots, records, training
+from tfnorm import (catalog, data, layers, loop, optimizers, plots, records, runid,
+                    training)
 
 # The benchmark times the deterministic kernels that training runs.
 tf.config.experimental.enable_op_determinism()
@@ -326,7 +327,8 @@ def measure_epoch(scheme, config, trainer=None):
         saving, drawing = [], []
         for epoch_index in range(1, 4):  # the first draw of a figure is not the usual one
             start = time.perf_counter()
-            records.save_record(run_dir, epoch_index, steps * epoch_index, scheme, recorded)
+            records.save_record(run_dir, epoch_index, steps * epoch_index,
+                                runid.RunIdentity(scheme, config["seed"], ""), recorded)
             saving.append(time.perf_counter() - start)
             start = time.perf_counter()
             plots.draw_epoch_panels(run_dir, epoch_index, panels)

@@ -9,12 +9,13 @@ TensorFlow. A claim whose schemes are not in the directory is left out and liste
 """
 
 import collections
+import csv
 import os
 
 from absl import flags, logging
 
 from experiments import cli, summary
-from tfnorm import io, records, stats, verdicts
+from tfnorm import errors, io, records, stats, verdicts
 
 FLAGS = flags.FLAGS
 
@@ -91,24 +92,59 @@ def with_gap(runs):
 
 
 def read_runs(compare_dir):
-    """{scheme: {seed: row}} of runs.csv, numbers as floats."""
+    """{scheme: {seed: row}} of runs.csv, numbers as floats (NaN: undefined). One line
+    naming the file if it is missing, not compare's runs.csv, or holds no run."""
     path = os.path.join(compare_dir, summary.RUNS_CSV)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise cli.ConfigError(f"--compare_dir {compare_dir}: no {summary.RUNS_CSV} (run "
                               "experiments.compare there first)")
+    way_out = "rerun experiments.compare there to write it again"
+    try:
+        rows = io.read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise errors.DamagedFile(f"{path}: unreadable ({type(error).__name__}); "
+                                 f"{way_out}") from None
+    if not rows:
+        raise cli.ConfigError(f"{path}: holds no run; {way_out}")
+    missing = [name for name in ("scheme", "seed") if name not in rows[0]]
+    if missing:
+        raise errors.DamagedFile(f"{path}: not compare's runs.csv (no column "
+                                 f"{', '.join(missing)}); {way_out}")
     runs = collections.defaultdict(dict)
-    for row in io.read_csv(path):
-        values = {k: (float(v) if v not in ("", None) else float("nan"))
-                  for k, v in row.items() if k not in ("scheme", "state")}
-        runs[row["scheme"]][int(values.pop("seed"))] = values
+    for line, row in enumerate(rows, start=2):
+        try:
+            values = {k: (float(v) if v not in ("", None) else float("nan"))
+                      for k, v in row.items() if k not in ("scheme", "state")}
+            seed = int(values.pop("seed"))
+        except (TypeError, ValueError):
+            raise errors.DamagedFile(f"{path}: line {line} is damaged (not numbers); "
+                                     f"{way_out}") from None
+        if seed in runs[row["scheme"]]:
+            raise errors.DamagedFile(f"{path}: {row['scheme']} seed {seed} is given twice; "
+                                     f"{way_out}")
+        runs[row["scheme"]][seed] = values
     return runs
+
+
+def grid_config(compare_dir, runs):
+    """The configuration the grid shares (every flag but the scheme and seed): the first
+    run's config.json that is there. One line if no run of runs.csv has one."""
+    for scheme, seeds in runs.items():
+        for seed in sorted(seeds):
+            config = cli.stored_config(os.path.join(compare_dir, scheme, f"seed_{seed}"))
+            if config is not None:
+                return config
+    raise cli.ConfigError(f"--compare_dir {compare_dir}: none of the runs of "
+                          f"{summary.RUNS_CSV} is there (<scheme>/seed_<k>/"
+                          f"{records.CONFIG_FILE}); run experiments.compare there first")
 
 
 def decide_runs(claims, runs, epochs):
     """tfnorm.verdicts.decide on ``runs`` ({scheme: {seed: row}}), epoch_to_* censored at
-    epochs + 1."""
-    per_seed = [dict(values, scheme=scheme, seed=seed) for scheme, seeds in runs.items()
-                for seed, values in seeds.items()]
+    epochs + 1; a metric runs.csv lacks (no run of the grid complete) is undefined."""
+    undefined = {c.metric: float("nan") for c in claims}
+    per_seed = [dict(undefined, **values, scheme=scheme, seed=seed)
+                for scheme, seeds in runs.items() for seed, values in seeds.items()]
     censored = {c.metric: epochs + 1 for c in claims if c.metric.startswith("epoch_to_")}
     return verdicts.decide(claims, per_seed, censored_at=censored)
 
@@ -179,10 +215,7 @@ def main(argv):
     if not FLAGS.compare_dir:
         raise cli.ConfigError("--compare_dir: required")
     runs = read_runs(FLAGS.compare_dir)
-    scheme = next(iter(runs))
-    # The grid shares every flag but the scheme and seed: any run's config.json tells.
-    config = records.read_config(os.path.join(FLAGS.compare_dir, scheme,
-                                              f"seed_{min(runs[scheme])}"))
+    config = grid_config(FLAGS.compare_dir, runs)
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
     cli.check_writable(out_dir, "--out_dir")
     claims = [c for c in article_claims() if c.a in runs and c.b in runs]

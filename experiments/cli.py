@@ -6,9 +6,11 @@ A run's configuration is a plain dict (``resolve``): every training flag with it
 dataset default filled in. ``tfnorm.runner.run(config)`` takes it, so callers (compare,
 a distribution strategy, tests) build one without going through the command line.
 
-Nothing here imports TensorFlow: a bad flag costs no TensorFlow start-up. A script ends
-with ``cli.run(main)``, which keeps the banner out of stderr (``experiments.banner``) and
-turns absl's flag errors into one line.
+Nothing here imports TensorFlow, scipy or matplotlib, and no script imports them before
+its flags and --out_dir are checked: a refusal answers in a fraction of a second. A
+script ends with ``cli.run(main)``, which keeps the banner out of stderr
+(``experiments.banner``) and turns absl's flag errors, and a float flag that is NaN or
+infinite, into one line.
 """
 
 import functools
@@ -25,7 +27,7 @@ from absl import app, flags
 
 from experiments import banner
 
-from tfnorm import catalog, errors, records, schemes, stopping
+from tfnorm import catalog, errors, records, rundir, runid, schemes, stopping
 
 # The article's STL-10 setup (his notebook); digits: a short run that still
 # separates the schemes (see README). None in a flag means "the dataset's default".
@@ -35,15 +37,6 @@ DATASET_DEFAULTS = {
     "digits": dict(epochs=10, batch_size=20, learning_rate=0.001, optimizer="adam",
                    image_size=32, record_every=5, shuffle=True),
 }
-
-# Flags that say where things are or how to show progress, not what is computed: a
-# run directory may be resumed with other values of these.
-NOT_IDENTITY = ("out_dir", "overwrite", "data_dir", "stl10_archive", "tensorboard",
-                "progress", "panels")
-
-# Identity flags added after runs were made: what those runs' config.json lack means this.
-ADDED_LATER = {"per_position_running_stats": False, "final_activation": "relu",
-               "train_per_class": 0, "eval_every": 1}
 
 EXIT_BAD_INPUT = errors.ConfigError.exit_code
 EXIT_DIVERGED = errors.Divergence.exit_code
@@ -203,9 +196,10 @@ def memory_needed(config):
                      + 130 * (config["batch_size"] + 100))
 
 
-def check_memory(config):
-    """Refuse a run whose images and step cannot fit in the memory there is."""
-    needed, available = memory_needed(config), available_memory()
+def check_memory(config, needed=None):
+    """Refuse a run whose images and step cannot fit in memory (``needed``: bytes)."""
+    needed = memory_needed(config) if needed is None else needed
+    available = available_memory()
     if available is not None and needed > 0.9 * available:
         raise errors.OutOfMemory(
             f"--image_size={config['image_size']} with --batch_size={config['batch_size']}: "
@@ -213,13 +207,13 @@ def check_memory(config):
             "GiB are available; use a smaller --image_size or --batch_size")
 
 
-def validate_out_dir(config):
-    """--out_dir can be written and holds no other run (creates it)."""
+def validate_out_dir(config, checkpoint=True):
+    """--out_dir can be written and holds no other run (creates it); ``checkpoint``: its
+    checkpoint is read whole and is this run's (imports TensorFlow when there is one)."""
     if not config["out_dir"]:
         raise ConfigError("--out_dir: required")
     check_writable(config["out_dir"])
-    records.check_run_dir(config["out_dir"], identity(config), config["overwrite"],
-                          ADDED_LATER)
+    rundir.check_run_dir(config["out_dir"], config, config["overwrite"], checkpoint)
 
 
 # ----------------------------------------------------------------------------
@@ -364,9 +358,14 @@ def parse_schemes(text, allowed=schemes.SCHEMES, flag="--schemes", allow_empty=F
     return names
 
 
-def identity(config):
-    """The part of a configuration that decides the results."""
-    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+identity = runid.identity  # what decides a run's results (NOT_IDENTITY, ADDED_LATER there)
+
+
+def stored_config(run_dir):
+    """The configuration of the run in ``run_dir`` from its config.json (later flags take
+    their defaults), or None if there is none; DamagedFile if it cannot be read."""
+    stored = records.read_config(run_dir)
+    return None if stored is None else resolve(dict(stored, out_dir=run_dir))
 
 
 def fail(message, code=EXIT_BAD_INPUT):
@@ -377,11 +376,22 @@ def fail(message, code=EXIT_BAD_INPUT):
 
 
 def parse_flags_or_fail(argv, flag_values=flags.FLAGS):
-    """absl flags_parser: a bad flag value is one line and exit 2, not absl's help text."""
+    """absl flags_parser, the last step before a script's main: a bad flag value is one
+    line and exit 2, not absl's help text; so is a float flag that is NaN or infinite (no
+    script can use one); a Ctrl-C that came while the script loaded is exit 130."""
+    if stopping.requested():
+        interrupted = errors.Interrupted(what="before any work began")
+        fail(str(interrupted), interrupted.exit_code)
     try:
-        return flag_values(argv)
+        remaining = flag_values(argv)
     except flags.Error as error:
         fail(str(error).splitlines()[0])
+    for name in sorted(flag_values):
+        flag = flag_values[name]
+        if isinstance(flag.parser, flags.FloatParser) and flag.value is not None \
+                and not math.isfinite(flag.value):
+            fail(f"--{name}={flag.value}: must be a finite number")
+    return remaining
 
 
 def one_line_errors(main):
@@ -401,5 +411,5 @@ def run(main):
     a safe point (``tfnorm.stopping``), then absl's app.run with flag errors as one line
     (exit 2)."""
     banner.filter_banner()
-    stopping.install()
+    stopping.install()  # again, if this package was imported as a library (idempotent)
     app.run(one_line_errors(main), flags_parser=parse_flags_or_fail)

@@ -8,8 +8,11 @@ non-zero-gradient figures (experiments/summary.py).
 
 Runs go to <out_dir>/<scheme>/seed_<k>/ (each an experiments.train run directory). A run
 already complete with the same configuration is reused (after an audit of its files,
-tfnorm.rundir); an interrupted one resumes; one that diverged is reported, not retried
-(it would diverge again: runs are deterministic). One process trains a scheme's seeds
+tfnorm.rundir, which also rewrites its derived files: status, panels, TensorBoard); an
+interrupted one resumes; one of another configuration is refused, or with --overwrite
+trained again; one that diverged is reported, not retried (it would diverge again: runs
+are deterministic). After a Ctrl-C or a failure the summary of what is complete is
+written, then the one-line error and its exit code. One process trains a scheme's seeds
 one after the other on the same compiled steps (tfnorm.runner.Builds): a seed costs its
 epochs, not another start-up and tracing. --jobs=N splits the grid into N shards, each
 trained by a worker process; --shard=K/N trains one shard (a cluster's job array) and
@@ -22,7 +25,7 @@ import sys
 from absl import flags, logging
 
 from experiments import cli, summary, workers
-from tfnorm import errors, rundir, stats, stopping
+from tfnorm import catalog, errors, rundir, stats, stopping
 
 FLAGS = flags.FLAGS
 
@@ -46,8 +49,8 @@ def define_flags(flag_values=flags.FLAGS):
                          "grid into the summary and figures (refused if any is missing).",
                          **fv)
     flags.DEFINE_string("baseline", "none", "The scheme every other is compared with, paired "
-                        "by seed (summary.md's verdicts); ignored if not among --schemes.",
-                        **fv)
+                        "by seed (summary.md's verdicts); one of --schemes (the default, "
+                        "none, may be left out of --schemes: then nothing is paired).", **fv)
     flags.DEFINE_integer("panel_seeds", 1, "Draw the four-panel figures and GIFs for the "
                          "first N seeds of each scheme (the others keep their records: "
                          "experiments.panels draws them later).", **fv)
@@ -71,13 +74,18 @@ def plan(base, schemes, seeds, first_seed, panel_seeds=1):
     return configs
 
 
-def train_here(configs, progress):
-    """Train ``configs`` one after the other in this process, sharing the traced steps of
-    runs that differ only in their seed (``runner.Builds``). Returns after a Ctrl-C too,
-    the run in progress stopped at a safe point."""
+def train_here(configs, progress, reused=()):
+    """Rewrite the derived files of the ``reused`` runs (``runner.refresh``), then train
+    ``configs`` one after the other in this process, sharing the traced steps of runs
+    that differ only in their seed (``runner.Builds``). Returns after a Ctrl-C too, the
+    run in progress stopped at a safe point."""
     from tfnorm import cores, runner  # TensorFlow loads here, after every flag was checked
     if cores.shares_cores() and cores.stop_spinning():
         logging.info("sharing the cores with other workers: thread pools do not spin")
+    for config in reused:
+        if stopping.requested():
+            return
+        runner.refresh(config)
     builds = runner.Builds()
     for config in configs:
         if stopping.requested():
@@ -92,19 +100,22 @@ def train_here(configs, progress):
 
 
 def train_all(configs, jobs, command_of_shard=None):
-    """Train every run of ``configs`` that is not finished (each reused run is audited:
-    ``rundir.is_finished``): in this process with jobs=1, else in ``jobs`` worker
-    processes (``command_of_shard(k, n)``: the command line training shard k of n).
-    Raises errors.Interrupted after a SIGINT or SIGTERM, once the runs in progress
-    stopped at a safe point; finished runs are kept."""
+    """Train every run of ``configs`` that is not finished by its audited files
+    (``rundir.view``): in this process with jobs=1, else in ``jobs`` worker processes
+    (``command_of_shard(k, n)``: the command line training shard k of n, which also
+    refreshes the finished runs of its shard). Raises errors.Interrupted after a SIGINT or
+    SIGTERM, once the runs in progress stopped at a safe point, and the error of a failed
+    worker (workers.run_shards); finished runs are kept."""
     todo = [c for c in configs if not rundir.is_finished(c["out_dir"], c)]
-    for config in configs:
-        if config not in todo:
-            logging.info("reusing %s", config["out_dir"])
+    reused = [c for c in configs if c not in todo]
+    for config in reused:
+        logging.info("reusing %s", config["out_dir"])
     jobs = max(1, min(jobs, len(todo)))
-    progress = workers.Progress(len(configs), len(configs) - len(todo), jobs)
-    if jobs == 1:
-        train_here(todo, progress)
+    progress = workers.Progress(len(configs), len(reused), jobs)
+    if stopping.requested():  # a Ctrl-C while the grid was checked: start nothing
+        pass
+    elif jobs == 1:
+        train_here(todo, progress, reused)
     else:
         workers.run_shards(lambda k: command_of_shard(k, jobs), jobs, todo, progress,
                            os.path.dirname(os.path.dirname(todo[0]["out_dir"])))
@@ -122,7 +133,7 @@ def check_flags(flag_values=FLAGS):
     base = cli.resolve(dict(cli.flag_values(flag_values, cli.RUN_FLAGS),
                             out_dir=flag_values.out_dir, seed=flag_values.seed))
     schemes = cli.parse_schemes(flag_values.schemes)
-    cli.parse_schemes(flag_values.baseline, flag="--baseline")
+    check_baseline(flag_values, schemes)
     for name in ("seeds", "jobs"):
         if flag_values[name].value <= 0:
             raise cli.ConfigError(f"--{name}={flag_values[name].value}: must be a positive "
@@ -137,6 +148,18 @@ def check_flags(flag_values=FLAGS):
     cli.check_seed(flag_values.seed, count=flag_values.seeds)
     cli.validate(dict(base, scheme=schemes[0]), check_out_dir=False)
     return base, schemes, shard
+
+
+def check_baseline(flag_values, schemes):
+    """--baseline: one scheme, among --schemes unless it is the default left out of them."""
+    baseline = flag_values.baseline
+    names = cli.parse_schemes(baseline, flag="--baseline")
+    if len(names) != 1 or baseline.strip() == "all":
+        raise cli.ConfigError(f"--baseline={baseline}: name one scheme, the one every other "
+                              "is paired with")
+    if names[0] not in schemes and flag_values["baseline"].present:
+        raise cli.ConfigError(f"--baseline={baseline}: not among --schemes "
+                              f"({', '.join(schemes)})")
 
 
 def worker_command(flag_values, index, count):
@@ -176,9 +199,13 @@ def main(argv):
     else:
         try:
             train_all(configs, FLAGS.jobs, lambda k, n: worker_command(FLAGS, k, n))
-        except errors.Interrupted:
-            # What is complete is summarized; the runs not finished show as such there.
-            summary.write(base, configs, FLAGS.baseline, FLAGS.results_dir)
+        except errors.RunEnded:
+            # Interrupted, or a run or a worker failed: what is complete is summarized (the
+            # runs not finished show as such there), then the error's one line and code.
+            try:
+                summary.write(base, configs, FLAGS.baseline, FLAGS.results_dir)
+            except (OSError, errors.RunEnded) as error:
+                logging.warning("no summary written: %s", catalog.one_line(error))
             raise
     result = summary.write(base, configs, FLAGS.baseline, FLAGS.results_dir)
     for scheme, cells in result.per_scheme.items():

@@ -13,7 +13,6 @@ import os
 from absl import flags, logging
 
 from experiments import cli
-from tfnorm import crossplots
 
 FLAGS = flags.FLAGS
 
@@ -55,6 +54,7 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags()
+    from tfnorm import crossplots  # matplotlib loads here, once the flags are good
     out = FLAGS.out or os.path.join(FLAGS.compare_dir, "crosspanels",
                                     f"layer{FLAGS.layer}_epoch{{epoch:04d}}_seed{FLAGS.seed}.png")
     # Everything draw_cross_panels refuses it refuses before drawing: the runs, the

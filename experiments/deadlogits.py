@@ -18,7 +18,7 @@ from absl import flags, logging
 import numpy as np
 
 from experiments import cli
-from tfnorm import io, records, rundir, stats
+from tfnorm import io, records, rundir, runid, stats
 
 FLAGS = flags.FLAGS
 METRICS = ("zero_logits", "dead_classes", "dead_images", "test_acc_alive")
@@ -37,16 +37,17 @@ def define_flags(flag_values=FLAGS):
 
 
 def finished_runs(compare_dir, schemes):
-    """[(scheme, seed, run_dir, config)] of the finished runs under ``compare_dir``."""
+    """[(scheme, seed, run_dir, config)] of the finished runs under ``compare_dir``, each
+    with its final checkpoint read whole and checked to be of the run (one line, exit 6,
+    naming a damaged one). Imports TensorFlow."""
     found = []
     for scheme in schemes:
         folder = os.path.join(compare_dir, scheme)
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             run_dir = os.path.join(folder, name)
-            stored = records.read_config(run_dir) if name.startswith("seed_") else None
-            # Flags added since the run was made take their defaults.
-            config = cli.resolve(dict(stored, out_dir=run_dir)) if stored else None
+            config = cli.stored_config(run_dir) if name.startswith("seed_") else None
             if config and rundir.is_finished(run_dir, config):
+                rundir.check_checkpoint(run_dir, runid.run_identity(config))
                 found.append((scheme, config["seed"], run_dir, config))
     if not found:
         raise cli.ConfigError(f"--compare_dir {compare_dir}: no finished run of "
@@ -60,8 +61,8 @@ def measure(run_dir, config, dataset):
 
     from tfnorm import data, runner
     network, _, checkpoint, _ = runner.build(config)
-    checkpoint.restore(tf.train.latest_checkpoint(
-        os.path.join(run_dir, records.CHECKPOINT_DIR))).assert_existing_objects_matched()
+    rundir.restore_checkpoint(checkpoint, tf.train.latest_checkpoint(
+        os.path.join(run_dir, records.CHECKPOINT_DIR)), runid.run_identity(config))
     logits = np.concatenate([
         network.forward(data.to_unit_range(images), training=False)[0].numpy()
         for images, _ in data.batches(dataset.test_images, dataset.test_labels, 100,
@@ -83,9 +84,9 @@ def main(argv):
         raise cli.ConfigError(f"--compare_dir {FLAGS.compare_dir}: no such directory")
     schemes = cli.parse_schemes(FLAGS.schemes)
     sources = [FLAGS.compare_dir] + ([FLAGS.versus_dir] if FLAGS.versus_dir else [])
-    runs = {source: finished_runs(source, schemes) for source in sources}
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
     cli.check_writable(out_dir, "--out_dir")
+    runs = {source: finished_runs(source, schemes) for source in sources}
     from tfnorm import runner  # TensorFlow loads here, once the flags are good
     datasets, rows = {}, []
     for source in sources:

@@ -40,7 +40,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import cli, study
-from tfnorm import io, plots, records, stats
+from tfnorm import io, records, rundir, stats
 from tfnorm.schemes import SCHEMES
 
 FLAGS = flags.FLAGS
@@ -86,9 +86,21 @@ def find_runs(run_dir, schemes=None):
 
 
 def read_run(path):
-    """(epochs (E,), {measure: fractions (L, E)}) from one metrics.csv; the near-zero
-    fractions are NaN in a run of an older tfnorm, which did not record them."""
-    rows = io.read_csv(path)
+    """(epochs (E,), {measure: fractions (L, E)}) from one metrics.csv: of a run (its
+    config.json), the rows its audit keeps (``rundir.view``: none past its checkpoint);
+    of a folder holding only a metrics.csv, its rows as they are. The near-zero fractions
+    are NaN in a run of an older tfnorm, which did not record them."""
+    run_dir = os.path.dirname(path)
+    config = cli.stored_config(run_dir)
+    if config is not None:
+        found = rundir.view(run_dir, config)
+        require(found.state != "damaged", found.message)
+        rows = [{k: str(v) for k, v in row.items()} for row in found.rows]
+    else:
+        require(not rundir.checkpoint_epochs(run_dir),
+                f"{run_dir}: holds checkpoints but no {records.CONFIG_FILE}: whose run it is "
+                "cannot be checked")
+        rows = io.read_csv(path)
     require(rows, f"{path}: no epochs recorded yet")
     layers = sorted(int(m.group(1)) for m in map(COLUMN.match, rows[0]) if m)
     require("epoch" in rows[0] and layers,
@@ -202,6 +214,7 @@ def tau_rows(runs):
 
 
 def plot(curves, out_dir):
+    from tfnorm import plots  # matplotlib loads here, after the flags and files were checked
     return study.save_figure(plots.nonzero_figure(curves), out_dir, "nonzero_claim.png")
 
 
@@ -218,14 +231,12 @@ def check():
     return {scheme: runs[scheme] for scheme in order}, out_dir
 
 
+@cli.one_line_errors
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        runs, out_dir = check()
-        curves = collect(runs)
-    except cli.ConfigError as error:
-        cli.fail(str(error))
+    runs, out_dir = check()
+    curves = collect(runs)
     rows, summary = table_rows(curves)
     io.write_csv(os.path.join(out_dir, "nonzero.csv"), rows)
     io.write_csv(os.path.join(out_dir, "nonzero_summary.csv"), summary)

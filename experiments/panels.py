@@ -8,7 +8,7 @@ import os
 from absl import flags, logging
 
 from experiments import cli
-from tfnorm import plots, records
+from tfnorm import records, rundir, runid
 
 FLAGS = flags.FLAGS
 
@@ -18,13 +18,38 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
 
 
-def redraw(run_dir):
-    """Returns (panel PNG paths, GIF paths)."""
+def redraw(run_dir, epochs=None):
+    """The panels of ``epochs`` (default: every recorded one), then the GIFs. Returns
+    (panel PNG paths, GIF paths)."""
+    from tfnorm import plots  # matplotlib loads here, once the flags and files are good
+    epochs = records.record_epochs(run_dir) if epochs is None else epochs
     paths, figure = [], plots.FourPanels()
-    for epoch in records.record_epochs(run_dir):
+    for epoch in epochs:
         paths += plots.draw_epoch_panels(run_dir, epoch, figure)
     figure.close()
     return paths, plots.write_gifs(run_dir)
+
+
+def checked_epochs(run_dir):
+    """The recorded epochs to draw, each record checked against the run (one line, exit 6,
+    naming a record that is damaged or not of it): with a config.json, the records of this
+    run up to its checkpoint's epoch (a later one is of an epoch the run will redo);
+    without a checkpoint, records only, all of one run."""
+    config = cli.stored_config(run_dir)
+    run, epochs = None, records.record_epochs(run_dir)
+    # A directory with checkpoints is a training run: its audit says how far it got. One
+    # without (tfnorm.keras.PanelRecorder's) holds records only, all of one run.
+    if config is not None and rundir.checkpoint_epochs(run_dir):
+        run = runid.run_identity(config)
+        last = rundir.audit(run_dir, config).checkpoint_epoch
+        epochs = [e for e in epochs if e <= last]
+        if not epochs:
+            cli.fail(f"--run_dir {run_dir}: holds no record of an epoch its checkpoint holds "
+                     f"(epoch {last})")
+    for epoch in epochs:  # a damaged record: one line, before drawing
+        record = records.load_record(records.record_path(run_dir, epoch), run)
+        run = run or runid.RunIdentity(record.scheme, record.seed, record.config_hash)
+    return epochs
 
 
 @cli.one_line_errors
@@ -39,9 +64,7 @@ def main(argv):
     if not records.record_epochs(run_dir):
         cli.fail(f"--run_dir {run_dir}: holds no records "
                  f"({os.path.join(run_dir, records.RECORDS_DIR)}/epoch_NNNN.npz)")
-    for epoch in records.record_epochs(run_dir):  # a damaged record: one line, before drawing
-        records.load_record(records.record_path(run_dir, epoch))
-    panels, gifs = redraw(run_dir)
+    panels, gifs = redraw(run_dir, checked_epochs(run_dir))
     logging.info("drew %d panels and %d GIFs in %s", len(panels), len(gifs),
                  os.path.join(run_dir, records.PANELS_DIR))
 

@@ -18,16 +18,18 @@ Measurements per run (one row per scheme and seed):
                              is above NEARZERO_TAU x the step's RMS
   movement_<i>               the mean over the epochs of ||W_e - W_(e-1)|| / ||W_(e-1)||
   parameters                 the network's trainable numbers (config.json)
-A diverged run's measurements are undefined (left out of the intervals, and counted).
+A diverged run's measurements are undefined (left out of the intervals, and counted), and
+so are those of a run not complete (compare interrupted, or a worker failed): the summary
+is of what is complete. Each run is read through its audit (``tfnorm.rundir.view``): its
+state and rows are what its checkpoint, metrics and records agree on, never status.json.
 """
 
 import math
 import os
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from tfnorm import io, plots, records, stats
+from tfnorm import io, records, rundir, stats
 
 ACCURACY_FIGURE = "accuracy.png"
 NONZERO_FIGURE = "nonzero.png"
@@ -57,12 +59,12 @@ def first_epoch_reaching(train_acc, threshold):
     return float(reached[0] + 1) if reached.size else math.nan
 
 
-def run_row(config):
-    """The measurements of one run (see the module docstring) and its state."""
-    rows = records.read_metrics(config["out_dir"])
-    status = records.read_status(config["out_dir"]) or {"state": "missing"}
-    complete = status.get("state") == "complete" and len(rows) == config["epochs"]
-    row = {"scheme": config["scheme"], "seed": config["seed"], "state": status["state"]}
+def run_row(config, found, layers):
+    """The measurements of one run (see the module docstring) and its state, from its
+    audited view ``found`` (a rundir.View); nonzero_1..``layers``."""
+    rows = found.rows
+    complete = found.state == "complete"
+    row = {"scheme": config["scheme"], "seed": config["seed"], "state": found.state}
     test = [r["test_acc"] for r in rows]
     train = [r["train_acc"] for r in rows]
     row["final_test_acc"] = test[-1] if complete else math.nan
@@ -70,13 +72,12 @@ def run_row(config):
     row["best_test_acc"] = max(evaluated) if complete else math.nan
     row["final_train_acc"] = train[-1] if complete else math.nan
     for threshold in THRESHOLDS:
-        # A diverged run that had not reached it is undefined, not "never".
+        # The first epoch that reached it is a fact however the run went on.
         reached = first_epoch_reaching(train, threshold)
         row[f"epoch_to_{round(threshold * 100)}"] = (
             reached if complete or not math.isnan(reached) else math.nan)
-    num_layers = records.num_layers_of(rows[0]) if rows else 0
     for name, column in LAYER_MEANS.items():
-        for layer in range(1, num_layers + 1):
+        for layer in range(1, layers + 1):
             # NaN for a column an older tfnorm did not write.
             row[f"{name}_{layer}"] = (float(np.mean([r.get(f"{column}_{layer}", math.nan)
                                                      for r in rows]))
@@ -85,13 +86,12 @@ def run_row(config):
     return row
 
 
-def curves(configs):
+def curves(configs, views):
     """Per scheme the per-epoch train/test accuracy and non-zero fractions of every seed
-    (seeds x epochs and seeds x layers x epochs, NaN past a run's last epoch)."""
+    (seeds x epochs and seeds x layers x epochs, NaN past a run's last audited epoch)."""
     found = {}
-    for config in configs:
-        found.setdefault(config["scheme"], []).append(
-            (config["epochs"], records.read_metrics(config["out_dir"])))
+    for config, view in zip(configs, views):
+        found.setdefault(config["scheme"], []).append((config["epochs"], view.rows))
     return {scheme: _curve(runs) for scheme, runs in found.items()}
 
 
@@ -104,7 +104,7 @@ def _curve(runs):
              "nonzero": np.full((len(runs), layers, epochs), np.nan),
              "nearzero": np.full((len(runs), layers, epochs), np.nan)}
     for seed, (_, rows) in enumerate(runs):
-        for e, row in enumerate(rows):
+        for e, row in enumerate(rows[:epochs]):
             curve["train_acc"][seed, e] = row["train_acc"]
             curve["test_acc"][seed, e] = row["test_acc"]
             for layer in range(records.num_layers_of(row)):
@@ -115,16 +115,19 @@ def _curve(runs):
 
 def summarize(rows, baseline, epochs):
     """stats.summarize over the runs' rows: accuracies, times to threshold and non-zero
-    fractions, each scheme paired by seed against ``baseline`` (None: no pairing)."""
+    fractions, each scheme paired by seed against ``baseline`` (None: no pairing). A time
+    to threshold that no epoch reached is "never" (censored at epochs + 1) only when every
+    run is finished: a run not complete may still reach it, so then it is undefined."""
     layers = sorted(int(k.split("_")[1]) for k in rows[0] if k.startswith("nonzero_"))
     per_layer = tuple(f"{name}_{layer}" for name in LAYER_MEANS for layer in layers
                       if f"{name}_{layer}" in rows[0])
     directions = dict(DIRECTIONS, **{f"nearzero_{layer}": NEAR_ZERO_DIRECTION
                                      for layer in layers})
+    finished = all(row["state"] in rundir.FINISHED for row in rows)
     return stats.summarize(rows, ACCURACY_METRICS + per_layer, baseline=baseline,
                            directions=directions,
                            censored_at={f"epoch_to_{round(t * 100)}": epochs + 1
-                                        for t in THRESHOLDS})
+                                        for t in THRESHOLDS} if finished else None)
 
 
 def _split(summary, keep):
@@ -142,11 +145,16 @@ def _parameters(rows, scheme):
     return ", ".join(str(int(c)) for c in sorted(counts)) or "-"
 
 
-def markdown(summary, rows, base, seeds, baseline):
+def markdown(summary, rows, base, seeds, baseline, views):
     states = {}
-    for row in rows:
+    for row, found in zip(rows, views):
         if row["state"] != "complete":
-            states.setdefault(row["scheme"], []).append(f"seed {row['seed']} {row['state']}")
+            detail = (f" after epoch {found.epoch} of {base['epochs']}"
+                      if found.state == "incomplete" else
+                      f" ({found.message})" if found.message and found.state != "diverged"
+                      else "")
+            states.setdefault(row["scheme"], []).append(
+                f"seed {row['seed']} {row['state']}{detail}")
     lines = [f"# Comparison on {base['dataset']}", "",
              f"{base['epochs']} epochs, batch {base['batch_size']}, {base['optimizer']} at "
              f"learning rate {base['learning_rate']:g}, image size {base['image_size']}, "
@@ -164,32 +172,45 @@ def markdown(summary, rows, base, seeds, baseline):
              f"at a step is above {records.NEARZERO_TAU:g} x the update's RMS, the same "
              "average; movement_i: ||W_e - W_(e-1)|| / ||W_(e-1)|| of layer i's effective "
              "weights, averaged over the epochs.", "", *_data_notes(base),
-             f"Verdicts: each claim (scheme better than {baseline}) is decided on the 95% "
-             "interval of the paired difference, seed by seed: *supported* if it excludes "
-             "0 on the claimed side, *contradicted* if it excludes 0 on the other side, "
-             "*inconclusive* otherwise (tfnorm.stats.verdict).", "",
+             (f"Verdicts: each claim (scheme better than {baseline}) is decided on the 95% "
+              "interval of the paired difference, seed by seed: *supported* if it excludes "
+              "0 on the claimed side, *contradicted* if it excludes 0 on the other side, "
+              "*inconclusive* otherwise (tfnorm.stats.verdict)." if summary.comparisons or
+              baseline in summary.per_scheme else
+              f"No paired comparison: the baseline {baseline} is not among the schemes."), "",
              f"![accuracy]({ACCURACY_FIGURE})", "", f"![non-zero gradients]({NONZERO_FIGURE})",
              "", "## Accuracy and speed", "",
              stats.markdown_table(_split(summary, lambda m: m in ACCURACY_METRICS)),
              "## Non-zero gradient entries per layer", "",
-             stats.markdown_table(_split(summary, lambda m: m.startswith("nonzero_"))),
-             "## Near-zero gradient entries per layer", "",
-             stats.markdown_table(_split(summary, lambda m: m.startswith("nearzero_"))),
-             "## Weight updates per layer", "",
-             stats.markdown_table(_split(summary, lambda m: m.startswith(("update_freq_",
-                                                                          "movement_")))),
-             "## Trainable parameters", "", "| scheme | parameters |", "|---|---|"]
+             *_per_layer_tables(summary), "## Trainable parameters", "",
+             "| scheme | parameters |", "|---|---|"]
     lines += [f"| {scheme} | {_parameters(rows, scheme)} |" for scheme in summary.per_scheme]
     lines += [""]
     if states:
-        lines += ["## Runs not complete", ""] + [f"- {s}: {'; '.join(v)}"
-                                                 for s, v in states.items()] + [""]
+        lines += ["## Runs not complete", "", "Their accuracies are left out (undefined)"
+                  + ("; with runs not finished, a time to a threshold that no epoch reached "
+                     "is undefined too, not 'never'." if any(
+                         v.state not in rundir.FINISHED for v in views) else "."), ""]
+        lines += [f"- {s}: {'; '.join(v)}" for s, v in states.items()] + [""]
     if base["dataset"] == "stl10":
         lines += ["The article's stored STL-10 numbers (one run each, his epoch 199 = our "
                   "epoch 200):", "", "| scheme | article train acc | article test acc |",
                   "|---|---|---|"]
         lines += [f"| {s} | {tr:.3f} | {te:.3f} |" for s, (tr, te) in ARTICLE_STL10.items()]
     return "\n".join(lines) + "\n"
+
+
+def _per_layer_tables(summary):
+    """The non-zero, near-zero and weight-update tables (one line when no run has finished
+    an epoch yet)."""
+    if not any(m.startswith("nonzero_") for m in summary.metrics):
+        return ["No run has finished an epoch yet.\n"]
+    return [stats.markdown_table(_split(summary, lambda m: m.startswith("nonzero_"))),
+            "## Near-zero gradient entries per layer", "",
+            stats.markdown_table(_split(summary, lambda m: m.startswith("nearzero_"))),
+            "## Weight updates per layer", "",
+            stats.markdown_table(_split(summary, lambda m: m.startswith(("update_freq_",
+                                                                         "movement_"))))]
 
 
 def _data_notes(base):
@@ -207,13 +228,19 @@ def _data_notes(base):
 
 def write(base, configs, baseline, results_dir=None):
     """runs.csv, summary.csv, summary.md and the figures into base['out_dir'] (copies
-    in ``results_dir`` with the last epoch's panels of every scheme's first seed).
+    in ``results_dir`` with the last epoch's panels of every scheme's first seed), from
+    every run's audited view: a run not finished is counted, never read further.
     Returns the stats.Summary."""
+    import matplotlib.pyplot as plt  # after the flags were checked
+
+    from tfnorm import plots
     out_dir = base["out_dir"]
-    rows = [run_row(config) for config in configs]
+    views = [rundir.view(config["out_dir"], config) for config in configs]
+    layers = max([records.num_layers_of(v.rows[0]) for v in views if v.rows] or [0])
+    rows = [run_row(config, found, layers) for config, found in zip(configs, views)]
     schemes = list(dict.fromkeys(c["scheme"] for c in configs))
     summary = summarize(rows, baseline if baseline in schemes else None, base["epochs"])
-    found = curves(configs)
+    found = curves(configs, views)
     seeds = sorted({c["seed"] for c in configs})
     title = f"{base['dataset']}: mean and 95% interval over {len(seeds)} seed(s)"
     for name, figure in ((ACCURACY_FIGURE, plots.accuracy_figure(found, title)),
@@ -223,20 +250,22 @@ def write(base, configs, baseline, results_dir=None):
     io.write_csv(os.path.join(out_dir, RUNS_CSV), rows)
     io.write_csv(os.path.join(out_dir, SUMMARY_CSV), stats.flat_rows(summary))
     io.write_text(os.path.join(out_dir, SUMMARY_MD),
-                  markdown(summary, rows, base, seeds, baseline))
+                  markdown(summary, rows, base, seeds, baseline, views))
     if results_dir:
         for name in (ACCURACY_FIGURE, NONZERO_FIGURE, RUNS_CSV, SUMMARY_CSV, SUMMARY_MD):
             with open(os.path.join(out_dir, name), "rb") as f:
                 io.write_bytes(os.path.join(results_dir, name), f.read())
-        _copy_panels(configs, results_dir, seeds[0])
+        _copy_panels(configs, views, results_dir, seeds[0])
     return summary
 
 
-def _copy_panels(configs, results_dir, first_seed):
-    for config in (c for c in configs if c["seed"] == first_seed):
-        epochs = records.record_epochs(config["out_dir"])
-        layers = records.num_layers_of(records.read_metrics(config["out_dir"])[0]) \
-            if epochs else 0
+def _copy_panels(configs, views, results_dir, first_seed):
+    from tfnorm import plots
+    for config, found in zip(configs, views):
+        if config["seed"] != first_seed or found.state != "complete":
+            continue
+        epochs = [e for e in records.record_epochs(config["out_dir"]) if e <= found.epoch]
+        layers = records.num_layers_of(found.rows[0]) if epochs else 0
         for layer in range(1, layers + 1):
             source = plots.panel_path(config["out_dir"], layer, epochs[-1])
             if os.path.exists(source):

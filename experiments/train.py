@@ -18,6 +18,7 @@ from absl import flags
 
 import tfnorm
 from experiments import cli
+from tfnorm import runid
 
 FLAGS = flags.FLAGS
 
@@ -69,9 +70,13 @@ def main(argv):
     if FLAGS.strategy != "none" and config["per_position_running_stats"]:
         raise cli.ConfigError(f"--per_position_running_stats: not supported with "
                               f"--strategy={FLAGS.strategy} (train on one device)")
+    # Everything about --out_dir that needs no TensorFlow, before it loads (a bad --out_dir
+    # is refused at once); its checkpoint after make_strategy, which must come first.
+    cli.validate_out_dir(config, checkpoint=False)
     strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_devices, config["batch_size"])
-    cli.validate_out_dir(config)
-    from tfnorm import runner  # TensorFlow is loaded by now (make_strategy)
+    from tfnorm import rundir, runner  # TensorFlow is loaded by now (make_strategy)
+    if not config["overwrite"]:
+        rundir.check_checkpoint(config["out_dir"], runid.run_identity(config))
     placement = (dict(strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices)
                  if strategy else None)
     runner.run(config, strategy, placement)

@@ -51,7 +51,7 @@ class Progress:
         self.seconds = []
 
     def finished(self, config):
-        rows = records.read_metrics(config["out_dir"])
+        rows = rundir.view(config["out_dir"], config).rows
         seconds = sum(row["seconds"] for row in rows)
         self.done += 1
         self.seconds.append(seconds)
@@ -87,9 +87,16 @@ def _die_with_parent():
 def run_shards(command_of, count, todo, progress, log_dir):
     """Start ``count`` workers (``command_of(k)`` is the command of shard k of count) and
     wait for them, printing progress as the runs of ``todo`` finish. Raises
-    errors.Interrupted after a SIGINT/SIGTERM here (passed on), ConfigError naming the
-    shard whose worker failed."""
+    errors.Interrupted after a SIGINT/SIGTERM here (passed on), WorkerFailed naming every
+    shard whose worker failed (``failure``)."""
     workers = {}
+
+    def pass_on(signum):
+        for process, _ in workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+
+    stopping.on_request(pass_on)
     for index in range(1, count + 1):
         log = open(os.path.join(log_dir, f"shard_{index}_of_{count}.log"), "w")
         # Its own session: a Ctrl-C at the terminal reaches this process only, which
@@ -99,38 +106,80 @@ def run_shards(command_of, count, todo, progress, log_dir):
         workers[index] = (subprocess.Popen(command_of(index), cwd=ROOT, stdout=log, env=env,
                                            stderr=subprocess.STDOUT, start_new_session=True,
                                            preexec_fn=_die_with_parent()), log)
-
-    def pass_on(signum):
-        for process, _ in workers.values():
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
-
-    stopping.on_request(pass_on)
+        if stopping.requested():  # it came while the workers started: pass it on now
+            pass_on(signal.SIGINT)
     waiting = list(todo)
     while any(process.poll() is None for process, _ in workers.values()):
         time.sleep(POLL_SECONDS)
         waiting = _report_ended(waiting, progress)
-    _report_ended(waiting, progress)
-    for index, (process, log) in workers.items():
+    _report_ended(waiting, progress, final=True)
+    for _, log in workers.values():
         log.close()
-        if process.returncode not in (0, errors.Interrupted.exit_code):
-            with open(log.name, errors="replace") as f:
-                lines = f.read().strip().splitlines() or ["(no output)"]
-            raise errors.ConfigError(f"shard {index}/{count} failed ({log.name}): {lines[-1]}")
+    failed = failure({f"{index}/{count}": (process.returncode, log.name)
+                      for index, (process, log) in workers.items()},
+                     interrupted=stopping.requested())
+    if failed:
+        raise failed
     if stopping.requested() or any(p.returncode == errors.Interrupted.exit_code
                                    for p, _ in workers.values()):
         raise errors.Interrupted(what=f"with {progress.done} of {progress.total} runs "
                                  "complete")
 
 
-def _report_ended(waiting, progress):
-    ended = [c for c in waiting if _ended(c)]
+def failure(ended, interrupted=False):
+    """The WorkerFailed for workers that neither finished nor stopped on a Ctrl-C, or None.
+    ``ended``: shard "K/N" -> (exit code, log path); ``interrupted``: this process passed a
+    Ctrl-C on (a worker it reached before its handler was set ended by the signal). A
+    worker's own error (its last ``error:`` line) comes first and gives the exit code; a
+    worker killed by a signal is named with the signal (exit code 128 + its number, as a
+    shell reports it)."""
+    errors_first, killed = [], []
+    stopped = {0, errors.Interrupted.exit_code} | (
+        {-signal.SIGINT, -signal.SIGTERM} if interrupted else set())
+    for shard, (code, log) in ended.items():
+        if code in stopped:
+            continue
+        if code < 0:
+            killed.append((128 - code, f"the worker of shard {shard} was killed by "
+                                       f"{_signal_name(-code)} (log: {log})"))
+        else:
+            errors_first.append((code, f"shard {shard} failed, exit {code}: "
+                                       f"{_last_error(log)} (log: {log})"))
+    found = errors_first + killed
+    if not found:
+        return None
+    return errors.WorkerFailed("; ".join(message for _, message in found), found[0][0])
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _last_error(log):
+    """The worker's one-line error (``error: ...``) from its log, or a note that it
+    printed none."""
+    try:
+        with open(log, errors="replace") as f:
+            lines = [line.strip() for line in f if line.startswith("error: ")]
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "no error line in its log"
+
+
+def _report_ended(waiting, progress, final=False):
+    """Progress lines for the runs of ``waiting`` that are finished; the rest. While the
+    workers run, a run's status.json (cheap) says when to audit it; at the end
+    (``final``) every run left is audited."""
+    ended = [c for c in waiting if (final or _status_says_finished(c))
+             and rundir.is_finished(c["out_dir"], c)]
     for config in ended:
         progress.finished(config)
     return [c for c in waiting if c not in ended]
 
 
-def _ended(config):
+def _status_says_finished(config):
     status = records.read_status(config["out_dir"]) or {}
-    return status.get("state") in ("complete", "diverged") and rundir.is_finished(
-        config["out_dir"], config)
+    return status.get("state") in rundir.FINISHED

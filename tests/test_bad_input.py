@@ -113,12 +113,13 @@ def test_batch_larger_than_the_training_set(tmp_path, monkeypatch, capsys):
                    monkeypatch, capsys)
 
 
+TINY_VALUES = {"image_size": 16, "train_limit": 40, "test_limit": 20, "epochs": 1}
+
+
 def write_run_dir(run_dir, **changes):
     """A run directory whose config.json says the tiny run was started with ``changes``."""
     from tfnorm import records
-    values = {"image_size": 16, "train_limit": 40, "test_limit": 20, "epochs": 1,
-              "out_dir": str(run_dir)}
-    values.update(changes)
+    values = dict(TINY_VALUES, out_dir=str(run_dir), **changes)
     records.write_config(str(run_dir), cli.resolve(values), {})
 
 
@@ -137,9 +138,14 @@ def test_out_dir_with_a_different_run_is_refused_and_overwrite_replaces_it(
 
 
 def make_checkpoint(run_dir):
+    """A checkpoint of the tiny run (its identity, as runner.build's checkpoints hold it)."""
     import tensorflow as tf
+
+    from tfnorm import rundir, runid
+    run = runid.run_identity(cli.resolve(dict(TINY_VALUES, out_dir=str(run_dir))))
     checkpoint = tf.train.Checkpoint(epoch=tf.Variable(1, dtype=tf.int64),
-                                     weights=tf.Variable(tf.ones([1000])))
+                                     weights=tf.Variable(tf.ones([1000])),
+                                     run=tf.Variable(rundir.identity_text(run)))
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), 2)
     return manager.save(checkpoint_number=1)
 

@@ -64,3 +64,34 @@ def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
     assert f"From `{os.path.relpath(tmp_path, cli.REPOSITORY)}/runs.csv`" in text
     assert "Left out (not in this directory): claims about boxcox, instance, layer." in text
     assert len(io.read_csv(str(tmp_path / "claims.csv"))) == 2 + 6 + 1
+
+
+def run_claims(compare_dir, monkeypatch, capsys):
+    from runs import exit_of_main
+    code = exit_of_main(claims, [f"--compare_dir={compare_dir}"], monkeypatch)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("content, code, message", [
+    (b"scheme,seed,state,final_test_acc\n", 2, "holds no run; rerun experiments.compare"),
+    (b"scheme,seed\n\xff\xfe,\x00\x81\n", 6, "unreadable (UnicodeDecodeError); rerun "
+                                            "experiments.compare"),
+    (b"a,b\n1,2\n", 6, "not compare's runs.csv (no column scheme, seed)"),
+    (b"scheme,seed,final_test_acc\nnone,zero,0.5\n", 6, "line 2 is damaged (not numbers)"),
+])
+def test_a_runs_csv_that_is_not_compares_is_one_line(tmp_path, content, code, message,
+                                                     monkeypatch, capsys):
+    (tmp_path / "runs.csv").write_bytes(content)
+    got, lines = run_claims(tmp_path, monkeypatch, capsys)
+    assert got == code and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {tmp_path}/runs.csv: {message}"), lines
+
+
+def test_a_compare_directory_whose_runs_are_gone_is_one_line(tmp_path, monkeypatch, capsys):
+    make_compare_dir(tmp_path)
+    import shutil
+    shutil.rmtree(tmp_path / "none")
+    code, lines = run_claims(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert lines == [f"error: --compare_dir {tmp_path}: none of the runs of runs.csv is there "
+                     "(<scheme>/seed_<k>/config.json); run experiments.compare there first"]

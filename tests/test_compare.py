@@ -3,7 +3,9 @@ shared across seeds), in worker processes (--jobs=2) and by shards (--shard, the
 --summarize), all with the same runs; the summary's intervals and verdicts agree with
 the runs' own metrics; complete runs are reused; a killed compare leaves nothing behind."""
 
+import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from absl import flags
 
 from experiments import cli, compare, summary
 from test_resume import assert_same_run
-from tfnorm import io, records, stats
+from tfnorm import errors, io, records, runid, stats, stopping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMES = ("none", "batch")
@@ -175,6 +177,10 @@ def test_shards_then_summarize_give_the_same_summary(compared, tmp_path, capsys)
     (["--shard=x"], "--shard=x: expected K/N"),
     (["--shard=1/2", "--summarize"], "--shard and --summarize"),
     (["--baseline=bn"], "--baseline: unknown scheme 'bn'"),
+    (["--baseline=all"], "--baseline=all: name one scheme, the one every other is paired"),
+    (["--baseline=none,batch"], "--baseline=none,batch: name one scheme"),
+    (["--schemes=none,batch", "--baseline=layer"], "--baseline=layer: not among --schemes "
+                                                   "(none, batch)"),
     (["--seed=4294967295", "--seeds=2"], "--seed=4294967295: must be between 0 and "
                                          "4294967294 (with 2 seeds)"),
 ])
@@ -208,43 +214,56 @@ def test_summary_censors_never_and_leaves_a_diverged_run_out(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
-def test_a_killed_compare_leaves_no_training_behind_and_reruns(tmp_path):
-    """SIGKILL to compare while its worker processes train: they die with it (they would
-    otherwise keep writing the run directories), and the same command then completes,
-    reusing the runs that were already finished."""
+def test_torture_signals_to_compare_at_random_moments_then_the_same_command(compared,
+                                                                          tmp_path):
+    """compare --jobs=2 hit by SIGKILL, SIGINT and SIGTERM (each once, in a seeded order), each
+    time followed by the same command: the last one ends with the runs.csv and summary.csv
+    of the uninterrupted grid. The moments are seeded points of the grid's progress (the
+    number of records written, 0 to 7 of 8: from start-up to the last epoch), plus a
+    seeded fraction of a second, so that they land in the work on a fast machine and a
+    loaded one alike. A SIGKILL takes the workers with it (they would otherwise keep
+    writing the run directories); a SIGINT or SIGTERM ends in one line and 130, with the
+    summary of what is complete, never a traceback."""
+    rng = np.random.default_rng(24)
     out_dir = str(tmp_path / "runs")
-    flags_ = dict(TRAIN_FLAGS, panels=False)
-    base = cli.resolve(dict(flags_, out_dir=out_dir))
-    compare.train_all(compare.plan(base, ["none"], 1, 0), jobs=1)
-    finished = os.path.join(compare.run_dir(out_dir, "none", 0), "metrics.csv")
-    finished_mtime = os.path.getmtime(finished)
-    # Three runs left to train: two worker processes.
-    parent = subprocess.Popen(command(out_dir, "--jobs=2", panels=False), cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children = []
-    try:
-        deadline = time.time() + 120
-        while not children and parent.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-            children = _living_children(parent.pid)
-        assert children, "compare started no worker"
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        deadline = time.time() + 10
-        while any(map(_is_alive, children)) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not any(map(_is_alive, children)), "a worker outlived its compare"
-    finally:
-        parent.kill()
-        parent.wait()
-        for child in filter(_is_alive, children):
-            os.kill(child, signal.SIGKILL)
-    configs = compare.plan(base, list(SCHEMES), SEEDS, 0)
-    compare.train_all(configs, jobs=1)
-    summary.write(base, configs, "none")
-    assert os.path.getmtime(finished) == finished_mtime
-    assert records.read_status(compare.run_dir(out_dir, "batch", 0))["state"] == "complete"
-    assert os.path.exists(os.path.join(out_dir, "summary.csv"))
+    argv = command(out_dir, "--jobs=2", panels=False)
+    signals = rng.permutation([signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+    progress = sorted(rng.choice(len(SCHEMES) * SEEDS * TRAIN_FLAGS["epochs"], 3,
+                                 replace=False))
+    outcomes = []
+    for signum, records_written in zip(signals, progress):
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline, children = time.time() + 300, []
+        while (process.poll() is None and time.time() < deadline
+               and len(glob.glob(os.path.join(out_dir, "*", "seed_*", "records", "*.npz")))
+               < records_written):
+            time.sleep(0.02)
+            children = _living_children(process.pid) or children
+        time.sleep(rng.uniform(0.0, 0.5))
+        children = _living_children(process.pid) or children
+        process.send_signal(int(signum))
+        _, stderr = process.communicate(timeout=300)
+        outcomes.append((signal.Signals(signum).name, int(records_written),
+                         process.returncode))
+        assert "Traceback" not in stderr, stderr
+        if signum == signal.SIGKILL:
+            assert process.returncode in (0, -signal.SIGKILL), stderr
+            end = time.time() + 10
+            while any(map(_is_alive, children)) and time.time() < end:
+                time.sleep(0.05)
+            assert not any(map(_is_alive, children)), "a worker outlived its compare"
+        else:  # after the work ended, the interpreter shutting down may die of it
+            assert process.returncode in (0, 130, -signum), stderr
+            if process.returncode == 130:
+                assert stderr.strip().splitlines()[-1].startswith("error: interrupted "), stderr
+    final = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr
+    for name in (summary.RUNS_CSV, summary.SUMMARY_CSV):
+        with open(os.path.join(out_dir, name)) as got, \
+                open(os.path.join(compared[0], name)) as want:
+            assert got.read() == want.read(), (name, outcomes)
+    assert sum(code != 0 for _, _, code in outcomes) >= 2, outcomes  # the signals were felt
 
 
 def _living_children(pid):
@@ -291,3 +310,197 @@ def test_seeds_sharing_traced_steps_never_retrace_and_noisy_bn_draws_its_own_noi
     assert_same_run(str(tmp_path / "s1"), str(tmp_path / "alone"))
     assert records.read_metrics(str(tmp_path / "s0")) != records.read_metrics(
         str(tmp_path / "s1"))
+
+
+# ----------------------------------------------------------------------------
+# compare never mixes runs or drops one: each run is read through its audit, a run of
+# another configuration is refused or retrained, and a partial grid is summarized.
+
+
+def grid_copy(compared, root, schemes=SCHEMES, seeds=range(SEEDS)):
+    """A copy of the in-process grid (its runs of ``schemes`` x ``seeds``), and the
+    configurations of the whole grid there."""
+    source = compared[2]
+    for scheme in schemes:
+        for seed in seeds:
+            shutil.copytree(compare.run_dir(source, scheme, seed),
+                            compare.run_dir(str(root), scheme, seed),
+                            ignore=shutil.ignore_patterns("run.lock"))
+    base = cli.resolve(dict(TRAIN_FLAGS, out_dir=str(root)))
+    return base, compare.plan(base, list(SCHEMES), SEEDS, 0)
+
+
+def reference(compared, name):
+    with open(os.path.join(compared[2], name)) as f:
+        return f.read()
+
+
+def grid_argv(out_dir, *extra):
+    return command(out_dir, "--jobs=1")[3:] + list(extra)
+
+
+def append_row(run_dir, epoch):
+    """A row of epoch ``epoch`` past the run's last, as an edit (or another run) adds it."""
+    path = os.path.join(run_dir, records.METRICS_FILE)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    with open(path, "a") as f:
+        f.write(lines[-1].replace(lines[-1].split(",")[0], str(epoch), 1) + "\n")
+
+
+def test_overwrite_with_another_configuration_retrains_never_relabels(compared, tmp_path,
+                                                                      capsys):
+    """The same grid at another learning rate in the same --out_dir: refused without
+    --overwrite; with it every run is trained again at that rate, none reused under the
+    new label."""
+    grid_copy(compared, tmp_path, schemes=["none"], seeds=[0])
+    argv = command(str(tmp_path), "--jobs=1", learning_rate=0.01)[3:]
+    argv = [a for a in argv if not a.startswith("--schemes=") and not a.startswith("--seeds=")]
+    argv += ["--schemes=none", "--seeds=1"]
+    with pytest.raises(SystemExit) as refused:
+        run_main(*argv)
+    assert refused.value.code == 2
+    assert "holds a run with a different configuration (--learning_rate=0.001 there, 0.01 " \
+           "here)" in capsys.readouterr().err
+    before = records.read_metrics(compare.run_dir(compared[2], "none", 0))
+    run_main(*argv, "--overwrite")
+    run_dir = compare.run_dir(str(tmp_path), "none", 0)
+    config = cli.stored_config(run_dir)
+    assert config["learning_rate"] == 0.01
+    after = records.read_metrics(run_dir)
+    assert [r["train_loss"] for r in after] != [r["train_loss"] for r in before]
+    for epoch in records.record_epochs(run_dir):
+        assert records.load_record(records.record_path(run_dir, epoch)).config_hash == \
+            runid.config_hash(config)
+    assert io.read_csv(os.path.join(str(tmp_path), "runs.csv"))[0]["final_test_acc"] == \
+        repr(after[-1]["test_acc"])
+
+
+def test_the_summary_reads_runs_from_their_audited_files_never_their_status(compared,
+                                                                            tmp_path):
+    """What a kill -9 during the rewrite of derived files leaves: a finished run whose
+    status.json says running, one without it, one whose status says diverged, a GIF per
+    layer missing. The summary is the uninterrupted one, and the rerun rewrites them."""
+    base, configs = grid_copy(compared, tmp_path)
+    none0, none1, batch0 = (compare.run_dir(str(tmp_path), s, k)
+                            for s, k in (("none", 0), ("none", 1), ("batch", 0)))
+    records.write_status(none0, "running", epoch=1)
+    os.remove(os.path.join(none1, records.STATUS_FILE))
+    records.write_status(batch0, "diverged", epoch=2, message="edited")
+    gifs = [os.path.join(none0, records.PANELS_DIR, f"layer{layer}.gif")
+            for layer in range(3, 7)]
+    for gif in gifs:
+        os.remove(gif)
+    summary.write(base, configs, "none")
+    for name in (summary.RUNS_CSV, summary.SUMMARY_CSV):
+        assert open(os.path.join(str(tmp_path), name)).read() == reference(compared, name)
+    compare.train_all(configs, jobs=1)
+    for run_dir in (none0, none1, batch0):
+        assert records.read_status(run_dir) == {"state": "complete", "epoch": 2}
+    assert all(map(os.path.exists, gifs))
+
+
+def test_an_interrupted_compare_writes_the_summary_of_what_is_complete(compared, tmp_path,
+                                                                       monkeypatch,
+                                                                       capsys):
+    """A Ctrl-C before batch norm's runs began: exit 130 with one line, and the summary of
+    the two runs that are complete (the others listed as missing), no traceback."""
+    grid_copy(compared, tmp_path, schemes=["none"])
+    monkeypatch.setattr(stopping, "requested", lambda: True)
+    with pytest.raises(SystemExit) as stopped:
+        run_main(*grid_argv(str(tmp_path)))
+    assert stopped.value.code == errors.Interrupted.exit_code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: interrupted with 2 of 4 runs complete; rerun the same command to resume"]
+    rows = io.read_csv(os.path.join(str(tmp_path), summary.RUNS_CSV))
+    wanted = io.read_csv(os.path.join(compared[2], summary.RUNS_CSV))
+    assert rows[:2] == wanted[:2]
+    assert [(r["state"], r["final_test_acc"]) for r in rows[2:]] == [("missing", "nan")] * 2
+    markdown = open(os.path.join(str(tmp_path), summary.SUMMARY_MD)).read()
+    assert "- batch: seed 0 missing; seed 1 missing" in markdown
+
+
+def test_a_nan_last_row_of_a_finished_run_is_retrained(compared, tmp_path):
+    """A run whose last row says NaN is not complete (its final accuracy would be
+    undefined, its best accuracy epoch 1's): compare trains that epoch again."""
+    base, configs = grid_copy(compared, tmp_path)
+    path = os.path.join(compare.run_dir(str(tmp_path), "none", 1), records.METRICS_FILE)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    column = lines[0].split(",").index("test_acc")
+    fields = lines[-1].split(",")
+    fields[column] = "nan"
+    with open(path, "w") as f:
+        f.write("\n".join(lines[:-1] + [",".join(fields)]) + "\n")
+    compare.train_all(configs, jobs=1)
+    summary.write(base, configs, "none")
+    assert open(os.path.join(str(tmp_path), summary.RUNS_CSV)).read() == \
+        reference(compared, summary.RUNS_CSV)
+
+
+def test_an_extra_row_or_column_in_a_finished_run_is_no_traceback(compared, tmp_path,
+                                                                   capsys):
+    """An extra row past the last epoch (ignored, then cut) and an extra column (the run
+    retrained): compare ends as the uninterrupted grid did."""
+    grid_copy(compared, tmp_path)
+    append_row(compare.run_dir(str(tmp_path), "none", 0), 3)
+    path = os.path.join(compare.run_dir(str(tmp_path), "batch", 1), records.METRICS_FILE)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join([lines[0] + ",extra"] + [line + ",1" for line in lines[1:]]) + "\n")
+    run_main(*grid_argv(str(tmp_path)))
+    assert "Traceback" not in capsys.readouterr().err
+    for name in (summary.RUNS_CSV, summary.SUMMARY_CSV):
+        assert open(os.path.join(str(tmp_path), name)).read() == reference(compared, name)
+    assert len(records.read_metrics(compare.run_dir(str(tmp_path), "none", 0))) == 2
+
+
+def test_nonzero_reads_no_row_past_the_checkpoint(compared, tmp_path, monkeypatch):
+    """A row beyond what the checkpoint holds (a kill after metrics.csv, before the
+    checkpoint) is no epoch of the run: experiments.nonzero does not plot it."""
+    from experiments import nonzero
+    grid_copy(compared, tmp_path)
+    append_row(compare.run_dir(str(tmp_path), "none", 0), 3)
+    flag_values = flags.FlagValues()
+    nonzero.define_flags(flag_values)
+    flag_values(["nonzero", f"--run_dir={tmp_path}", f"--out_dir={tmp_path}/nz"])
+    monkeypatch.setattr(nonzero, "FLAGS", flag_values)
+    nonzero.main(["nonzero"])
+    epochs = {int(r["epoch"]) for r in io.read_csv(str(tmp_path / "nz" / "nonzero.csv"))}
+    assert epochs == {1, 2}
+
+
+def test_a_killed_worker_is_named_with_its_signal_and_the_other_shards_error_shown(
+        tmp_path):
+    """Shard 1's worker killed by SIGKILL, shard 2's failed with its own one line among
+    info lines: both are named, the real error first with its exit code."""
+    killed, failed = tmp_path / "shard_1_of_2.log", tmp_path / "shard_2_of_2.log"
+    killed.write_text("I1202 08:00:00.000000 1 runner.py:1] none epoch 1/2: train loss\n")
+    failed.write_text("I1202 08:00:00.000000 1 runner.py:1] reusing x\nerror: no space left "
+                      "on the device writing x/metrics.csv; free some space and rerun\n"
+                      "I1202 08:00:01.000000 1 absl.py:1] an info line after it\n")
+    error = __import__("experiments.workers", fromlist=["failure"]).failure(
+        {"1/2": (-signal.SIGKILL, str(killed)), "2/2": (4, str(failed))})
+    assert error.exit_code == 4
+    assert str(error) == (f"shard 2/2 failed, exit 4: error: no space left on the device "
+                          f"writing x/metrics.csv; free some space and rerun (log: {failed}); "
+                          f"the worker of shard 1/2 was killed by SIGKILL (log: {killed})")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL of a worker")
+def test_workers_killed_by_a_signal_end_compare_with_one_line_and_the_summary(tmp_path):
+    """Both workers SIGKILLed at step 2 of their first epoch (tfnorm.faults): compare says
+    so in one line naming the signal, exits 128 + 9, and still writes the summary."""
+    out_dir = str(tmp_path / "runs")
+    result = subprocess.run(command(out_dir, "--jobs=2", panels=False), cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, TFNORM_FAULT="step:1:2"))
+    assert result.returncode == 128 + signal.SIGKILL, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the worker of shard 1/2 was killed by SIGKILL (log: ")
+    assert "; the worker of shard 2/2 was killed by SIGKILL" in last
+    assert "Traceback" not in result.stderr
+    rows = io.read_csv(os.path.join(out_dir, summary.RUNS_CSV))
+    # Each worker died in its first run (after its first checkpoint); its second never began.
+    assert [r["state"] for r in rows] == ["incomplete", "missing"] * 2

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfnorm import SCHEMES, crossplots, records
+from tfnorm import SCHEMES, crossplots, records, runid
 from tfnorm.records import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,8 @@ def make_compare_dir(root, epochs_of=None, seeds=(0, 1)):
         for seed in seeds:
             for epoch in epochs_of.get(scheme, (1, 5, 10)):
                 records.save_record(crossplots.seed_dir(root, scheme, seed), epoch, epoch * 63,
-                                    scheme, synthetic_outputs(scheme, epoch, seed))
+                                    runid.RunIdentity(scheme, seed, ""),
+                                    synthetic_outputs(scheme, epoch, seed))
     return root
 
 

@@ -20,7 +20,7 @@ from experiments import cli, panels
 from runs import checked_config, exit_of_main
 from test_bad_input import run_train
 from test_resume import assert_same_run, without_seconds
-from tfnorm import errors, io, loop, records, rundir, runner, stopping
+from tfnorm import errors, io, loop, records, rundir, runid, runner, stopping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = dict(scheme="batch", epochs=3, image_size=16, train_limit=60, test_limit=20,
@@ -31,10 +31,16 @@ def config_for(out_dir, **overrides):
     return checked_config(FLAGS, out_dir, **overrides)
 
 
+# The runs of this module share their traced steps, as compare's seeds do (runner.Builds:
+# bit-identical to each run alone, tests/test_compare.py): each rerun costs its epochs,
+# not another tracing.
+BUILDS = runner.Builds()
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("finished") / "run"
-    runner.run(config_for(out_dir))
+    runner.run(config_for(out_dir), builds=BUILDS)
     return str(out_dir)
 
 
@@ -46,13 +52,13 @@ def copy(finished, tmp_path):
 
 
 def rerun(run_dir, **overrides):
-    return runner.run(config_for(run_dir, **overrides))
+    return runner.run(config_for(run_dir, **overrides), builds=BUILDS)
 
 
 def assert_recovered(run_dir, reference):
     assert_same_run(run_dir, reference)
     assert records.read_status(run_dir)["state"] == "complete"
-    assert rundir.audit(run_dir, FLAGS["epochs"], FLAGS["record_every"]).repairs == []
+    assert rundir.audit(run_dir, config_for(run_dir)).repairs == []
 
 
 @pytest.mark.parametrize("damage", ["cut to one row", "emptied", "deleted", "garbage"])
@@ -70,10 +76,10 @@ def test_damaged_metrics_are_retrained_not_trusted(copy, finished, damage):
     else:
         with open(path, "wb") as f:
             f.write(b"\xff\x00not,a,csv\n1,2\n")
-    found = rundir.audit(copy, FLAGS["epochs"], FLAGS["record_every"])
+    found = rundir.audit(copy, config_for(copy))
     assert not found.complete and found.resume_epoch < 3 and found.repairs
     assert not rundir.is_finished(copy, config_for(copy))  # compare would retrain it
-    rerun(copy)
+    rerun(copy, panels=False)  # panels are not the subject here (drawing them is slow)
     assert_recovered(copy, finished)
 
 
@@ -91,7 +97,7 @@ def test_a_damaged_record_is_retrained_and_its_stale_panel_redrawn(copy, finishe
     else:
         with open(path, "r+b") as f:
             f.truncate(300)
-    assert rundir.audit(copy, 3, 1).resume_epoch == 0
+    assert rundir.audit(copy, config_for(copy)).resume_epoch == 0
     rerun(copy)
     assert_recovered(copy, finished)
     assert rundir.image_readable(panel)
@@ -120,21 +126,21 @@ def test_garbage_status_is_rederived(copy, finished):
 def test_killed_at_epoch_5_of_8_with_metrics_cut_to_2_rows_resumes_to_rows_1_to_8(
         tmp_path, monkeypatch):
     reference, damaged = str(tmp_path / "reference"), str(tmp_path / "damaged")
-    runner.run(config_for(reference, epochs=8, panels=False))
+    runner.run(config_for(reference, epochs=8, panels=False), builds=BUILDS)
     # Stopped (as by a kill between epochs) at the start of epoch 6.
     monkeypatch.setattr(stopping, "requested",
                         lambda: len(records.read_metrics(damaged)) >= 5)
     with pytest.raises(errors.Interrupted):
-        runner.run(config_for(damaged, epochs=8, panels=False))
+        runner.run(config_for(damaged, epochs=8, panels=False), builds=BUILDS)
     monkeypatch.undo()
     path = os.path.join(damaged, records.METRICS_FILE)
     with open(path) as f:
         head = f.readlines()[:3]
     with open(path, "w") as f:
         f.writelines(head)
-    found = rundir.audit(damaged, 8, 1)
+    found = rundir.audit(damaged, config_for(damaged, epochs=8, panels=False))
     assert (found.checkpoint_epoch, found.resume_epoch) == (5, 0)  # ckpt-2 is long gone
-    rows = runner.run(config_for(damaged, epochs=8, panels=False))
+    rows = runner.run(config_for(damaged, epochs=8, panels=False), builds=BUILDS)
     assert [row["epoch"] for row in rows] == list(range(1, 9))
     assert_same_run(damaged, reference)
 
@@ -209,16 +215,18 @@ def test_a_full_disk_is_one_line_status_says_so_and_the_rerun_matches(
                      "free some space and rerun the same command to resume"]
     assert records.read_status(str(out_dir))["state"] == "no space"
     monkeypatch.undo()
-    runner.run(config_for(out_dir))
+    runner.run(config_for(out_dir), builds=BUILDS)
     assert_recovered(str(out_dir), finished)
 
 
 def test_a_finite_loss_past_the_bound_is_a_divergence(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "LOSS_BOUND", 0.5)  # below a uniform guess: step 1 passes it
-    with pytest.raises(errors.Divergence, match=r"diverged at epoch 1, step 1 of 3: loss "
-                       r"2\.\d+ above the bound 1\.15"):
+    with pytest.raises(errors.Divergence, match=r"diverged at epoch 1, step 1 of 3, layer "
+                       r"(\d): loss 2\.\d+ above the bound 1\.15\d* \(layer \1's outputs "
+                       r"reach \d"):
         runner.run(config_for(tmp_path / "run"))
-    assert records.read_status(str(tmp_path / "run"))["state"] == "diverged"
+    status = records.read_status(str(tmp_path / "run"))
+    assert status["state"] == "diverged" and 1 <= status["layer"] <= 6
 
 
 def test_a_nan_test_loss_is_a_divergence_and_keeps_the_epochs_before(tmp_path, monkeypatch):
@@ -258,7 +266,7 @@ def test_ctrl_c_stops_train_at_a_safe_point_with_one_line_and_130(tmp_path, fini
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: interrupted at epoch ") and last.endswith(
         "; rerun the same command to resume"), last
-    found = rundir.audit(str(out_dir), 40, 1)
+    found = rundir.audit(str(out_dir), config_for(out_dir, epochs=40))
     assert found.repairs == [] and found.resume_epoch >= 1
     assert records.read_status(str(out_dir))["state"] == "interrupted"
 
@@ -294,3 +302,147 @@ def test_torture_random_signals_at_random_moments_then_resume(finished, tmp_path
     assert_recovered(str(out_dir), finished)
     # The kills were real: at least one stopped the run before it was complete.
     assert any(code != 0 for _, code in outcomes), outcomes
+
+
+# ----------------------------------------------------------------------------
+# A run is its configuration: every file that holds its results carries the run's
+# identity and is checked against it; what does not belong is refused or retrained.
+
+
+def rewound(copy, epoch):
+    """``copy`` as a run interrupted after ``epoch`` (its later rows, records, checkpoints
+    gone), as a kill between epochs leaves it."""
+    rundir.rewind(copy, epoch)
+    records.truncate_to_epoch(copy, epoch, 6)
+    return copy
+
+
+def test_a_run_without_its_config_is_refused_never_adopted(copy, monkeypatch, capsys):
+    """config.json deleted from an interrupted run, rerun with another learning rate: the
+    run's identity cannot be checked, so it is refused (never resumed at 0.01 on epochs
+    trained at 0.001), and nothing in it changes."""
+    rewound(copy, 2)
+    os.remove(os.path.join(copy, records.CONFIG_FILE))
+    before = open(os.path.join(copy, records.METRICS_FILE)).read()
+    code, lines = run_train(train_argv(copy, learning_rate=0.01), monkeypatch, capsys)
+    assert code == errors.DamagedFile.exit_code == 6, lines
+    assert lines == [f"error: {copy}/config.json: missing, but {copy} holds a run's "
+                     "metrics.csv and records/ and checkpoints/: whose run they are cannot be "
+                     "checked; pass --overwrite to start the run again"]
+    assert open(os.path.join(copy, records.METRICS_FILE)).read() == before
+    assert not os.path.exists(os.path.join(copy, records.CONFIG_FILE))
+
+
+def test_a_config_edited_to_another_scheme_is_caught_by_the_checkpoint(copy, monkeypatch,
+                                                                       capsys):
+    """config.json says layer norm, the checkpoint holds batch norm's run: refused in one
+    line before anything is restored (no TensorFlow warnings about unmatched values)."""
+    rewound(copy, 2)
+    path = os.path.join(copy, records.CONFIG_FILE)
+    stored = io.read_json(path)
+    stored["flags"]["scheme"] = "layer"
+    io.write_json(path, stored)
+    code, lines = run_train(train_argv(copy, scheme="layer"), monkeypatch, capsys)
+    assert code == 6 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: checkpoint {copy}/checkpoints/ckpt-2 is not of this "
+                               "run: it belongs to another run (scheme batch, seed 0, ")
+    assert "not to this one (scheme layer, seed 0, " in lines[0]
+
+
+def test_a_checkpoint_of_another_seed_is_refused(copy, tmp_path, monkeypatch, capsys):
+    """The checkpoints of seed 1's run copied into seed 0's: refused in one line, never
+    taken for seed 0's (deadlogits would measure seed 1's network as seed 0)."""
+    other = str(tmp_path / "seed_1")
+    runner.run(config_for(other, seed=1, panels=False), builds=BUILDS)
+    folder = os.path.join(copy, records.CHECKPOINT_DIR)
+    shutil.rmtree(folder)
+    shutil.copytree(os.path.join(other, records.CHECKPOINT_DIR), folder)
+    code, lines = run_train(train_argv(copy), monkeypatch, capsys)
+    assert code == 6 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: checkpoint {folder}/ckpt-3 is not of this run: it "
+                               "belongs to another run (scheme batch, seed 1, "), lines
+
+
+def test_a_record_of_another_run_is_retrained_not_trusted(copy, finished):
+    """records/epoch_0002.npz replaced by a record another run wrote (another scheme, and
+    another step inside it): the audit names it and the run retrains from the last
+    checkpoint before it (the start: the checkpoints kept are those of epochs 2 and 3)."""
+    record = records.load_record(records.record_path(copy, 2))
+    foreign = runid.run_identity(cli.resolve(dict(FLAGS, out_dir=copy, scheme="layer")))
+    records.save_record(copy, 2, 99, foreign, dict(record._asdict()))
+    found = rundir.audit(copy, config_for(copy))
+    assert found.resume_epoch == 0 and "not a record of this run" in found.repairs[0]
+    rerun(copy, panels=False)
+    assert_recovered(copy, finished)
+    kept = records.load_record(records.record_path(copy, 2))
+    assert (kept.scheme, kept.step) == (record.scheme, record.step)  # not the other run's
+
+
+def _edit_metrics(path, edit):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join(edit(lines)) + "\n")
+
+
+def _set(line, header, column, value):
+    fields = line.split(",")
+    fields[header.split(",").index(column)] = value
+    return ",".join(fields)
+
+
+@pytest.mark.parametrize("damage, resume", [
+    ("NaN test_acc in the last row", 2), ("test_loss deleted", 0), ("a column added", 0),
+    ("a blank line, a row past the checkpoint", 2)])
+def test_every_value_read_back_is_checked(copy, finished, damage, resume):
+    """Values as written or the run goes back to the last epoch that has them: a NaN
+    test accuracy (the run must not stay complete), a deleted or an added column, and a
+    blank line: the audit and the rewind count rows the same way (CSV rows, not lines),
+    so the row after it is neither lost nor doubled."""
+    path = os.path.join(copy, records.METRICS_FILE)
+    if damage.startswith("NaN"):
+        _edit_metrics(path, lambda lines: lines[:-1] + [_set(lines[-1], lines[0], "test_acc",
+                                                             "nan")])
+    elif damage == "test_loss deleted":
+        def without_test_loss(lines):
+            index = lines[0].split(",").index("test_loss")
+            return [",".join(f for i, f in enumerate(line.split(",")) if i != index)
+                    for line in lines]
+        _edit_metrics(path, without_test_loss)
+    elif damage == "a column added":
+        _edit_metrics(path, lambda lines: [lines[0] + ",extra"] + [line + ",1.0"
+                                                                   for line in lines[1:]])
+    else:  # killed after epoch 3's metrics, before its checkpoint; a blank line edited in
+        rundir.rewind(copy, 2)
+        with open(os.path.join(finished, records.METRICS_FILE)) as f:
+            lines = f.read().splitlines()
+        with open(path, "w") as f:
+            f.write("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+    found = rundir.audit(copy, config_for(copy))
+    assert not found.complete and found.resume_epoch == resume
+    rerun(copy, panels=False)
+    assert_recovered(copy, finished)
+
+
+@pytest.mark.parametrize("name, kind", [("records", "file"), ("checkpoints", "file"),
+                                        ("metrics.csv", "folder"), ("status.json", "folder")])
+def test_a_file_where_a_folder_belongs_or_the_reverse_is_one_line(copy, name, kind,
+                                                                  monkeypatch, capsys):
+    path = os.path.join(copy, name)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+    if kind == "file":
+        with open(path, "w") as f:
+            f.write("not a folder")
+    else:
+        os.makedirs(path)
+    code, lines = run_train(train_argv(copy), monkeypatch, capsys)
+    assert code == 6, lines
+    where = "a file where the run keeps a folder" if kind == "file" else \
+        "a folder where the run keeps a file"
+    assert lines == [f"error: {path}: {where}; pass --overwrite to start the run again (it "
+                     "removes it)"]
+    records.clear_run(copy)  # what --overwrite does first
+    assert not os.path.lexists(path)

@@ -60,3 +60,23 @@ def test_a_directory_without_finished_runs_is_one_line(tmp_path, capsys):
     assert refused.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --compare_dir {tmp_path / 'empty'}: no finished run of none"]
+
+
+def test_a_truncated_checkpoint_is_one_line_with_exit_6(grids, tmp_path, capsys):
+    import shutil
+
+    from tfnorm import rundir
+    grid = tmp_path / "grid"
+    shutil.copytree(grids / "relu", grid)
+    run_dir = compare.run_dir(str(grid), "none", 1)
+    epoch = rundir.latest_checkpoint_epoch(run_dir)
+    data = os.path.join(run_dir, records.CHECKPOINT_DIR,
+                        f"ckpt-{epoch}.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(SystemExit) as refused:
+        run_main(f"--compare_dir={grid}", "--schemes=none", f"--out_dir={tmp_path}/out")
+    assert refused.value.code == 6
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint {data} is corrupt or "
+                                                   "unreadable"), lines

@@ -62,7 +62,8 @@ def test_the_test_pass_runs_every_k_epochs_and_a_resume_between_them_changes_not
     evaluated = [row["epoch"] for row in rows if not np.isnan(row["test_acc"])]
     assert evaluated == [2, 4, 5]
     assert all(np.isnan(row["test_loss"]) == np.isnan(row["test_acc"]) for row in rows)
-    measured = summary.run_row(reference)
+    found = rundir.view(reference["out_dir"], reference)
+    measured = summary.run_row(reference, found, records.num_layers_of(found.rows[0]))
     assert measured["final_test_acc"] == rows[-1]["test_acc"]
     assert measured["best_test_acc"] == max(rows[e - 1]["test_acc"] for e in evaluated)
 
@@ -73,7 +74,7 @@ def test_the_test_pass_runs_every_k_epochs_and_a_resume_between_them_changes_not
     with pytest.raises(errors.Interrupted):
         runner.run(killed, builds=builds)
     assert [row["epoch"] for row in records.read_metrics(killed["out_dir"])] == [1, 2, 3]
-    found = rundir.audit(killed["out_dir"], TINY["epochs"], killed["record_every"])
+    found = rundir.audit(killed["out_dir"], killed)
     assert (found.resume_epoch, found.repairs) == (3, [])  # rows without a test value pass
     monkeypatch.undo()
     runner.run(killed, builds=builds)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfnorm import plots, records
+from tfnorm import plots, records, runid
 from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +34,8 @@ def records_only_dir(tmp_path):
     outputs = {}
     for epoch in (1, 3):
         outputs[epoch] = synthetic_outputs(epoch)
-        records.save_record(str(tmp_path), epoch, epoch * 10, "layer", outputs[epoch])
+        records.save_record(str(tmp_path), epoch, epoch * 10,
+                            runid.RunIdentity("layer", 0, ""), outputs[epoch])
     return str(tmp_path), outputs
 
 

@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfnorm import io, plots, records, schemes  # noqa: E402
+from tfnorm import io, plots, records, runid, schemes  # noqa: E402
 from tfnorm.records import QUANTITIES, SUMMARY_STATS  # noqa: E402
 
 # The four panels' titles and colours, the same as in the per-run figures.
@@ -78,13 +78,16 @@ def common_epochs(runs):
     return sorted(shared or ())
 
 
-def load_records(runs, epoch):
-    """{scheme: Record} of ``epoch``; all must have the same number of layers."""
+def load_records(runs, epoch, seed=None):
+    """{scheme: Record} of ``epoch``; all must have the same number of layers, and each be
+    of its folder's scheme (and ``seed``, if given)."""
     loaded = collections.OrderedDict()
     for name, run_dir in runs.items():
         path = records.record_path(run_dir, epoch)
         try:
-            loaded[name] = records.load_record(path)
+            loaded[name] = records.load_record(path, runid.RunIdentity(name, seed, None))
+        except records.RunDirError as error:
+            raise CrossPanelError(str(error)) from None
         except (OSError, ValueError, KeyError) as error:
             raise CrossPanelError(f"{path}: unreadable record ({error})") from None
     layers = {name: record.counts.shape[0] for name, record in loaded.items()}
@@ -209,7 +212,7 @@ def draw_cross_panels(compare_dir, layer, out, epoch=None, seed=0, wanted=None):
     epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
         raise CrossPanelError(f"--epoch {epoch}: not recorded by every run (common: {epochs})")
-    loaded = load_records(runs, epoch)
+    loaded = load_records(runs, epoch, seed)
     num_layers = next(iter(loaded.values())).counts.shape[0]
     if not 1 <= layer <= num_layers:
         raise CrossPanelError(f"--layer {layer}: the network has layers 1..{num_layers}")

@@ -53,3 +53,14 @@ class Interrupted(RunEnded):
         super().__init__(f"interrupted {what or f'at epoch {epoch}'}; rerun the same command "
                          "to resume")
         self.epoch, self.step = epoch, step
+
+
+class WorkerFailed(RunEnded):
+    """A worker process (compare --jobs=N) ended without finishing its shard: the message
+    names each such shard with the worker's own error line, or the signal that killed
+    it; the exit code is the first worker's own (128 + N for a signal N, as a shell
+    reports a process a signal killed)."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code

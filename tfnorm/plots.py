@@ -149,18 +149,23 @@ def write_gifs(run_dir):
 
 def draw_panels(run_dir, only_missing=False):
     """Every panel of every record in ``run_dir``, then the GIFs. ``only_missing``: skip
-    epochs whose panels all exist (after a resume)."""
-    panels = FourPanels()
+    epochs whose panels all exist (after a resume), and the GIFs too when no panel was
+    drawn and every layer has its GIF. Returns the GIFs' paths."""
+    panels, layers = None, 0
     for epoch in records.record_epochs(run_dir):
-        if only_missing:
-            record_file = records.record_path(run_dir, epoch)
-            with np.load(record_file) as stored:
-                layers = stored["counts"].shape[0]
-            if all(os.path.exists(panel_path(run_dir, layer, epoch))
-                   for layer in range(1, layers + 1)):
-                continue
+        record_file = records.record_path(run_dir, epoch)
+        with np.load(record_file) as stored:
+            layers = stored["counts"].shape[0]
+        if only_missing and all(os.path.exists(panel_path(run_dir, layer, epoch))
+                                for layer in range(1, layers + 1)):
+            continue
+        panels = panels or FourPanels()
         draw_epoch_panels(run_dir, epoch, panels)
-    panels.close()
+    if panels is not None:
+        panels.close()
+    gifs = [gif_path(run_dir, layer) for layer in range(1, layers + 1)]
+    if only_missing and panels is None and all(map(os.path.exists, gifs)):
+        return gifs
     return write_gifs(run_dir)
 
 

@@ -27,13 +27,15 @@ is the truth: rows and records of later epochs are dropped on resume
 
 import collections
 import contextlib
+import csv
+import math
 import os
 import re
 import shutil
 
 import numpy as np
 
-from tfnorm import io
+from tfnorm import io, runid
 from tfnorm.errors import DamagedFile, RunDirError
 
 # Columns of the per-step layer statistics, in order (metrics.csv: their epoch means):
@@ -82,18 +84,22 @@ RUN_DIRS = (RECORDS_DIR, PANELS_DIR, CHECKPOINT_DIR, TENSORBOARD_DIR)
 # shards' folder <prefix>_temp (older TF: <prefix>_temp_<hex>), tensor_bundle's
 # <file>.tempstate<n>, the state file's checkpoint.tmp<hex>. TF says they "can be safely
 # removed"; they are never a checkpoint.
-_INTERRUPTED_SAVE = re.compile(
+INTERRUPTED_SAVE = re.compile(
     r"^.+_temp(_[0-9a-f]+)?$|\.tempstate\d+$|^checkpoint\.tmp[0-9a-f]+$")
 # train's first save, the initial state (epoch 0): its files without a state file mean
 # the save was killed after writing them, before the state file (written last).
-_FIRST_CHECKPOINT = re.compile(r"^ckpt-0\.(index|data-\d+-of-\d+)$")
+FIRST_CHECKPOINT = re.compile(r"^ckpt-0\.(index|data-\d+-of-\d+)$")
 
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+# Columns of metrics.csv that may hold NaN ("not measured at that epoch": the test pass
+# runs every --eval_every epochs, ``is_evaluated_epoch``); every other value must be a
+# finite number. The audit (``tfnorm.rundir``) requires them finite at evaluated epochs.
+NOT_ALWAYS_MEASURED = ("test_loss", "test_acc")
 _RECORD_NAME = re.compile(r"^epoch_(\d{4,})\.npz$")
 
 Record = collections.namedtuple(
     "Record", ["epoch", "step", "scheme", "counts", "ranges", "summaries", "layer_stats",
-               "magnitude_counts", "magnitude_ranges"])
+               "magnitude_counts", "magnitude_ranges", "seed", "config_hash"])
 Record.__doc__ = """One recorded epoch (its last training step), for L layers:
 counts int64 (L, 4, bins) and ranges float64 (L, 4, 2) [low, high] of the histograms of
 QUANTITIES (weight_gradient, passed_gradient, weights before the step, update),
@@ -101,7 +107,7 @@ summaries float64 (L, 4, len(SUMMARY_STATS)), layer_stats float64 (L, len(LAYER_
 of that step; magnitude_counts int64 (L, 4, bins) and magnitude_ranges float64 (L, 4, 2)
 [low, high]: the histograms of log10 |x| over each quantity's non-zero entries (x = 0 is
 in no bin: nonzero_frac tells how many are). step counts training steps from 1 over the
-whole run."""
+whole run; scheme, seed and config_hash: the run that wrote it (``runid.RunIdentity``)."""
 
 
 @contextlib.contextmanager
@@ -150,13 +156,71 @@ def write_metrics(run_dir, rows, num_layers):
     io.write_csv(os.path.join(run_dir, METRICS_FILE), formatted, metrics_columns(num_layers))
 
 
-def read_metrics(run_dir):
-    """Rows of metrics.csv as dicts: epoch int, everything else float. [] if none yet."""
+Metrics = collections.namedtuple("Metrics", ["rows", "problem", "num_layers"])
+Metrics.__doc__ = """metrics.csv read back: ``rows``, the leading rows that are whole
+(epochs 1..j in order, the declared columns, numbers as written), as dicts (epoch int,
+everything else float); ``problem``: why the rest is not (one phrase), or None;
+``num_layers``: of its header (0 when unreadable)."""
+
+
+def parse_metrics(run_dir, may_be_nan=NOT_ALWAYS_MEASURED):
+    """metrics.csv checked row by row against what ``write_metrics`` writes (Metrics). The
+    columns must be exactly ``metrics_columns(L)``; a row must have a value in each, every
+    value a finite number (NaN allowed in the columns ``may_be_nan``: a training run's
+    NOT_ALWAYS_MEASURED; a Keras model observed by tfnorm.keras.PanelRecorder leaves
+    whatever Keras does not report NaN), epochs 1, 2, ... in order.
+    Blank lines are no rows (as for any CSV reader): the audit and the rewind
+    (``tfnorm.rundir``) both count rows through this function, never lines."""
     path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-            for row in io.read_csv(path)]
+    if not os.path.lexists(path):
+        return Metrics([], None, 0)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        return Metrics([], f"unreadable ({type(error).__name__})", 0)
+    if not lines:
+        return Metrics([], "empty, no header", 0)
+    header = lines[0]
+    num_layers = num_layers_of(header)
+    if header != metrics_columns(num_layers):
+        return Metrics([], "its columns are not those written (metrics_columns)", 0)
+    rows = []
+    for number, fields in enumerate(lines[1:], start=2):
+        if not fields:
+            continue
+        row = _metrics_row(header, fields, len(rows) + 1, may_be_nan)
+        if row is None:
+            return Metrics(rows, f"line {number} (epoch {len(rows) + 1}) is missing or "
+                                 "damaged", num_layers)
+        rows.append(row)
+    return Metrics(rows, None, num_layers)
+
+
+def _metrics_row(header, fields, epoch, may_be_nan):
+    """The row of ``epoch`` from its CSV fields, or None if they are not what was written."""
+    if len(fields) != len(header) or fields[0] != str(epoch):
+        return None
+    row = {"epoch": epoch}
+    for name, text in zip(header[1:], fields[1:]):
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        if not (math.isfinite(value) or (math.isnan(value) and name in may_be_nan)):
+            return None
+        row[name] = value
+    return row
+
+
+def read_metrics(run_dir, may_be_nan=NOT_ALWAYS_MEASURED):
+    """Rows of metrics.csv as dicts: epoch int, everything else float. [] if none yet.
+    DamagedFile naming it if any row is not what was written (``parse_metrics``; the
+    audit, ``tfnorm.rundir``, repairs such a file before a run reads it)."""
+    found = parse_metrics(run_dir, may_be_nan)
+    if found.problem:
+        raise DamagedFile(f"{os.path.join(run_dir, METRICS_FILE)}: {found.problem}")
+    return found.rows
 
 
 def write_config(run_dir, config, versions, parameters=None):
@@ -214,11 +278,13 @@ def record_path(run_dir, epoch):
     return os.path.join(run_dir, RECORDS_DIR, f"epoch_{epoch:04d}.npz")
 
 
-def save_record(run_dir, epoch, step, scheme, outputs):
+def save_record(run_dir, epoch, step, run, outputs):
     """outputs: the numpy values of Trainer.record_step's counts, ranges, summaries,
-    layer_stats, magnitude_counts and magnitude_ranges."""
+    layer_stats, magnitude_counts and magnitude_ranges; ``run``: the RunIdentity of the
+    run writing it."""
     io.save_npz(record_path(run_dir, epoch), epoch=np.int64(epoch), step=np.int64(step),
-                scheme=np.array(scheme), quantities=np.array(QUANTITIES),
+                scheme=np.array(run.scheme), seed=np.int64(run.seed),
+                config_hash=np.array(run.config_hash), quantities=np.array(QUANTITIES),
                 summary_stats=np.array(SUMMARY_STATS), layer_stat_names=np.array(LAYER_STATS),
                 counts=np.asarray(outputs["counts"], np.int64),
                 ranges=np.asarray(outputs["ranges"], np.float64),
@@ -228,14 +294,18 @@ def save_record(run_dir, epoch, step, scheme, outputs):
                 magnitude_ranges=np.asarray(outputs["magnitude_ranges"], np.float64))
 
 
-def load_record(path):
-    """The Record stored at ``path``; RunDirError naming the file if it is not one."""
+def load_record(path, run=None):
+    """The Record stored at ``path``; RunDirError naming the file if it is not one, or
+    (DamagedFile) if it is not of the run ``run`` (a RunIdentity; None: not checked)."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             record = Record(int(stored["epoch"]), int(stored["step"]), str(stored["scheme"]),
                             stored["counts"], stored["ranges"], stored["summaries"],
                             stored["layer_stats"], stored["magnitude_counts"],
-                            stored["magnitude_ranges"])
+                            stored["magnitude_ranges"],
+                            int(stored["seed"]) if "seed" in stored.files else None,
+                            str(stored["config_hash"]) if "config_hash" in stored.files
+                            else None)
     except PermissionError:
         raise RunDirError(f"{path}: permission denied") from None
     except FileNotFoundError:
@@ -253,6 +323,12 @@ def load_record(path):
             or record.magnitude_counts.shape != record.counts.shape
             or record.magnitude_ranges.shape != record.ranges.shape):
         raise DamagedFile(f"{path}: damaged, not a record (arrays of the wrong shape)")
+    if run is not None:
+        written_by = (None if record.seed is None else
+                      runid.RunIdentity(record.scheme, record.seed, record.config_hash))
+        mismatch = runid.identity_mismatch(written_by, run)
+        if mismatch:
+            raise DamagedFile(f"{path}: not a record of this run: {mismatch}")
     return record
 
 
@@ -280,10 +356,10 @@ def is_evaluated_epoch(epoch, epochs, eval_every):
     return epoch % eval_every == 0 or epoch == epochs
 
 
-def truncate_to_epoch(run_dir, epoch, num_layers):
+def truncate_to_epoch(run_dir, epoch, num_layers, may_be_nan=NOT_ALWAYS_MEASURED):
     """Forget what epochs after ``epoch`` wrote (a kill after their files, before their
     checkpoint): their metrics rows, records and panels. They will be computed again."""
-    stored = read_metrics(run_dir)
+    stored = read_metrics(run_dir, may_be_nan)
     rows = [row for row in stored if row["epoch"] <= epoch]
     if len(rows) < len(stored):
         write_metrics(run_dir, rows, num_layers)
@@ -298,13 +374,14 @@ def truncate_to_epoch(run_dir, epoch, num_layers):
 
 
 def clear_run(run_dir):
-    """Remove a previous run's files (only the names a run writes, never anything else)."""
-    for name in RUN_FILES:
+    """Remove a previous run's files (only the names a run writes, never anything else),
+    whatever they are: a directory where a file belongs goes too, and the reverse."""
+    for name in RUN_FILES + RUN_DIRS:
         path = os.path.join(run_dir, name)
-        if os.path.exists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
             os.remove(path)
-    for name in RUN_DIRS:
-        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
 
 
 def remove_interrupted_writes(run_dir):
@@ -318,72 +395,9 @@ def remove_interrupted_writes(run_dir):
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
-        if _INTERRUPTED_SAVE.search(name):
+        if INTERRUPTED_SAVE.search(name):
             path = os.path.join(folder, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
             else:
                 os.remove(path)
-
-
-def check_checkpoint(run_dir):
-    """Read every tensor of the latest checkpoint; RunDirError naming the file if any fails."""
-    import tensorflow as tf
-
-    folder = os.path.join(run_dir, CHECKPOINT_DIR)
-    if not os.path.isdir(folder):
-        return None
-    way_out = (f"delete {folder} to restart the run from scratch, or pass --overwrite")
-    state_file = os.path.join(folder, "checkpoint")
-    try:
-        state = tf.train.get_checkpoint_state(folder)
-    except Exception as error:  # a damaged state file raises a protobuf parse error
-        raise DamagedFile(f"checkpoint file {state_file} is corrupt "
-                          f"({type(error).__name__}); {way_out}") from None
-    if state is None or not state.model_checkpoint_path:
-        # A kill during the first save is no checkpoint: the run starts from scratch
-        # (remove_interrupted_writes clears the leftovers). Anything else is a real
-        # checkpoint that lost its state file: refused, never silently restarted.
-        if not all(_INTERRUPTED_SAVE.search(name) or _FIRST_CHECKPOINT.match(name)
-                   for name in os.listdir(folder)):
-            raise DamagedFile(f"checkpoint folder {folder} has no readable 'checkpoint' state "
-                              f"file; {way_out}")
-        return None
-    prefix = state.model_checkpoint_path  # tf already put relative paths under folder
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except Exception as error:  # DataLossError, NotFoundError, OutOfRangeError, ...
-        damaged = _damaged_checkpoint_file(prefix)
-        raise DamagedFile(f"checkpoint {damaged} is corrupt or unreadable "
-                          f"({type(error).__name__}); {way_out}") from None
-    return prefix
-
-
-def _damaged_checkpoint_file(prefix):
-    index = prefix + ".index"
-    if not os.path.exists(index):
-        return index
-    folder = os.path.dirname(prefix)
-    data_files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                        if n.startswith(os.path.basename(prefix) + ".data-"))
-    return data_files[0] if data_files else prefix + ".data-00000-of-00001"
-
-
-def check_run_dir(run_dir, identity, overwrite, added_later=None):
-    """Refuse a directory holding a run with another configuration (unless ``overwrite``),
-    or holding a corrupt checkpoint. ``identity``: the flags that decide the results;
-    ``added_later``: flag -> the value a run made before that flag existed had."""
-    stored = read_config(run_dir) if not overwrite else None
-    if stored is not None:
-        stored = dict(added_later or {}, **stored)
-        differing = sorted(k for k in set(identity) | set(stored)
-                           if k in identity and stored.get(k) != identity.get(k))
-        if differing:
-            shown = ", ".join(f"--{k}={stored.get(k)} there, {identity.get(k)} here"
-                              for k in differing[:3])
-            raise RunDirError(f"--out_dir {run_dir} holds a run with a different configuration "
-                              f"({shown}); pass --overwrite to replace it or choose another "
-                              "--out_dir")
-        check_checkpoint(run_dir)

@@ -12,6 +12,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 import sys
 import time
 
@@ -21,8 +22,9 @@ import tensorflow as tf
 import tqdm
 
 import tfnorm
-from tfnorm import (data, distributed, faults, loop, plots, records, rundir, stopping,
-                    tensorboard_log, training)
+from tfnorm import (data, distributed, faults, loop, plots, records, rundir, runid,
+                    stopping, tensorboard_log, training)
+from tfnorm.divergence import locate_bound, locate_divergence
 from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
 from tfnorm.records import EPOCH_STATS, LAYER_STATS
 
@@ -89,12 +91,18 @@ def build(config, strategy=None):
             trainer = training.Trainer(network, optimizer, bins=config["bins"])
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     # Everything a step changes: weights, running statistics and noise counters, the
-    # optimizer's slots and step count; and how many epochs are done.
+    # optimizer's slots and step count; and how many epochs are done, and of which run
+    # (``checkpoint.run``: its identity, checked before a restore, rundir.check_checkpoint).
     checkpoint = tf.train.Checkpoint(
         epoch=epoch, network_variables=list(network.trainable_variables),
         network_statistics=list(network.statistics),
-        optimizer_slots=optimizer.slot_variables(), optimizer_iterations=optimizer.iterations)
+        optimizer_slots=optimizer.slot_variables(), optimizer_iterations=optimizer.iterations,
+        run=tf.Variable(_identity_text(config), trainable=False, name="run"))
     return network, trainer, checkpoint, epoch
+
+
+def _identity_text(config):
+    return rundir.identity_text(runid.run_identity(config))
 
 
 class Builds:
@@ -125,6 +133,7 @@ class Builds:
             slot.assign(tf.zeros_like(slot))
         trainer.optimizer.iterations.assign(0)
         epoch.assign(0)
+        checkpoint.run.assign(_identity_text(config))
         return network, trainer, checkpoint, epoch
 
 
@@ -142,39 +151,6 @@ def _network(config):
                                   boxcox_lambda=config["boxcox_lambda"],
                                   final_activation=config["final_activation"],
                                   per_position_running_stats=positions)
-
-
-def _all_finite(tensors):
-    return all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in tensors if t is not None)
-
-
-def locate_divergence(network, images, labels, finite_after_step):
-    """Where the first non-finite value of a step appears, as (layer, what): the first
-    block whose forward output is not finite (or whose in-graph check fails); else the
-    loss; else, going backward from the top, the first block whose weight gradients are
-    not finite; else the first layer whose weights are not finite after the update
-    (``finite_after_step``: the step's ``finite`` flags). Runs eagerly on the weights
-    before the step and changes nothing."""
-
-    images = x = data.to_unit_range(images, network.trainable_variables[0].dtype)
-    for index, block in enumerate(network.blocks):
-        try:
-            x, _, _ = block.forward(x, training=True)
-        except tf.errors.InvalidArgumentError as error:
-            return index + 1, f"forward check failed: {error.message.splitlines()[0]}"
-        if not _all_finite([x]):
-            return index + 1, "output not finite in the forward pass"
-    result = network.backprop(images, labels)
-    if not _all_finite([result.loss]):
-        return len(network.blocks), "loss not finite"
-    for index in reversed(range(len(network.blocks))):
-        start = sum(len(b.trainable_variables) for b in network.blocks[:index])
-        grads = result.grads[start:start + len(network.blocks[index].trainable_variables)]
-        if not _all_finite(grads):
-            return index + 1, "gradient not finite in the backward pass"
-    if finite_after_step is not None and not finite_after_step[1:].all():
-        return int(finite_after_step[1:].argmin()) + 1, "weights not finite after the update"
-    return len(network.blocks), "loss not finite"
 
 
 class _NoCheckpointChatter:
@@ -230,7 +206,7 @@ def _resource_error(out_dir, error):
     can still be written), else the error itself."""
     text = str(error)
     if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
-        where = getattr(error, "filename", None) or out_dir
+        where = getattr(error, "filename", None) or _written_by_tensorflow(text) or out_dir
         message = (f"no space left on the device writing {where}; free some space and rerun "
                    "the same command to resume")
         with contextlib.suppress(OSError):
@@ -242,21 +218,61 @@ def _resource_error(out_dir, error):
     return error
 
 
+def _prepare(config):
+    """Under the run's lock: refuse what cannot be this run (again: the directory may have
+    changed since the flags were checked), remove what killed writes left, audit, delete
+    stale derived files and rewind to the audit's epoch. Returns the Audit."""
+    out_dir = config["out_dir"]
+    if config["overwrite"]:
+        records.clear_run(out_dir)
+    rundir.check_run_dir(out_dir, config, overwrite=False, checkpoint=False)
+    records.remove_interrupted_writes(out_dir)
+    found = rundir.audit(out_dir, config)
+    for line in found.repairs:
+        logging.warning("%s", line)
+    for path in found.stale_derived:  # redrawn from the records
+        os.remove(path)
+    rundir.rewind(out_dir, found.resume_epoch)
+    return found
+
+
+def refresh(config):
+    """Rewrite the derived files of a finished run from its audited files (compare calls
+    it for every run it reuses): status.json, the panels and GIFs it lacks (with
+    ``config["panels"]``), TensorBoard (with ``config["tensorboard"]``). Returns its
+    ``rundir.View``; a run that turns out not finished is left for training."""
+    with records.lock_run_dir(config["out_dir"]):
+        try:
+            _prepare(dict(config, overwrite=False))  # a finished run of this config stays
+            found = rundir.view(config["out_dir"], config)
+            if found.state == "complete":
+                if config["tensorboard"]:
+                    tensorboard_log.rebuild(config["out_dir"], found.rows,
+                                            records.num_layers_of(found.rows[0])).close()
+                if config["panels"]:
+                    plots.draw_panels(config["out_dir"], only_missing=True)
+                records.write_status(config["out_dir"], "complete", epoch=config["epochs"])
+            return found
+        except (OSError, tf.errors.OpError, MemoryError) as error:
+            raise _resource_error(config["out_dir"], error) from None
+
+
+def _written_by_tensorflow(text):
+    """The file a TensorFlow write that failed was writing, from its error's text (a
+    checkpoint's shards go to <prefix>_temp/...: then the checkpoint's prefix), or None."""
+    match = re.search(r"(/\S+?); No space left on device", text)
+    if not match:
+        return None
+    return re.sub(r"_temp(_[0-9a-f]+)?/.*$", "", match.group(1))
+
+
 def _run_locked(config, strategy, placement, builds):
     out_dir = config["out_dir"]
     _quiet_checkpoint_logging()
     tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(config["seed"])
     np.random.seed(config["seed"])
-    if config["overwrite"]:
-        records.clear_run(out_dir)
-    records.remove_interrupted_writes(out_dir)
-    found = rundir.audit(out_dir, config["epochs"], config["record_every"])
-    for line in found.repairs:
-        logging.warning("%s", line)
-    for path in found.stale_derived:  # redrawn from the records below
-        os.remove(path)
-    rundir.rewind(out_dir, found.resume_epoch)
+    found = _prepare(config)
     dataset = load_data(config)
     network, trainer, checkpoint, epoch_done = builds.build(config, strategy)
     num_layers = len(network.blocks)
@@ -268,13 +284,8 @@ def _run_locked(config, strategy, placement, builds):
                                   shuffle=config["shuffle"])
 
     if manager.latest_checkpoint:
-        try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as error:
-            raise DamagedFile(
-                f"checkpoint {manager.latest_checkpoint} cannot be restored "
-                f"({type(error).__name__}); delete {manager.directory} to restart, or pass "
-                "--overwrite") from None
+        rundir.restore_checkpoint(checkpoint, manager.latest_checkpoint,
+                                  runid.run_identity(config))
         completed = int(epoch_done.numpy())
         if completed != found.resume_epoch:
             raise DamagedFile(
@@ -304,15 +315,20 @@ def _run_locked(config, strategy, placement, builds):
     def stop_diverged(epoch, step, finite=None, what=None):
         """Replay the epoch up to the failing step from the last checkpoint (runs are
         deterministic), find where the first non-finite value appears on that step's
-        batch, and stop. ``step`` None: the test pass after the epoch's steps."""
+        batch (for a loss past the bound, ``what``: the first output past it), and stop.
+        ``step`` None: the test pass after the epoch's steps."""
         layer = None
-        if what is None:
+        if step is not None:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             for replayed, (images, labels) in enumerate(epoch_batches(epoch), start=1):
                 if replayed == step:
                     break
                 trainer.train_step(images, labels)
-            layer, what = locate_divergence(network, images, labels, finite)
+            if what is None:
+                layer, what = locate_divergence(network, images, labels, finite)
+            else:
+                layer, size = locate_bound(network, images, loss_bound)
+                what += f" (layer {layer}'s outputs reach {size:.3g})"
         kept = (f"epochs 1-{epoch - 1} are kept in {out_dir}" if epoch > 1
                 else f"no epoch was completed in {out_dir}")
         where = (f"step {step} of {steps}" if step else "the test pass")
@@ -321,7 +337,7 @@ def _run_locked(config, strategy, placement, builds):
                    f"the run stopped, {kept} (a smaller --learning_rate, or for boxcox "
                    "--boxcox_lambda, may help)")
         records.write_status(out_dir, "diverged", epoch=epoch, step=step, layer=layer,
-                             message=message)
+                             message=message, config_hash=runid.config_hash(config))
         raise Divergence(message)
 
     panels = plots.FourPanels() if config["panels"] else None  # one figure, redrawn
@@ -370,7 +386,7 @@ def _run_locked(config, strategy, placement, builds):
         record = None
         if records.is_recorded_epoch(epoch, config["epochs"], config["record_every"]):
             records.save_record(out_dir, epoch, (epoch - 1) * steps + steps,
-                                config["scheme"], result.recorded)
+                                runid.run_identity(config), result.recorded)
             if config["panels"]:
                 plots.draw_epoch_panels(out_dir, epoch, panels)
             if writer is not None:

@@ -17,9 +17,13 @@ _received = []
 _callbacks = []
 
 
-def install():
+def install(received=()):
+    """From now on SIGINT and SIGTERM are requests (``requested``); ``received``: signals
+    that came before (the scripts' package catches them from its first line)."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _handle)
+    for signum in list(received):
+        _handle(signum, None)
 
 
 def _handle(signum, frame):

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnorm import loop, plots, records, runner, training
+from tfnorm import loop, plots, records, runid, runner, training
 from tfnorm.keras.layers import Normalization, WeightNormalization
 from tfnorm.records import DEFAULT_BINS, EPOCH_STATS, LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
@@ -61,6 +61,18 @@ def kernel_layers(model):
         elif _kernel(layer) is not None:
             found.append(layer)
     return found
+
+
+class _AllButTheEpoch:
+    """The metrics.csv columns that may hold NaN in a recorder's directory: all but the
+    epoch. Keras reports only what the model was compiled with (no test pass, maybe no
+    accuracy), and an epoch not recorded has no layer statistics."""
+
+    def __contains__(self, name):
+        return name != "epoch"
+
+
+MAY_BE_NAN = _AllButTheEpoch()
 
 
 def _layer_stats(summaries):
@@ -98,18 +110,21 @@ class PanelRecorder(keras.callbacks.Callback):
     training draws) the four panels of every layer with a kernel into ``out_dir``, a
     directory ``experiments.panels`` and, placed at ``<dir>/<scheme>/seed_<k>``,
     ``experiments.crosspanels`` read. ``name``: the scheme shown on the panels (default:
-    the model's tfnorm scheme, else the model's name); ``draw``: draw the panels and GIFs
-    when training ends. A ``fit`` from epoch 0 starts ``out_dir`` anew (the files a run
+    the model's tfnorm scheme, else the model's name); ``seed``: the seed the model was
+    made with (keras.utils.set_random_seed), which names the run in its records as the
+    ``seed_<k>`` folder does for crosspanels; ``draw``: draw the panels and GIFs when
+    training ends. A ``fit`` from epoch 0 starts ``out_dir`` anew (the files a run
     writes), one with ``initial_epoch`` continues it."""
 
-    def __init__(self, out_dir, batch, every=1, name=None, bins=DEFAULT_BINS, draw=True):
+    def __init__(self, out_dir, batch, every=1, name=None, bins=DEFAULT_BINS, draw=True,
+                 seed=0):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"every must be at least 1 (epochs), got {every}")
         images, labels = batch
         self.out_dir, self.every, self.name = out_dir, int(every), name
         self.images, self.labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
-        self.bins, self.draw = int(bins), bool(draw)
+        self.bins, self.draw, self.seed = int(bins), bool(draw), int(seed)
         self.rows, self._observed, self._observed_model = [], None, None
 
     # ------------------------------------------------------------------ Keras hooks
@@ -156,16 +171,19 @@ class PanelRecorder(keras.callbacks.Callback):
             records.clear_run(self.out_dir)
             self.rows = []
         else:
-            records.truncate_to_epoch(self.out_dir, done, len(self.layers))
-            self.rows = records.read_metrics(self.out_dir)
+            records.truncate_to_epoch(self.out_dir, done, len(self.layers), MAY_BE_NAN)
+            self.rows = records.read_metrics(self.out_dir, MAY_BE_NAN)
         os.makedirs(self.out_dir, exist_ok=True)
         config = {"scheme": self.name, "model": self.model.name,
                   "source": "tfnorm.keras.PanelRecorder", "epochs": self.params.get("epochs"),
                   "steps_per_epoch": self.steps, "record_every": self.every,
                   "batch_size": int(self.images.shape[0]), "bins": self.bins,
                   "layers": [layer.name for layer in self.layers], "keras": keras.__version__,
-                  "seed": None}
+                  "seed": self.seed}
         records.write_config(self.out_dir, config, runner.versions())
+        # Who wrote the records (records.load_record checks it); the hash is of what
+        # config.json holds.
+        self.run = runid.RunIdentity(self.name, self.seed, runid.config_hash(config))
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._fresh:
@@ -194,7 +212,7 @@ class PanelRecorder(keras.callbacks.Callback):
         outputs = {key: value.numpy() for key, value in hists.items()}
         outputs["layer_stats"] = _layer_stats(outputs["summaries"])
         step = int(self.model.optimizer.iterations.numpy())
-        records.save_record(self.out_dir, self.epoch, step, self.name, outputs)
+        records.save_record(self.out_dir, self.epoch, step, self.run, outputs)
         return outputs["layer_stats"]
 
     def on_epoch_end(self, epoch, logs=None):
