@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 
 from experiments import cli, nonzero, saturation, shattered, shattered_verdicts, study
-from tfnorm import records, stats
+from tfnorm import records, runid, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -276,7 +276,8 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     ranges = np.zeros((2, 4, 2))
     ranges[:, 0] = ((-1.0, 1.0), (-0.5, 1.5))
     counts = np.ones((2, 4, 50), np.int64)
-    records.save_record(str(run_dir / "none" / "seed_0"), 1, 1, "none", dict(
+    records.save_record(str(run_dir / "none" / "seed_0"), 1, 1,
+                        runid.RunIdentity("none", 0, ""), dict(
         counts=counts, ranges=ranges, summaries=summaries,
         layer_stats=np.zeros((2, len(records.LAYER_STATS))), magnitude_counts=counts,
         magnitude_ranges=ranges))
