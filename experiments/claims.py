@@ -1,95 +1,33 @@
-r"""The article's claims, each decided by the one verdict rule on a compare directory's
-per-seed runs (runs.csv, paired by seed):
+r"""The article's sentences (experiments.sentences), each decided by the one verdict rule
+on the per-seed runs (runs.csv, paired by seed) of one compare directory, or of several
+settings side by side:
 
-    python -m experiments.claims --compare_dir=runs/article --out_dir=results/article
+    python -m experiments.claims --compare_dir=runs/compare --out_dir=results
+    python -m experiments.claims --setting=article=runs/article \
+        --setting=overfitting=runs/overfit/quirk_off --out_dir=results/article
 
-Writes claims.md (a table: the article's sentence, the claim tested, our paired
-difference with its 95% interval, the verdict) and claims.csv. Reads files only; no
-TensorFlow. A claim whose schemes are not in the directory is left out and listed.
+A --setting is name=DIR, or name=DIR+BASE: DIR's runs, and BASE's for the schemes DIR
+lacks (the over-fitting grid with his quirk holds only the schemes the quirk changes).
+Writes claims.md: the settings (and whether each over-fits), the sentences with what of
+each no claim tests and why, a summary (one row per comparison, its per-layer verdicts
+collapsed), then every claim with its tested interval and verdict per setting; and
+claims.csv, one row per claim and setting. A sentence about test accuracy or over-fitting
+is not decided where batch norm does not over-fit: its rows say so beside the rule's
+verdict. Reads files only; no TensorFlow. Claims whose schemes no setting has are left
+out and listed.
 """
 
 import collections
 import csv
 import os
+import re
 
 from absl import flags, logging
 
-from experiments import cli, summary
+from experiments import cli, sentences, summary
 from tfnorm import errors, io, records, stats, verdicts
 
 FLAGS = flags.FLAGS
-
-FAST = ("When we use a normalization scheme such as batch/layer/instance normalization we "
-        "can achieve +95% accuracy on training images by 130th epoch.. Meanwhile, the network "
-        "with box-cox transformation as well as the network without any normalization scheme "
-        "struggles even to pass +60% accuracy.")
-NONZERO = ("This property of batch normalization, which increases the number of non-zero "
-           "gradients, is the reason why training accelerates")
-INSTANCE = ("I personally believe that the number of the non-zero gradient is maximized [with "
-            "instance norm] when compared to other normalization schemes.")
-BOXCOX = ("[Box-Cox:] When compared to the network that did not have any normalization scheme "
-          "we can see that there are more non-zero elements in the gradient respect to each "
-          "weight.. However, when compared to any other normalization scheme we can see that "
-          "we still have a lot of zeros in our gradient.")
-TEST = ("From the above plot we can conclude that surprisingly, the network without any "
-        "normalization scheme did the best.")
-PATTERN_TEST = ("we can see a pattern emerging, as the number of parameters in which we "
-                "calculate the mean and the standard deviation decreases, testing accuracy "
-                "increases")
-PATTERN_GAP = ("As the number of parameters, we are calculating the mean and standard "
-               "deviation increases, the model tends to over-fit.")
-LAYERS = range(1, 7)
-# The over-fitting gap of a run: final train accuracy minus final test accuracy.
-GAP = "final_gap"
-# His count of the statistics each scheme computes per layer (REFERENCE.md), fewest first:
-# batch 16 (per channel) < layer 20 (per sample) < instance 320 (per sample and channel).
-BY_STATISTICS = ("batch", "layer", "instance")
-
-
-def article_claims():
-    claim, claims = verdicts.difference, []
-    for scheme in ("batch", "layer", "instance"):
-        claims += [claim(FAST, "epoch_to_95", scheme, "none", -1),
-                   claim(FAST, "final_train_acc", scheme, "none", +1)]
-    claims += [claim(FAST, "final_train_acc", "batch", "boxcox", +1)]
-    for scheme in ("batch", "layer", "instance"):
-        claims += [claim(NONZERO, f"nonzero_{i}", scheme, "none", +1) for i in LAYERS]
-    for other in ("batch", "layer"):
-        claims += [claim(INSTANCE, f"nonzero_{i}", "instance", other, +1) for i in LAYERS]
-    claims += [claim(BOXCOX, f"nonzero_{i}", "boxcox", "none", +1) for i in LAYERS]
-    claims += [claim(BOXCOX, f"nonzero_{i}", "batch", "boxcox", +1) for i in LAYERS]
-    claims += [claim(TEST, "final_test_acc", "none", s, +1)
-               for s in ("batch", "layer", "instance", "boxcox")]
-    return claims
-
-
-def overfit_claims():
-    """His sentences about test accuracy and over-fitting, and his train-accuracy ones, as
-    decided in an over-fitting regime (experiments.overfit): "95% by the 130th epoch" and
-    "struggles to pass 60%" as thresholds, the rest as differences."""
-    difference, threshold = verdicts.difference, verdicts.threshold
-    claims = []
-    for scheme in ("batch", "layer", "instance"):
-        claims += [difference(FAST, "epoch_to_95", scheme, "none", -1),
-                   threshold(FAST, "epoch_to_95", scheme, 131, -1),  # reached by epoch 130
-                   difference(FAST, "final_train_acc", scheme, "none", +1)]
-    claims += [threshold(FAST, "final_train_acc", scheme, 0.6, -1)
-               for scheme in ("boxcox", "none")]
-    claims += [difference(TEST, metric, "none", scheme, +1)
-               for metric in ("final_test_acc", "best_test_acc")
-               for scheme in ("batch", "layer", "instance", "boxcox")]
-    pairs = list(zip(BY_STATISTICS, BY_STATISTICS[1:]))
-    claims += [difference(PATTERN_TEST, "final_test_acc", fewer, more, +1)
-               for fewer, more in pairs]
-    claims += [difference(PATTERN_GAP, GAP, fewer, more, -1) for fewer, more in pairs]
-    return claims
-
-
-def with_gap(runs):
-    """``runs`` ({scheme: {seed: row}}) with each row's GAP added."""
-    return {scheme: {seed: dict(row, **{GAP: row["final_train_acc"] - row["final_test_acc"]})
-                     for seed, row in seeds.items()} for scheme, seeds in runs.items()}
-
 
 def read_runs(compare_dir):
     """{scheme: {seed: row}} of runs.csv, numbers as floats (NaN: undefined). One line
@@ -149,92 +87,223 @@ def decide_runs(claims, runs, epochs):
     return verdicts.decide(claims, per_seed, censored_at=censored)
 
 
-def _sentences(claims):
-    """{sentence: label} ([A], [B], ... in first-seen order) and the quoted sentences."""
-    labels = {}
-    for claim in claims:
-        labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
-    return labels, [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
+NOT_DECIDED = "not decided: no over-fitting"
+MISSING = "not run"
+# A measure the setting's runs did not record (a grid run before it existed).
+NOT_RECORDED = "not recorded"
 
 
-def side_by_side(claims, views, epochs):
-    """One table deciding every claim in each setting of ``views`` ({name: runs}): the
-    claim's kind, then per setting the tested interval [95% CI] with its seeds and the
-    verdict. Returns (CSV rows, one per claim and setting, and the markdown)."""
-    labels, lines = _sentences(claims)
-    lines += ["| article | kind | claim tested | " + " | ".join(
-        f"{name}: tested [95% CI], seeds | verdict" for name in views) + " |",
-        "|---|---|---|" + "---|---|" * len(views)]
-    decided = {name: decide_runs(claims, runs, epochs) for name, runs in views.items()}
+def _label(index):
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[index]
+
+
+Setting = collections.namedtuple("Setting", ["name", "runs", "config", "overfits", "source"])
+Setting.__doc__ = """A grid the claims are decided on: its runs ({scheme: {seed: row}}, the
+derived measures added), its shared config.json, the Decided of sentences.OVERFITS on it,
+and its directories as given (relative to the repository)."""
+
+
+def load_setting(name, spec):
+    """The Setting of ``spec`` ("DIR" or "DIR+BASE")."""
+    first, _, base = spec.partition("+")
+    own = read_runs(first)
+    config = grid_config(first, own)
+    runs = dict(read_runs(base), **own) if base else own
+    runs = sentences.with_derived(runs)
+    (overfits,) = decide_runs([sentences.OVERFITS], runs, config["epochs"]) \
+        if "batch" in runs else (None,)
+    source = " + ".join(cli.repo_path(d) for d in (first, base) if d)
+    return Setting(name, runs, config, overfits, source)
+
+
+def describe_setting(setting):
+    """One line: the setting's data and training, its seeds, whether it over-fits."""
+    c = setting.config
+    text = (f"{c['dataset']}, {c['image_size']} px, {c['optimizer']} at {c['learning_rate']}, "
+            f"batch {c['batch_size']}, {c['epochs']} epochs")
+    if c.get("train_per_class"):
+        text += f", {c['train_per_class']} training images per class (the rest: test)"
+    if c.get("per_position_running_stats"):
+        text += ", his evaluation quirk"
+    seeds = sorted({seed for runs in setting.runs.values() for seed in runs})
+    text += f"; seeds {', '.join(map(str, seeds))}; from `{setting.source}`"
+    if setting.overfits is not None:
+        text += (f". Batch norm's gap minus {sentences.OVERFIT_GAP}: "
+                 f"{stats.format_interval(setting.overfits.tested)}, so it "
+                 + ("over-fits" if setting.overfits.verdict == stats.SUPPORTED
+                    else "does not over-fit (its test-accuracy sentences are not decided "
+                         "here)"))
+    return text
+
+
+def decide_settings(claims, settings):
+    """{setting name: [(Decided or None if a scheme is missing, verdict label)]}."""
+    out = {}
+    for setting in settings:
+        present = [i for i, c in enumerate(claims) if c.a in setting.runs
+                   and (c.b is None or c.b in setting.runs)]
+        decided = dict(zip(present, decide_runs([claims[i] for i in present], setting.runs,
+                                                setting.config["epochs"])))
+        overfits = (setting.overfits is not None
+                    and setting.overfits.verdict == stats.SUPPORTED)
+        cells = []
+        for index, claim in enumerate(claims):
+            if index not in decided:
+                cells.append((None, MISSING))
+                continue
+            verdict = decided[index].verdict if decided[index].tested.n else NOT_RECORDED
+            if sentences.sentence_of(claim.sentence).needs_overfitting and not overfits:
+                verdict = f"{NOT_DECIDED} ({verdict})"
+            cells.append((decided[index], verdict))
+        out[setting.name] = cells
+    return out
+
+
+def _family(claim):
+    """The claim with its layer taken out of the metric: (key, layer or None)."""
+    match = re.fullmatch(r"(.*)_(\d)", claim.metric)
+    metric, layer = (match.group(1) + "_i", int(match.group(2))) if match else (
+        claim.metric, None)
+    return verdicts.describe(claim._replace(metric=metric)), layer
+
+
+def _collapse(verdicts_by_layer):
+    """"supported" if one verdict, else "supported at 1-4; inconclusive at 5, 6"."""
+    if len(set(v for _, v in verdicts_by_layer)) == 1:
+        return verdicts_by_layer[0][1]
+    parts = collections.OrderedDict()
+    for layer, verdict in verdicts_by_layer:
+        parts.setdefault(verdict, []).append(str(layer))
+    return "; ".join(f"{verdict} at {', '.join(layers)}" for verdict, layers in parts.items())
+
+
+def tables(claims, settings):
+    """(claims.csv rows, the markdown after the header): the sentences, the summary table
+    and the full table."""
+    labels = {s.text: _label(i) for i, s in enumerate(sentences.SENTENCES)}
+    decided = decide_settings(claims, settings)
+    names = [s.name for s in settings]
+    testable = {c.sentence for c in sentences.article_claims()}
+    shown = [s for s in sentences.SENTENCES if s.text not in testable
+             or any(c.sentence == s.text for c in claims)]
+    lines = ["## The sentences", ""]
+    for sentence in shown:
+        untested = f" *Not tested: {sentence.untested}.*" if sentence.untested else ""
+        lines.append(f"- [{labels[sentence.text]}] \"{sentence.text}\"{untested}")
+    lines += ["", "## Verdicts, per comparison (layers i = 1..6 collapsed)", "",
+              "| | kind | claim | " + " | ".join(names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
+    groups = collections.OrderedDict()
+    for index, claim in enumerate(claims):
+        key, layer = _family(claim)
+        groups.setdefault((claim.sentence, key), []).append((index, layer))
+    for (sentence, key), members in groups.items():
+        claim = claims[members[0][0]]
+        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
+        cells = [_collapse([(layer, decided[name][i][1]) for i, layer in members])
+                 for name in names]
+        lines.append(f"| [{labels[sentence]}] | {kind} | {key} | " + " | ".join(cells) + " |")
+    for sentence in shown:
+        if sentence.text not in testable:
+            lines.append(f"| [{labels[sentence.text]}] | not testable here | "
+                         f"{sentence.untested} |" + " |" * len(names))
+    lines += ["", "## Every claim", "",
+              "| | kind | claim | " + " | ".join(f"{n}: tested [95% CI], n | {n}: verdict"
+                                                for n in names) + " |",
+              "|---|---|---|" + "---|---|" * len(names)]
     rows = []
     for index, claim in enumerate(claims):
-        cells = []
-        for name in views:
-            tested, verdict = decided[name][index].tested, decided[name][index].verdict
-            cells.append(f"{stats.format_interval(tested)}, n={tested.n} | {verdict}")
-            rows.append(dict(setting=name, claim=verdicts.describe(claim),
-                             sentence=claim.sentence, kind=claim.kind,
-                             margin_or_value=verdicts.reference(claim), verdict=verdict,
-                             **tested._asdict()))
         kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
+        cells = []
+        for setting in settings:
+            found, verdict = decided[setting.name][index]
+            if found is None:
+                cells.append(f"{MISSING} | {MISSING}")
+                continue
+            tested = found.tested
+            cells.append(f"{stats.format_interval(tested)}, n={tested.n} | {verdict}")
+            rows.append(dict(setting=setting.name, label=labels[claim.sentence],
+                             claim=verdicts.describe(claim), sentence=claim.sentence,
+                             kind=claim.kind, margin_or_value=verdicts.reference(claim),
+                             verdict=verdict, **tested._asdict()))
         lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
                      + " | ".join(cells) + " |")
     return rows, "\n".join(lines) + "\n"
 
 
-def table(claims, runs, epochs):
-    """The quoted sentences, labelled [A], [B], ..., then one row per claim (its kind and
-    margin or value, the claim tested, the tested interval, its verdict by
-    tfnorm.verdicts.decide; epoch_to_* censored at epochs + 1)."""
-    labels, lines = _sentences(claims)
-    lines += ["| article | kind | claim tested (paired by seed) | difference [95% CI] | seeds | "
-              "verdict |", "|---|---|---|---|---|---|"]
-    rows = []
-    for decided in decide_runs(claims, runs, epochs):
-        claim, tested = decided.claim, decided.tested
-        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
-        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
-                     f"{stats.format_interval(tested)} | {tested.n} | {decided.verdict} |")
-        rows.append(dict(claim=verdicts.describe(claim), sentence=claim.sentence,
-                         kind=claim.kind, margin_or_value=verdicts.reference(claim),
-                         verdict=decided.verdict, **tested._asdict()))
-    return rows, "\n".join(lines) + "\n"
+def side_by_side(claims, views, epochs):
+    """``tables`` for settings given as {name: runs} (runs carrying the derived measures),
+    all trained for ``epochs``."""
+    settings = []
+    for name, runs in views.items():
+        (overfits,) = decide_runs([sentences.OVERFITS], runs, epochs) \
+            if "batch" in runs else (None,)
+        settings.append(Setting(name, runs, {"epochs": epochs}, overfits, name))
+    return tables(claims, settings)
 
 
 def define_flags(flag_values=FLAGS):
-    flags.DEFINE_string("compare_dir", None, "An experiments.compare --out_dir (runs.csv).",
-                        flag_values=flag_values)
+    flags.DEFINE_string("compare_dir", None, "An experiments.compare --out_dir (runs.csv): "
+                        "the one setting.", flag_values=flag_values)
+    flags.DEFINE_multi_string("setting", [], "name=DIR or name=DIR+BASE: a setting decided "
+                              "beside the others (instead of --compare_dir).",
+                              flag_values=flag_values)
     flags.DEFINE_string("out_dir", None, "Where claims.md and claims.csv go (default: "
                         "--compare_dir).", flag_values=flag_values)
+
+
+def parse_settings(flag_values):
+    """[(name, spec)] from --setting, or the one --compare_dir; one line if neither or
+    both, or a --setting is not name=DIR."""
+    if bool(flag_values.compare_dir) == bool(flag_values.setting):
+        raise cli.ConfigError("give --compare_dir or --setting (name=DIR), one of the two")
+    if flag_values.compare_dir:
+        return [("this grid", flag_values.compare_dir)]
+    out = []
+    for given in flag_values.setting:
+        name, _, spec = given.partition("=")
+        if not name or not spec or name in dict(out):
+            raise cli.ConfigError(f"--setting {given}: expected a new name=DIR[+BASE]")
+        out.append((name, spec))
+    return out
 
 
 @cli.one_line_errors
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.compare_dir:
-        raise cli.ConfigError("--compare_dir: required")
-    runs = read_runs(FLAGS.compare_dir)
-    config = grid_config(FLAGS.compare_dir, runs)
+    given = parse_settings(FLAGS)
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
+    if not out_dir:
+        raise cli.ConfigError("--out_dir: required with --setting")
     cli.check_writable(out_dir, "--out_dir")
-    claims = [c for c in article_claims() if c.a in runs and c.b in runs]
-    left_out = sorted({s for c in article_claims() for s in (c.a, c.b)} - set(runs))
-    rows, markdown = table(claims, runs, config["epochs"])
-    header = (f"# The article's claims on {config['dataset']}, {config['image_size']} px, "
-              f"{config['epochs']} epochs, {config['optimizer']} at {config['learning_rate']}"
-              f", batch {config['batch_size']}\n\nFrom "
-              f"`{os.path.join(cli.repo_path(FLAGS.compare_dir), summary.RUNS_CSV)}` "
-              f"({len(next(iter(runs.values())))} seeds per scheme). Each claim is the "
-              "article's sentence made testable: the paired difference (first scheme minus "
-              "second, seed by seed) with its 95% Student t interval; *supported* if the "
-              "interval excludes 0 on the claimed side, *contradicted* if on the other, "
-              "*inconclusive* otherwise. epoch_to_95: first epoch at 95% train accuracy "
-              f"('never' counts as {config['epochs'] + 1}). nonzero_i: non-zero fraction of "
-              "layer i's weight gradient, averaged over training.\n\n")
+    settings = [load_setting(name, spec) for name, spec in given]
+    everywhere = set().union(*(s.runs for s in settings))
+    claims = [c for c in sentences.article_claims()
+              if c.a in everywhere and (c.b is None or c.b in everywhere)]
+    left_out = sorted({s for c in sentences.article_claims() for s in (c.a, c.b)
+                       if s is not None} - everywhere)
+    rows, markdown = tables(claims, settings)
+    header = ["# The article's sentences, decided", ""]
+    header += [f"- **{s.name}**: {describe_setting(s)}." for s in settings]
+    header += ["", "Each sentence is tested by the question it asks (tfnorm.verdicts): a "
+               "difference tests the paired difference (first scheme minus second, seed by "
+               "seed), a threshold the scheme's value minus the threshold, an equivalence the "
+               "paired difference against its margin, each with its 95% Student t interval: "
+               "*supported* if it excludes 0 on the claimed side (lies inside the margin), "
+               "*contradicted* if on the other (outside), *inconclusive* otherwise. "
+               "epoch_to_95: first epoch at 95% train accuracy ('never' counts as epochs + 1, "
+               "and a verdict stands only if that censoring cannot change it). nonzero_i: "
+               "non-zero fraction of layer i's weight gradient; nearzero_i: its fraction "
+               f"within {records.NEARZERO_TAU:g} x the layer's RMS gradient; update_freq_i: "
+               "the fraction of its weights whose step is above a small share of the RMS step; "
+               "movement_i: ||W_e - W_(e-1)|| / ||W_(e-1)|| per epoch; each averaged over "
+               f"training. {sentences.MIDDLE_MOVEMENT}: layers 2-4's mean movement minus "
+               f"layers 1, 5, 6's. {sentences.GAP}: final train minus final test accuracy. "
+               "parameters: the network's trainable numbers.", ""]
     if left_out:
-        header += f"Left out (not in this directory): claims about {', '.join(left_out)}.\n\n"
-    io.write_text(os.path.join(out_dir, "claims.md"), header + markdown)
+        header += [f"Left out (in no setting): claims about {', '.join(left_out)}.", ""]
+    io.write_text(os.path.join(out_dir, "claims.md"), "\n".join(header) + "\n" + markdown)
     io.write_csv(os.path.join(out_dir, "claims.csv"), rows)
     counts = collections.Counter(row["verdict"] for row in rows)
     logging.info("%d claims: %s; %s", len(rows), dict(counts),

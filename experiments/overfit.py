@@ -24,8 +24,8 @@ import time
 
 from absl import flags, logging
 
-from experiments import claims, cli, compare
-from tfnorm import catalog, io, rundir, schemes, stats, verdicts
+from experiments import claims, cli, compare, sentences
+from tfnorm import catalog, io, rundir, schemes, stats
 
 FLAGS = flags.FLAGS
 # His setting (REFERENCE.md); the regime's own knobs are flags.
@@ -35,9 +35,6 @@ SCHEMES = ("none", "batch", "layer", "instance", "boxcox")
 QUIRK = "per_position_running_stats"
 SIDES = ("quirk_off", "quirk_on")
 VIEWS = {"quirk_off": "without the quirk", "quirk_on": "with the quirk"}
-# The regime over-fits where batch norm's gap (final train - final test accuracy) is above this.
-OVERFIT_GAP = 0.2
-REGIME = "batch norm over-fits: final train minus final test accuracy above 0.2"
 
 
 def define_flags(flag_values=FLAGS):
@@ -117,9 +114,9 @@ def timed(args):
 
 def views(out_dir):
     """{setting: runs} of both quirk settings: quirk_on takes the quirk_off runs of the
-    schemes the quirk does not change. Runs carry claims.GAP."""
-    off = claims.with_gap(claims.read_runs(os.path.join(out_dir, "quirk_off")))
-    on = claims.with_gap(claims.read_runs(os.path.join(out_dir, "quirk_on")))
+    schemes the quirk does not change. Runs carry sentences.GAP."""
+    off = sentences.with_derived(claims.read_runs(os.path.join(out_dir, "quirk_off")))
+    on = sentences.with_derived(claims.read_runs(os.path.join(out_dir, "quirk_on")))
     return {"quirk_off": off, "quirk_on": dict(off, **{s: on[s] for s in quirk_schemes()})}
 
 
@@ -139,20 +136,19 @@ def gap_table(found, epochs):
         for scheme in SCHEMES if side == "quirk_off" else quirk_schemes():
             cells = [stats.interval([row[m] for row in runs[scheme].values()])
                      for m in ("final_train_acc", "final_test_acc", "best_test_acc",
-                               claims.GAP)]
+                               sentences.GAP)]
             lines.append(f"| {VIEWS[side]} | {scheme} | " + " | ".join(map(f, cells))
                          + f" | {cells[0].n} |")
-    regime = verdicts.threshold(REGIME, claims.GAP, "batch", OVERFIT_GAP, +1)
-    (decided,) = claims.decide_runs([regime], found["quirk_off"], epochs)
+    (decided,) = claims.decide_runs([sentences.OVERFITS], found["quirk_off"], epochs)
     gap, decided = decided.tested, decided.verdict
     return decided, "\n".join(lines) + (
-        f"\n\nThe regime: batch norm's gap minus {OVERFIT_GAP} is {f(gap)}: {decided} "
+        f"\n\nThe regime: batch norm's gap minus {sentences.OVERFIT_GAP} is {f(gap)}: {decided} "
         f"(over-fitting is called only where it lies above 0).\n")
 
 
 def ranking(rows):
     """Which settings support his ranking in full (every pattern claim supported)."""
-    pattern = {claims.PATTERN_TEST, claims.PATTERN_GAP}
+    pattern = {sentences.PATTERN_TEST.text, sentences.PATTERN_GAP.text}
     verdicts = {}
     for row in rows:
         if row["sentence"] in pattern:
@@ -168,7 +164,7 @@ def write_results(flag_values, base, found, timings):
     epochs, classes = base["epochs"], catalog.DIGITS_CLASSES
     regime, gaps = gap_table(found, epochs)
     view = {VIEWS[side]: runs for side, runs in found.items()}
-    rows, table = claims.side_by_side(claims.overfit_claims(), view, epochs)
+    rows, table = claims.side_by_side(sentences.overfit_claims(), view, epochs)
     seeds = sorted(next(iter(found["quirk_off"].values())))
     header = (
         f"# His test-accuracy sentences in an over-fitting regime\n\n"
@@ -190,7 +186,7 @@ def write_results(flag_values, base, found, timings):
         "a threshold the scheme's value minus the threshold, each with its 95% interval; "
         "*supported* if it excludes 0 on the claimed side, *contradicted* if on the other, "
         f"*inconclusive* otherwise. epoch_to_95 < 131: reached by epoch 130 ('never' counts "
-        f"as {epochs + 1}). {claims.GAP}: final train minus final test accuracy. His counting "
+        f"as {epochs + 1}). {sentences.GAP}: final train minus final test accuracy. His counting "
         "of statistics per layer: batch 16 < layer 20 < instance 320.\n\n")
     text = (header + "## Train - test gap\n\n" + gaps + "\n## The article's sentences\n\n"
             + table + "\n" + ranking(rows) + "\n")
@@ -263,7 +259,7 @@ def main(argv):
     found = views(FLAGS.out_dir)
     accuracy_figure(FLAGS, base)
     regime, rows = write_results(FLAGS, base, found, timings)
-    logging.info("regime (%s): %s; %s", REGIME, regime, ranking(rows))
+    logging.info("regime (%s): %s; %s", sentences.OVERFITS.sentence, regime, ranking(rows))
     logging.info("claims: %s", os.path.join(FLAGS.results_dir, "claims.md"))
 
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfnorm
-from experiments import claims, cli, overfit, summary
+from experiments import claims, cli, overfit, sentences, summary
 from runs import checked_config
 from tfnorm import errors, records, rundir, runner, stopping
 
@@ -116,12 +116,12 @@ def hand_made_runs(gaps):
                                    best_test_acc=train - gap + 0.02, epoch_to_95=float(
                                        "nan") if train < 1 else 10.0 + seed)
                         for seed in range(5)}
-    return claims.with_gap(runs)
+    return sentences.with_derived(runs)
 
 
 def test_the_claims_decide_his_ranking_and_the_thresholds():
-    runs = hand_made_runs(dict(none=0.05, batch=0.2, layer=0.3, instance=0.5, boxcox=0.1))
-    rows, markdown = claims.side_by_side(claims.overfit_claims(), {"here": runs}, epochs=200)
+    runs = hand_made_runs(dict(none=0.05, batch=0.25, layer=0.3, instance=0.5, boxcox=0.1))
+    rows, markdown = claims.side_by_side(sentences.overfit_claims(), {"here": runs}, epochs=200)
     verdicts = {row["claim"]: row["verdict"] for row in rows}
     assert verdicts["final_gap: batch < layer"] == verdicts["final_gap: layer < instance"] \
         == verdicts["final_test_acc: batch > layer"] == "supported"
@@ -133,6 +133,7 @@ def test_the_claims_decide_his_ranking_and_the_thresholds():
     assert "holds here" in overfit.ranking(rows)
     reversed_runs = hand_made_runs(dict(none=0.05, batch=0.5, layer=0.3, instance=0.2,
                                         boxcox=0.1))
-    rows, _ = claims.side_by_side(claims.overfit_claims(), {"there": reversed_runs}, 20)
+    rows, _ = claims.side_by_side(sentences.overfit_claims(), {"there": reversed_runs}, 20)
     assert "holds neither setting" in overfit.ranking(rows)
-    assert "| [A] |" in markdown and "here: tested [95% CI], seeds" in markdown
+    assert "| [L] | threshold 131 | epoch_to_95: batch < 131 |" in markdown
+    assert "here: tested [95% CI], n" in markdown and "| [A] |" not in markdown
