@@ -115,16 +115,25 @@ def join_row(cells):
 
 
 def md_tables(text):
-    """Every table of a markdown text: a list of (header, body rows), rows as cells."""
+    """Every table of a markdown text: a list of (header, body rows), each row a Row."""
     tables, run = [], []
     for line in text.splitlines() + [""]:
         if line.startswith("|"):
-            run.append(split_row(line))
+            run.append(Row(split_row(line), line.rstrip()))
         else:
             if len(run) >= 2:
                 tables.append((run[0], run[2:]))
             run = []
     return tables
+
+
+class Row(list):
+    """A table row's cells, and the line it was read from: a table copied whole keeps its
+    lines as written (a cell may hold an unescaped pipe that a split would move)."""
+
+    def __init__(self, cells, line=None):
+        super().__init__(cells)
+        self.line = join_row(cells) if line is None else line
 
 
 def _number(text):
@@ -143,8 +152,8 @@ def source_table(path, options):
     if path.endswith(".csv"):
         with open(full, newline="") as f:
             table = list(csv.reader(f))
-        header, body = table[0], [[_number(c).replace("|", "\\|") for c in row]
-                                  for row in table[1:]]
+        header, body = Row(table[0]), [Row([_number(c).replace("|", "\\|") for c in row])
+                                       for row in table[1:]]
     else:
         with open(full) as f:
             tables = md_tables(f.read())
@@ -153,7 +162,7 @@ def source_table(path, options):
                                   f"{options['table']}")
         header, body = tables[options["table"] - 1]
     if options["rows"] is not None:
-        body = [row for row in body if options["rows"].search(join_row(row))]
+        body = [row for row in body if options["rows"].search(row.line)]
     if options["columns"] is not None:
         keep = []
         for column in options["columns"]:
@@ -163,14 +172,15 @@ def source_table(path, options):
                 keep.append(header.index(column))
             else:
                 raise cli.ConfigError(f"{path}: no column '{column}' (has: {', '.join(header)})")
-        header, body = [header[k] for k in keep], [[row[k] for k in keep] for row in body]
+        header, body = Row([header[k] for k in keep]), [Row([row[k] for k in keep])
+                                                        for row in body]
     return header, body
 
 
 def generate(block):
     """The lines ``block``'s source produces now."""
     header, body = source_table(block.source, parse_options(block.options))
-    return [join_row(header), "|" + "---|" * len(header)] + [join_row(r) for r in body]
+    return [header.line, "|" + "---|" * len(header)] + [row.line for row in body]
 
 
 def refresh(document, text):
@@ -212,7 +222,7 @@ def broken_links(root=ROOT):
     for document in documents(root):
         here = os.path.dirname(os.path.join(root, document))
         with open(os.path.join(root, document)) as f:
-            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)  # code is not a link
+            text = re.sub(r"```.*?```|`[^`\n]*`", "", f.read(), flags=re.S)  # code: no link
         for target in LINK.findall(text):
             if re.match(r"[a-z]+:", target):
                 continue
