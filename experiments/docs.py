@@ -46,6 +46,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("check", False, "Write nothing; exit 1 if a generated block differs "
                       "from what its source produces now, listing each.",
                       flag_values=flag_values)
+    flags.DEFINE_string("root", ROOT, "The checkout whose README.md and docs/*.md are read, "
+                        "and whose results/ the markers name (default: this one).",
+                        flag_values=flag_values)
 
 
 def documents(root=ROOT):
@@ -144,9 +147,11 @@ def _number(text):
     return text if value.is_integer() and "." not in text else f"{value:.3g}"
 
 
-def source_table(path, options):
-    """(header, rows) of the source at ``path`` (from the root) with its options applied."""
-    full = os.path.join(ROOT, path)
+def source_table(path, options, root=ROOT):
+    """(header, rows) of the source at ``path`` (from ``root``) with its options applied."""
+    full = os.path.join(root, path)
+    if not path.startswith("results/") or ".." in path.split("/"):
+        raise cli.ConfigError(f"{path}: a generated table's source must be under results/")
     if not os.path.isfile(full):
         raise cli.ConfigError(f"{path}: no such results file")
     if path.endswith(".csv"):
@@ -177,19 +182,20 @@ def source_table(path, options):
     return header, body
 
 
-def generate(block):
+def generate(block, root=ROOT):
     """The lines ``block``'s source produces now."""
-    header, body = source_table(block.source, parse_options(block.options))
+    header, body = source_table(block.source, parse_options(block.options), root)
     return [header.line, "|" + "---|" * len(header)] + [row.line for row in body]
 
 
-def refresh(document, text):
-    """(the document with every block regenerated, the stale blocks)."""
+def refresh(document, text, root=ROOT):
+    """(the document with every block regenerated, the stale blocks); ConfigError naming
+    the block if its source is missing or cannot give what the marker asks."""
     lines = text.split("\n")
     stale, out, at = [], [], 0
     for block in blocks(document, lines):
         try:
-            now = generate(block)
+            now = generate(block, root)
         except cli.ConfigError as error:
             raise cli.ConfigError(f"{block}: {error}") from None
         if lines[block.first:block.last] != now:
@@ -204,7 +210,7 @@ def stale_blocks(root=ROOT):
     found = []
     for document in documents(root):
         with open(os.path.join(root, document)) as f:
-            found += refresh(document, f.read())[1]
+            found += refresh(document, f.read(), root)[1]
     return found
 
 
@@ -239,11 +245,14 @@ def broken_links(root=ROOT):
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    root = FLAGS.root
+    if not os.path.isdir(root):
+        raise cli.ConfigError(f"--root={root}: no such directory")
     stale = []
-    for document in documents():
-        path = os.path.join(ROOT, document)
+    for document in documents(root):
+        path = os.path.join(root, document)
         with open(path) as f:
-            text, found = refresh(document, f.read())
+            text, found = refresh(document, f.read(), root)
         stale += found
         if found and not FLAGS.check:
             io.write_text(path, text)
