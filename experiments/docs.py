@@ -107,36 +107,34 @@ def parse_options(text):
     return options
 
 
+# A cell separator is a pipe with white space on both sides: the results' tables write
+# their cells' own pipes (||G - G'||, |rate - 1/4|) unescaped, always touching a character.
+SEPARATOR = re.compile(r"(?<=\s)(?<!\\)\|(?=\s)")
+
+
 def split_row(line):
-    """The cells of a markdown table row (an escaped pipe, \\|, stays in its cell)."""
-    cells = re.split(r"(?<!\\)\|", line.strip())
-    return [c.strip() for c in cells[1:-1]]
+    """The cells of a markdown table row, each with its own pipes escaped (\\|), so that
+    the copy renders as one cell where the results file's line did not."""
+    inner = line.strip()[1:-1]
+    return [re.sub(r"(?<!\\)\|", r"\\|", cell.strip())
+            for cell in SEPARATOR.split(f" {inner} ")]
 
 
 def join_row(cells):
-    return "| " + " | ".join(cells) + " |"
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 
 
 def md_tables(text):
-    """Every table of a markdown text: a list of (header, body rows), each row a Row."""
+    """Every table of a markdown text: a list of (header, body rows), rows as cells."""
     tables, run = [], []
     for line in text.splitlines() + [""]:
         if line.startswith("|"):
-            run.append(Row(split_row(line), line.rstrip()))
+            run.append(split_row(line))
         else:
             if len(run) >= 2:
                 tables.append((run[0], run[2:]))
             run = []
     return tables
-
-
-class Row(list):
-    """A table row's cells, and the line it was read from: a table copied whole keeps its
-    lines as written (a cell may hold an unescaped pipe that a split would move)."""
-
-    def __init__(self, cells, line=None):
-        super().__init__(cells)
-        self.line = join_row(cells) if line is None else line
 
 
 def _number(text):
@@ -157,8 +155,8 @@ def source_table(path, options, root=ROOT):
     if path.endswith(".csv"):
         with open(full, newline="") as f:
             table = list(csv.reader(f))
-        header, body = Row(table[0]), [Row([_number(c).replace("|", "\\|") for c in row])
-                                       for row in table[1:]]
+        header, body = table[0], [[_number(c).replace("|", "\\|") for c in row]
+                                  for row in table[1:]]
     else:
         with open(full) as f:
             tables = md_tables(f.read())
@@ -167,7 +165,7 @@ def source_table(path, options, root=ROOT):
                                   f"{options['table']}")
         header, body = tables[options["table"] - 1]
     if options["rows"] is not None:
-        body = [row for row in body if options["rows"].search(row.line)]
+        body = [row for row in body if options["rows"].search(join_row(row))]
     if options["columns"] is not None:
         keep = []
         for column in options["columns"]:
@@ -177,15 +175,14 @@ def source_table(path, options, root=ROOT):
                 keep.append(header.index(column))
             else:
                 raise cli.ConfigError(f"{path}: no column '{column}' (has: {', '.join(header)})")
-        header, body = Row([header[k] for k in keep]), [Row([row[k] for k in keep])
-                                                        for row in body]
+        header, body = [header[k] for k in keep], [[row[k] for k in keep] for row in body]
     return header, body
 
 
 def generate(block, root=ROOT):
     """The lines ``block``'s source produces now."""
     header, body = source_table(block.source, parse_options(block.options), root)
-    return [header.line, "|" + "---|" * len(header)] + [row.line for row in body]
+    return [join_row(header), "|" + "---|" * len(header)] + [join_row(row) for row in body]
 
 
 def refresh(document, text, root=ROOT):

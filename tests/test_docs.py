@@ -4,6 +4,7 @@ docs/*.md equals what ``experiments.docs`` makes of its results file now, every 
 names a file under results/, and every relative link resolves. No TensorFlow."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,20 @@ def test_every_marker_names_an_existing_results_file():
     for block in found:
         assert block.source.startswith("results/"), block
         assert os.path.isfile(os.path.join(ROOT, block.source)), block
+
+
+def test_every_generated_row_has_its_headers_cells():
+    """A pipe inside a results cell (||G||, |rate - 1/4|) is escaped in the copy, so no row
+    of a generated table spills into extra cells."""
+    for block in _all_blocks():
+        with open(os.path.join(ROOT, block.document)) as f:
+            lines = f.read().split("\n")[block.first:block.last]
+        assert len({_rendered_cells(line) for line in lines}) == 1, block
+
+
+def _rendered_cells(line):
+    """How many cells GitHub's renderer sees: every unescaped pipe separates."""
+    return len(re.split(r"(?<!\\)\|", line.strip())) - 2
 
 
 def test_every_relative_link_and_image_resolves():
