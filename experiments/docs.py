@@ -11,17 +11,21 @@ A generated block is the lines between two markers, each on a line of its own:
     ...
     <!-- end generated -->
 
-The source is a path from the repository root: a ``.md`` file (its tables are the runs of
-lines that start with ``|``) or a ``.csv`` file (its header and rows as a table, numbers
-to 3 significant digits). The parenthesis, optional, holds options separated by ``; ``:
+The source is a path under results/, from the repository root: a ``.md`` file (its tables
+are the runs of lines that start with ``|``; a cell separator is a pipe between spaces,
+and a cell's own pipes, as in ||G||, are escaped in the copy) or a ``.csv`` file (its
+header and rows as a table, numbers to 3 significant digits). The parenthesis, optional,
+holds options separated by ``; ``:
 
     table N          the N-th table of a .md source, counted from 1 (default 1)
     rows: REGEX      keep the body rows whose line REGEX matches (re.search); the header stays
     columns: A, B    keep these columns in this order, each a header name or a number from 1
 
-Everything between the markers is replaced by what the source produces now; the text
-around them is never touched. A document's relative links and images must name files
-that exist (``stale_blocks`` and ``broken_links``, both read by tests/test_docs.py).
+Everything between the markers is replaced by what the source produces now (written
+atomically, ``tfnorm.io``); the text around them is never touched, so the prose that reads
+a table is checked by whoever reruns a study. A document's relative links and images must
+name files that exist, and heading anchors in .md files (``stale_blocks`` and
+``broken_links``, both read by tests/test_docs.py). Bad markers: one line, exit 2.
 Imports no TensorFlow.
 """
 
@@ -194,7 +198,7 @@ def refresh(document, text, root=ROOT):
         try:
             now = generate(block, root)
         except cli.ConfigError as error:
-            raise cli.ConfigError(f"{block}: {error}") from None
+            raise cli.ConfigError(f"{block.document}:{block.line + 1}: {error}") from None
         if lines[block.first:block.last] != now:
             stale.append(block)
         out += lines[at:block.first] + now
@@ -214,7 +218,9 @@ def stale_blocks(root=ROOT):
 def _anchors(path):
     """GitHub's heading anchors of a markdown file."""
     with open(path) as f:
-        headings = [line.lstrip("#").strip() for line in f if re.match(r"#{1,6} ", line)]
+        text = re.sub(r"```.*?```", "", f.read(), flags=re.S)  # a shell comment is no heading
+    headings = [line.lstrip("#").strip() for line in text.splitlines()
+                if re.match(r"#{1,6} ", line)]
     return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
