@@ -102,7 +102,10 @@ def parse_options(text):
         if re.fullmatch(r"table \d+", part):
             options["table"] = int(part.split()[1])
         elif part.startswith("rows: "):
-            options["rows"] = re.compile(part[len("rows: "):])
+            try:
+                options["rows"] = re.compile(part[len("rows: "):])
+            except re.error as error:
+                raise cli.ConfigError(f"rows: not a regular expression ({error})") from None
         elif part.startswith("columns: "):
             options["columns"] = [c.strip() for c in part[len("columns: "):].split(",")]
         else:
