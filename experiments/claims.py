@@ -177,6 +177,23 @@ def _collapse(verdicts_by_layer):
     return "; ".join(f"{verdict} at {', '.join(layers)}" for verdict, layers in parts.items())
 
 
+def _opening(text, words=9):
+    """The sentence's first words, quoted."""
+    cut = text.split()
+    return "\"" + " ".join(cut[:words]) + (" ...\"" if len(cut) > words else "\"")
+
+
+def _count(labels):
+    """"S 3 · C 1 · I 2" over verdict labels; "not recorded"/"not run" if all are."""
+    if len(set(labels)) == 1 and labels[0] in (MISSING, NOT_RECORDED):
+        return labels[0]
+    short = collections.Counter(
+        "N" if label.startswith(NOT_DECIDED) else {stats.SUPPORTED: "S",
+                                                   stats.CONTRADICTED: "C"}.get(label, "I")
+        for label in labels if label not in (MISSING, NOT_RECORDED))
+    return " · ".join(f"{k} {short[k]}" for k in "SCIN" if short[k])
+
+
 def tables(claims, settings):
     """(claims.csv rows, the markdown after the header): the sentences, the summary table
     and the full table."""
@@ -190,6 +207,18 @@ def tables(claims, settings):
     for sentence in shown:
         untested = f" *Not tested: {sentence.untested}.*" if sentence.untested else ""
         lines.append(f"- [{labels[sentence.text]}] \"{sentence.text}\"{untested}")
+    lines += ["", "## Verdicts, per sentence", "",
+              "Per setting, how many of the sentence's claims (the rows below) are supported "
+              "(S), contradicted (C), inconclusive (I), or not decided for want of "
+              "over-fitting (N).", "",
+              "| | the article says | " + " | ".join(names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for sentence in shown:
+        mine = [i for i, c in enumerate(claims) if c.sentence == sentence.text]
+        cells = [_count([decided[name][i][1] for i in mine]) if mine else "not testable here"
+                 for name in names]
+        lines.append(f"| [{labels[sentence.text]}] | {_opening(sentence.text)} | "
+                     + " | ".join(cells) + " |")
     lines += ["", "## Verdicts, per comparison (layers i = 1..6 collapsed)", "",
               "| | kind | claim | " + " | ".join(names) + " |",
               "|---|---|---|" + "---|" * len(names)]

@@ -154,6 +154,11 @@ def test_settings_side_by_side_one_with_a_base_and_the_untestable_sentences(
     assert by["off", "parameters: |boxcox - none| < 0.5"]["verdict"] == "contradicted"
     text = (out / "claims.md").read_text()
     assert "| [K] | not testable here | capacity is not measured" in text
+    # Per sentence: parameters equal for batch, layer and instance, not for Box-Cox.
+    assert '| [J] | "every single one of these networks (with/without) normalization schemes' \
+        ' ..." | S 3 · C 1 | S 3 · C 1 |' in text
+    assert ('| [K] | "Meaning their learning capacity is exactly the same." | not testable '
+            'here | not testable here |') in text
     assert f"*Not tested: {sentences.BN_REASON.untested}.*" in text
     # The summary collapses a per-layer comparison into one row per setting.
     assert "| [D] | difference | movement_i: batch > none | inconclusive | inconclusive |" in text
