@@ -227,7 +227,9 @@ def accuracy_figure(flag_values, base):
     from tfnorm import plots
     curves, dashed = {}, {}
     for side in SIDES:
-        for scheme, curve in summary.curves(side_configs(flag_values, side)).items():
+        configs = side_configs(flag_values, side)
+        views = [rundir.view(config["out_dir"], config) for config in configs]
+        for scheme, curve in summary.curves(configs, views).items():
             name = scheme if side == "quirk_off" else f"{scheme} with the quirk"
             curves[name] = curve
             if side == "quirk_on":

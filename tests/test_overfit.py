@@ -5,6 +5,7 @@ experiments.overfit's claims on hand-made runs."""
 
 import csv
 import os
+import types
 
 import numpy as np
 import pytest
@@ -80,6 +81,16 @@ def test_the_test_pass_runs_every_k_epochs_and_a_resume_between_them_changes_not
     runner.run(killed, builds=builds)
     assert metrics_without_seconds(killed["out_dir"]) == \
         metrics_without_seconds(reference["out_dir"])
+
+
+def test_the_accuracy_figure_is_drawn_from_the_runs_of_both_settings(tmp_path, monkeypatch):
+    config = checked_config(TINY, tmp_path / "run")
+    runner.run(config)
+    monkeypatch.setattr(overfit, "side_configs", lambda flag_values, side: [config])
+    given = types.SimpleNamespace(results_dir=str(tmp_path / "results"), seeds=1)
+    overfit.accuracy_figure(given, dict(config, train_per_class=2))
+    with open(tmp_path / "results" / "accuracy.png", "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("scheme", ["none", "batch", "boxcox"])
