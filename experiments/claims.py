@@ -121,6 +121,7 @@ def describe_setting(setting):
     c = setting.config
     text = (f"{c['dataset']}, {c['image_size']} px, {c['optimizer']} at {c['learning_rate']}, "
             f"batch {c['batch_size']}, {c['epochs']} epochs")
+    text += ", shuffled" if c.get("shuffle", True) else ", file order"
     if c.get("train_per_class"):
         text += f", {c['train_per_class']} training images per class (the rest: test)"
     if c.get("per_position_running_stats"):

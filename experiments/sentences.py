@@ -74,9 +74,7 @@ BOXCOX_MORE = Sentence("[Box-Cox:] When compared to the network that did not hav
 BOXCOX_ZEROS = Sentence("However, when compared to any other normalization scheme we can see "
                         "that we still have a lot of zeros in our gradient.", False, "")
 PARAMETERS = Sentence("every single one of these networks (with/without) normalization schemes "
-                      "have exactly the same number of parameters.", False,
-                      "true of his networks by construction (no alpha or beta); tested: ours, "
-                      "whose Box-Cox learns one lambda per normalized layer")
+                      "have exactly the same number of parameters.", False, "")
 CAPACITY = Sentence("Meaning their learning capacity is exactly the same.", False,
                     "capacity is not measured by any run; equal parameter counts do not "
                     "imply it")
