@@ -173,6 +173,8 @@ def source_table(path, options, root=ROOT):
         header, body = tables[options["table"] - 1]
     if options["rows"] is not None:
         body = [row for row in body if options["rows"].search(join_row(row))]
+        if not body:  # a selection its source no longer has: stale, not an empty table
+            raise cli.ConfigError(f"{path}: no row matches rows: {options['rows'].pattern}")
     if options["columns"] is not None:
         keep = []
         for column in options["columns"]:

@@ -117,6 +117,7 @@ def test_the_text_around_a_block_is_kept_and_rows_and_columns_select(checkout):
     ("results/quirk/quirk.md (columns: nothing)", "no column 'nothing'"),
     ("results/quirk/quirk.md (sorted)", "unknown option 'sorted'"),
     ("results/quirk/quirk.md (rows: [)", "not a regular expression"),
+    ("results/quirk/quirk.md (rows: no such row)", "no row matches rows: no such row"),
 ])
 def test_a_bad_marker_is_one_error_naming_it(checkout, marker, message):
     text = f"<!-- generated from {marker} -->\n<!-- end generated -->\n"
