@@ -1,12 +1,13 @@
-"""experiments.claims on a hand-made compare directory: each claim's paired difference and
+"""experiments.article.claims on a hand-made compare directory: each claim's paired difference and
 verdict equal a computation by hand, censoring included; missing schemes are left out."""
 
 import os
 
 import pytest
 
-from experiments import claims, cli
-from tfnorm import io, records
+from experiments import cli
+from experiments.article import claims
+from tfnorm.run import atomic, records
 
 SEEDS = range(3)
 
@@ -22,7 +23,7 @@ def make_compare_dir(root):
                          epoch_to_95=3 + seed,
                          **{f"nonzero_{i}": 0.5 + 0.1 * (i - 2) + 0.01 * seed
                             for i in claims.LAYERS}))
-    io.write_csv(os.path.join(root, "runs.csv"), rows)
+    atomic.write_csv(os.path.join(root, "runs.csv"), rows)
     records.write_config(os.path.join(root, "none", "seed_0"),
                          cli.resolve(dict(epochs=10)), {})
     return claims.read_runs(str(root))
@@ -63,7 +64,7 @@ def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
     # An absolute --compare_dir is named relative to the repository, never as given.
     assert f"From `{os.path.relpath(tmp_path, cli.REPOSITORY)}/runs.csv`" in text
     assert "Left out (not in this directory): claims about boxcox, instance, layer." in text
-    assert len(io.read_csv(str(tmp_path / "claims.csv"))) == 2 + 6 + 1
+    assert len(atomic.read_csv(str(tmp_path / "claims.csv"))) == 2 + 6 + 1
 
 
 def run_claims(compare_dir, monkeypatch, capsys):
@@ -73,9 +74,9 @@ def run_claims(compare_dir, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("content, code, message", [
-    (b"scheme,seed,state,final_test_acc\n", 2, "holds no run; rerun experiments.compare"),
+    (b"scheme,seed,state,final_test_acc\n", 2, "holds no run; rerun experiments.article.compare"),
     (b"scheme,seed\n\xff\xfe,\x00\x81\n", 6, "unreadable (UnicodeDecodeError); rerun "
-                                            "experiments.compare"),
+                                            "experiments.article.compare"),
     (b"a,b\n1,2\n", 6, "not compare's runs.csv (no column scheme, seed)"),
     (b"scheme,seed,final_test_acc\nnone,zero,0.5\n", 6, "line 2 is damaged (not numbers)"),
 ])
@@ -94,4 +95,4 @@ def test_a_compare_directory_whose_runs_are_gone_is_one_line(tmp_path, monkeypat
     code, lines = run_claims(tmp_path, monkeypatch, capsys)
     assert code == 2
     assert lines == [f"error: --compare_dir {tmp_path}: none of the runs of runs.csv is there "
-                     "(<scheme>/seed_<k>/config.json); run experiments.compare there first"]
+                     "(<scheme>/seed_<k>/config.json); run experiments.article.compare there first"]
