@@ -7,6 +7,7 @@ import pytest
 
 from experiments import cli
 from experiments.article import claims
+from tfnorm.analysis import compare_grid
 from tfnorm.run import atomic, records
 
 SEEDS = range(3)
@@ -26,13 +27,13 @@ def make_compare_dir(root):
     atomic.write_csv(os.path.join(root, "runs.csv"), rows)
     records.write_config(os.path.join(root, "none", "seed_0"),
                          cli.resolve(dict(epochs=10)), {})
-    return claims.read_runs(str(root))
+    return compare_grid.read_runs(str(root))
 
 
 def test_claims_are_decided_by_the_paired_interval(tmp_path):
     runs = make_compare_dir(tmp_path)
     wanted = [c for c in claims.article_claims() if {c.a, c.b} <= set(runs)]
-    rows, markdown = claims.table(wanted, runs, epochs=10)
+    rows, markdown = compare_grid.claims_table(wanted, runs, epochs=10)
     by_claim = {row["claim"]: row for row in rows}
     # batch reaches 95% at epochs 3, 4, 5; none never (counted as 11): differences
     # -8, -7, -6, mean -7, s = 1, t_{0.975,2} = 4.302653: [-9.484, -4.516].

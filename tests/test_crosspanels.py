@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tfnorm import SCHEMES, measures
-from tfnorm.analysis import crosspanels
+from tfnorm.analysis import compare_grid, crosspanels
 from tfnorm.run import records, runid
 from tfnorm.measures import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
@@ -56,7 +56,7 @@ def make_compare_dir(root, epochs_of=None, seeds=(0, 1)):
     for scheme in SCALES:
         for seed in seeds:
             for epoch in epochs_of.get(scheme, (1, 5, 10)):
-                records.save_record(crosspanels.seed_dir(root, scheme, seed), epoch, epoch * 63,
+                records.save_record(compare_grid.run_dir(root, scheme, seed), epoch, epoch * 63,
                                     runid.RunIdentity(scheme, seed, ""),
                                     synthetic_outputs(scheme, epoch, seed))
     return root

@@ -9,6 +9,7 @@ from absl import flags
 
 from experiments import cli
 from experiments.article import compare, deadlogits
+from tfnorm.analysis import compare_grid
 from tfnorm.run import atomic, records
 
 TINY = dict(epochs=1, image_size=16, train_limit=60, test_limit=40, progress=False,
@@ -43,7 +44,7 @@ def test_measurements_agree_with_the_runs_own_evaluation(grids, tmp_path):
         ("none", "0"), ("none", "1"), ("none (versus)", "0"), ("none (versus)", "1")]
     for row in rows:
         grid = "relu" if row["final_activation"] == "relu" else "linear"
-        metrics = records.read_metrics(compare.run_dir(str(grids / grid), "none",
+        metrics = records.read_metrics(compare_grid.run_dir(str(grids / grid), "none",
                                                        int(row["seed"])))
         assert float(row["test_acc"]) == pytest.approx(metrics[-1]["test_acc"], abs=1e-9)
         assert 0 <= int(row["dead_classes"]) <= 10
@@ -69,7 +70,7 @@ def test_a_truncated_checkpoint_is_one_line_with_exit_6(grids, tmp_path, capsys)
     from tfnorm.run import rundir
     grid = tmp_path / "grid"
     shutil.copytree(grids / "relu", grid)
-    run_dir = compare.run_dir(str(grid), "none", 1)
+    run_dir = compare_grid.run_dir(str(grid), "none", 1)
     epoch = rundir.latest_checkpoint_epoch(run_dir)
     data = os.path.join(run_dir, records.CHECKPOINT_DIR,
                         f"ckpt-{epoch}.data-00000-of-00001")

@@ -15,6 +15,7 @@ from experiments import cli
 from experiments.article import claims, overfit, summary
 from runs import checked_config
 from tfnorm import errors
+from tfnorm.analysis import compare_grid
 from tfnorm.run import records, rundir, runner, stopping
 
 TINY = dict(scheme="batch", epochs=5, eval_every=2, image_size=16, train_per_class=2,
@@ -123,7 +124,7 @@ def hand_made_runs(gaps):
 
 def test_the_claims_decide_his_ranking_and_the_thresholds():
     runs = hand_made_runs(dict(none=0.05, batch=0.2, layer=0.3, instance=0.5, boxcox=0.1))
-    rows, markdown = claims.side_by_side(claims.overfit_claims(), {"here": runs}, epochs=200)
+    rows, markdown = compare_grid.side_by_side(claims.overfit_claims(), {"here": runs}, epochs=200)
     verdicts = {row["claim"]: row["verdict"] for row in rows}
     assert verdicts["final_gap: batch < layer"] == verdicts["final_gap: layer < instance"] \
         == verdicts["final_test_acc: batch > layer"] == "supported"
@@ -135,6 +136,6 @@ def test_the_claims_decide_his_ranking_and_the_thresholds():
     assert "holds here" in overfit.ranking(rows)
     reversed_runs = hand_made_runs(dict(none=0.05, batch=0.5, layer=0.3, instance=0.2,
                                         boxcox=0.1))
-    rows, _ = claims.side_by_side(claims.overfit_claims(), {"there": reversed_runs}, 20)
+    rows, _ = compare_grid.side_by_side(claims.overfit_claims(), {"there": reversed_runs}, 20)
     assert "holds neither setting" in overfit.ranking(rows)
     assert "| [A] |" in markdown and "here: tested [95% CI], seeds" in markdown

@@ -9,16 +9,13 @@ TensorFlow. A claim whose schemes are not in the directory is left out and liste
 """
 
 import collections
-import csv
 import os
 
 from absl import flags, logging
 
 from experiments import cli
-from experiments.article import summary
-from tfnorm import errors
-from tfnorm.analysis import stats, verdicts
-from tfnorm.run import atomic, records
+from tfnorm.analysis import compare_grid, verdicts
+from tfnorm.run import records
 
 FLAGS = flags.FLAGS
 
@@ -94,114 +91,17 @@ def with_gap(runs):
                      for seed, row in seeds.items()} for scheme, seeds in runs.items()}
 
 
-def read_runs(compare_dir):
-    """{scheme: {seed: row}} of runs.csv, numbers as floats (NaN: undefined). One line
-    naming the file if it is missing, not compare's runs.csv, or holds no run."""
-    path = os.path.join(compare_dir, summary.RUNS_CSV)
-    if not os.path.isfile(path):
-        raise cli.ConfigError(f"--compare_dir {compare_dir}: no {summary.RUNS_CSV} (run "
-                              "experiments.article.compare there first)")
-    way_out = "rerun experiments.article.compare there to write it again"
-    try:
-        rows = atomic.read_csv(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise errors.DamagedFile(f"{path}: unreadable ({type(error).__name__}); "
-                                 f"{way_out}") from None
-    if not rows:
-        raise cli.ConfigError(f"{path}: holds no run; {way_out}")
-    missing = [name for name in ("scheme", "seed") if name not in rows[0]]
-    if missing:
-        raise errors.DamagedFile(f"{path}: not compare's runs.csv (no column "
-                                 f"{', '.join(missing)}); {way_out}")
-    runs = collections.defaultdict(dict)
-    for line, row in enumerate(rows, start=2):
-        try:
-            values = {k: (float(v) if v not in ("", None) else float("nan"))
-                      for k, v in row.items() if k not in ("scheme", "state")}
-            seed = int(values.pop("seed"))
-        except (TypeError, ValueError):
-            raise errors.DamagedFile(f"{path}: line {line} is damaged (not numbers); "
-                                     f"{way_out}") from None
-        if seed in runs[row["scheme"]]:
-            raise errors.DamagedFile(f"{path}: {row['scheme']} seed {seed} is given twice; "
-                                     f"{way_out}")
-        runs[row["scheme"]][seed] = values
-    return runs
-
-
 def grid_config(compare_dir, runs):
     """The configuration the grid shares (every flag but the scheme and seed): the first
     run's config.json that is there. One line if no run of runs.csv has one."""
     for scheme, seeds in runs.items():
         for seed in sorted(seeds):
-            config = cli.stored_config(os.path.join(compare_dir, scheme, f"seed_{seed}"))
+            config = cli.stored_config(compare_grid.run_dir(compare_dir, scheme, seed))
             if config is not None:
                 return config
     raise cli.ConfigError(f"--compare_dir {compare_dir}: none of the runs of "
-                          f"{summary.RUNS_CSV} is there (<scheme>/seed_<k>/"
+                          f"{compare_grid.RUNS_CSV} is there ({compare_grid.LAYOUT}/"
                           f"{records.CONFIG_FILE}); run experiments.article.compare there first")
-
-
-def decide_runs(claims, runs, epochs):
-    """tfnorm.analysis.verdicts.decide on ``runs`` ({scheme: {seed: row}}), epoch_to_* censored at
-    epochs + 1; a metric runs.csv lacks (no run of the grid complete) is undefined."""
-    undefined = {c.metric: float("nan") for c in claims}
-    per_seed = [dict(undefined, **values, scheme=scheme, seed=seed)
-                for scheme, seeds in runs.items() for seed, values in seeds.items()]
-    censored = {c.metric: epochs + 1 for c in claims if c.metric.startswith("epoch_to_")}
-    return verdicts.decide(claims, per_seed, censored_at=censored)
-
-
-def _sentences(claims):
-    """{sentence: label} ([A], [B], ... in first-seen order) and the quoted sentences."""
-    labels = {}
-    for claim in claims:
-        labels.setdefault(claim.sentence, "ABCDEFGH"[len(labels)])
-    return labels, [f"[{label}] \"{sentence}\"\n" for sentence, label in labels.items()]
-
-
-def side_by_side(claims, views, epochs):
-    """One table deciding every claim in each setting of ``views`` ({name: runs}): the
-    claim's kind, then per setting the tested interval [95% CI] with its seeds and the
-    verdict. Returns (CSV rows, one per claim and setting, and the markdown)."""
-    labels, lines = _sentences(claims)
-    lines += ["| article | kind | claim tested | " + " | ".join(
-        f"{name}: tested [95% CI], seeds | verdict" for name in views) + " |",
-        "|---|---|---|" + "---|---|" * len(views)]
-    decided = {name: decide_runs(claims, runs, epochs) for name, runs in views.items()}
-    rows = []
-    for index, claim in enumerate(claims):
-        cells = []
-        for name in views:
-            tested, verdict = decided[name][index].tested, decided[name][index].verdict
-            cells.append(f"{stats.format_interval(tested)}, n={tested.n} | {verdict}")
-            rows.append(dict(setting=name, claim=verdicts.describe(claim),
-                             sentence=claim.sentence, kind=claim.kind,
-                             margin_or_value=verdicts.reference(claim), verdict=verdict,
-                             **tested._asdict()))
-        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
-        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
-                     + " | ".join(cells) + " |")
-    return rows, "\n".join(lines) + "\n"
-
-
-def table(claims, runs, epochs):
-    """The quoted sentences, labelled [A], [B], ..., then one row per claim (its kind and
-    margin or value, the claim tested, the tested interval, its verdict by
-    tfnorm.analysis.verdicts.decide; epoch_to_* censored at epochs + 1)."""
-    labels, lines = _sentences(claims)
-    lines += ["| article | kind | claim tested (paired by seed) | difference [95% CI] | seeds | "
-              "verdict |", "|---|---|---|---|---|---|"]
-    rows = []
-    for decided in decide_runs(claims, runs, epochs):
-        claim, tested = decided.claim, decided.tested
-        kind = verdicts.kind_label(claim.kind, verdicts.reference(claim))
-        lines.append(f"| [{labels[claim.sentence]}] | {kind} | {verdicts.describe(claim)} | "
-                     f"{stats.format_interval(tested)} | {tested.n} | {decided.verdict} |")
-        rows.append(dict(claim=verdicts.describe(claim), sentence=claim.sentence,
-                         kind=claim.kind, margin_or_value=verdicts.reference(claim),
-                         verdict=decided.verdict, **tested._asdict()))
-    return rows, "\n".join(lines) + "\n"
 
 
 def define_flags(flag_values=FLAGS):
@@ -217,17 +117,17 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.compare_dir:
         raise cli.ConfigError("--compare_dir: required")
-    runs = read_runs(FLAGS.compare_dir)
+    runs = compare_grid.read_runs(FLAGS.compare_dir)
     config = grid_config(FLAGS.compare_dir, runs)
     out_dir = FLAGS.out_dir or FLAGS.compare_dir
     cli.check_writable(out_dir, "--out_dir")
     claims = [c for c in article_claims() if c.a in runs and c.b in runs]
     left_out = sorted({s for c in article_claims() for s in (c.a, c.b)} - set(runs))
-    rows, markdown = table(claims, runs, config["epochs"])
+    rows, markdown = compare_grid.claims_table(claims, runs, config["epochs"])
     header = (f"# The article's claims on {config['dataset']}, {config['image_size']} px, "
               f"{config['epochs']} epochs, {config['optimizer']} at {config['learning_rate']}"
               f", batch {config['batch_size']}\n\nFrom "
-              f"`{os.path.join(cli.repo_path(FLAGS.compare_dir), summary.RUNS_CSV)}` "
+              f"`{os.path.join(cli.repo_path(FLAGS.compare_dir), compare_grid.RUNS_CSV)}` "
               f"({len(next(iter(runs.values())))} seeds per scheme). Each claim is the "
               "article's sentence made testable: the paired difference (first scheme minus "
               "second, seed by seed) with its 95% Student t interval; *supported* if the "
@@ -237,11 +137,9 @@ def main(argv):
               "layer i's weight gradient, averaged over training.\n\n")
     if left_out:
         header += f"Left out (not in this directory): claims about {', '.join(left_out)}.\n\n"
-    atomic.write_text(os.path.join(out_dir, "claims.md"), header + markdown)
-    atomic.write_csv(os.path.join(out_dir, "claims.csv"), rows)
+    path = compare_grid.write_claims(out_dir, header, rows, markdown)
     counts = collections.Counter(row["verdict"] for row in rows)
-    logging.info("%d claims: %s; %s", len(rows), dict(counts),
-                 os.path.join(out_dir, "claims.md"))
+    logging.info("%d claims: %s; %s", len(rows), dict(counts), path)
 
 
 if __name__ == "__main__":

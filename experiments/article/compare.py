@@ -6,7 +6,8 @@ non-zero-gradient figures (experiments/article/summary.py).
     python -m experiments.article.compare --dataset=stl10 --schemes=none,batch,layer,instance,boxcox \
         --stl10_archive=/path/to/stl10_binary.tar.gz --out_dir=runs/stl10
 
-Runs go to <out_dir>/<scheme>/seed_<k>/ (each an experiments.article.train run directory). A run
+Runs go to <out_dir>/<scheme>/<seed> (tfnorm.analysis.compare_grid.run_dir; each an
+experiments.article.train run directory). A run
 already complete with the same configuration is reused (after an audit of its files,
 tfnorm.run.rundir, which also rewrites its derived files: status, panels, TensorBoard); an
 interrupted one resumes; one of another configuration is refused, or with --overwrite
@@ -27,7 +28,7 @@ from absl import flags, logging
 from experiments import cli, workers
 from experiments.article import summary
 from tfnorm import catalog, errors
-from tfnorm.analysis import stats
+from tfnorm.analysis import compare_grid, stats
 from tfnorm.run import rundir, stopping
 
 FLAGS = flags.FLAGS
@@ -59,10 +60,6 @@ def define_flags(flag_values=flags.FLAGS):
                          "experiments.article.panels draws them later).", **fv)
 
 
-def run_dir(out_dir, scheme, seed):
-    return os.path.join(out_dir, scheme, f"seed_{seed}")
-
-
 def plan(base, schemes, seeds, first_seed, panel_seeds=1):
     """The configuration of every run of the grid, scheme by scheme, each validated
     (before any work); panels only for the first ``panel_seeds`` seeds."""
@@ -70,7 +67,7 @@ def plan(base, schemes, seeds, first_seed, panel_seeds=1):
     for scheme in schemes:
         for seed in range(first_seed, first_seed + seeds):
             config = dict(base, scheme=scheme, seed=seed,
-                          out_dir=run_dir(base["out_dir"], scheme, seed),
+                          out_dir=compare_grid.run_dir(base["out_dir"], scheme, seed),
                           panels=base["panels"] and seed < first_seed + panel_seeds)
             cli.validate(config)
             configs.append(config)

@@ -19,8 +19,8 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("compare_dir", None, "An experiments.article.compare --out_dir: "
-                        "<dir>/<scheme>/seed_<k>/records/epoch_NNNN.npz.", **fv)
+    flags.DEFINE_string("compare_dir", None, "An experiments.article.compare --out_dir (each "
+                        "run's records/epoch_NNNN.npz).", **fv)
     flags.DEFINE_integer("layer", None, "The layer to show, 1-based.", **fv)
     flags.DEFINE_integer("epoch", None, "The epoch to show; default: the last epoch every "
                          "run recorded.", **fv)

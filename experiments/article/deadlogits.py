@@ -18,7 +18,7 @@ from absl import flags, logging
 import numpy as np
 
 from experiments import cli
-from tfnorm.analysis import stats
+from tfnorm.analysis import compare_grid, stats
 from tfnorm.run import atomic, records, rundir, runid
 
 FLAGS = flags.FLAGS
@@ -42,11 +42,10 @@ def finished_runs(compare_dir, schemes):
     with its final checkpoint read whole and checked to be of the run (one line, exit 6,
     naming a damaged one). Imports TensorFlow."""
     found = []
+    grid = compare_grid.find_runs(compare_dir, schemes)
     for scheme in schemes:
-        folder = os.path.join(compare_dir, scheme)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            run_dir = os.path.join(folder, name)
-            config = cli.stored_config(run_dir) if name.startswith("seed_") else None
+        for run_dir in grid.get(scheme, {}).values():
+            config = cli.stored_config(run_dir)
             if config and rundir.is_finished(run_dir, config):
                 rundir.check_checkpoint(run_dir, runid.run_identity(config))
                 found.append((scheme, config["seed"], run_dir, config))

@@ -6,8 +6,8 @@ fraction sits at its ceiling 1.
 
     python -m experiments.article.nonzero --run_dir=runs/compare
 
-Reads a compare output directory (experiments.article.compare): <run_dir>/<scheme>/seed_<k>/
-metrics.csv (seed<k>/ is read too), each with the columns epoch,
+Reads a compare output directory (experiments.article.compare; its layout:
+tfnorm.analysis.compare_grid): each run's metrics.csv, with the columns epoch,
 nonzero_grad_frac_1..L (the epoch's mean, over its training steps, of the fraction
 of exactly non-zero entries of layer i's weight gradient) and nearzero_grad_frac_1..L
 (the same of the near-zero fraction; a run of an older tfnorm has none: one warning,
@@ -23,7 +23,7 @@ and only the exact fraction is shown). Writes to --out_dir (default <run_dir>/no
   (each layer's weight gradient at a recorded epoch's last step): the half-width of the
   50-bin histogram's bin that holds 0, (max - min) / 100, in units of the gradient's RMS,
   its median, 10th and 90th percentile, and tau;
-- nonzero_claim.png: ``tfnorm.analysis.figures.nonzero_figure`` (compare's nonzero.png): per layer
+- nonzero_claim.png: ``tfnorm.analysis.compare_grid.nonzero_figure`` (compare's nonzero.png): per layer
   both fractions against epoch, a curve per scheme (mean with its shaded 95% interval);
   right, the means over training against layer.
 
@@ -31,7 +31,6 @@ Paired differences between schemes and their verdicts are compare's summary and
 ``experiments.article.claims``; this script draws the claim's figure and tables.
 """
 
-import glob
 import os
 import re
 import warnings
@@ -41,20 +40,19 @@ from absl import flags, logging
 
 from experiments import cli, study
 from tfnorm import measures
-from tfnorm.analysis import stats
+from tfnorm.analysis import compare_grid, stats
 from tfnorm.run import atomic, records, rundir
 from tfnorm.schemes import SCHEMES
 
 FLAGS = flags.FLAGS
 COLUMN = re.compile(r"^nonzero_grad_frac_(\d+)$")
 MEASURES = {"nonzero": "nonzero_grad_frac", "nearzero": "nearzero_grad_frac"}
-SEED_DIR = re.compile(r"^seed_?(\d+)$")
 
 
 def define_flags(flag_values=FLAGS):
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("run_dir", None, "A compare output directory: "
-                        "<scheme>/seed_<k>/metrics.csv.", **fv)
+                        f"{compare_grid.LAYOUT}/metrics.csv.", **fv)
     cli.define_flags(("out_dir", "schemes"), dict(out_dir=None), flag_values)
     flag_values["out_dir"].help = ("Where the CSV files and the figure go (default "
                                    "<run_dir>/nonzero).")
@@ -72,13 +70,11 @@ def find_runs(run_dir, schemes=None):
     none."""
     require(os.path.isdir(run_dir), f"--run_dir {run_dir}: no such directory")
     runs = {}
-    for path in sorted(glob.glob(os.path.join(run_dir, "*", "seed*", "metrics.csv"))):
-        seed_dir = os.path.basename(os.path.dirname(path))
-        scheme = os.path.basename(os.path.dirname(os.path.dirname(path)))
-        match = SEED_DIR.match(seed_dir)
-        if match and (schemes is None or scheme in schemes):
-            runs.setdefault(scheme, {})[int(match.group(1))] = path
-    require(runs, f"--run_dir {run_dir}: no <scheme>/seed_<k>/metrics.csv"
+    for scheme, seeds in compare_grid.find_runs(run_dir, schemes).items():
+        for seed, folder in seeds.items():
+            if os.path.isfile(os.path.join(folder, "metrics.csv")):
+                runs.setdefault(scheme, {})[seed] = os.path.join(folder, "metrics.csv")
+    require(runs, f"--run_dir {run_dir}: no {compare_grid.LAYOUT}/metrics.csv"
                   + (f" for the schemes {', '.join(schemes)}" if schemes else "")
                   + " (run experiments.article.compare first)")
     if schemes:
@@ -216,8 +212,8 @@ def tau_rows(runs):
 
 
 def plot(curves, out_dir):
-    from tfnorm.analysis import figures  # matplotlib loads here, after the flags and files were checked
-    return study.save_figure(figures.nonzero_figure(curves), out_dir, "nonzero_claim.png")
+    figure = compare_grid.nonzero_figure(curves)  # matplotlib loads here, after the checks
+    return study.save_figure(figure, out_dir, "nonzero_claim.png")
 
 
 def check():

@@ -27,7 +27,7 @@ from absl import flags, logging
 from experiments import cli
 from experiments.article import claims, compare
 from tfnorm import catalog, schemes
-from tfnorm.analysis import stats, verdicts
+from tfnorm.analysis import compare_grid, stats, verdicts
 from tfnorm.run import atomic, rundir
 
 FLAGS = flags.FLAGS
@@ -104,7 +104,7 @@ def side_configs(flag_values, side):
     """The configuration of every run of one quirk setting (as compare plans them)."""
     base = dict(base_config(flag_values), **{QUIRK: side == "quirk_on"})
     folder = os.path.join(flag_values.out_dir, side)
-    return [dict(base, scheme=scheme, seed=seed, out_dir=compare.run_dir(folder, scheme, seed))
+    return [dict(base, scheme=scheme, seed=seed, out_dir=compare_grid.run_dir(folder, scheme, seed))
             for scheme in (SCHEMES if side == "quirk_off" else quirk_schemes())
             for seed in range(flag_values.seed, flag_values.seed + flag_values.seeds)]
 
@@ -121,8 +121,8 @@ def timed(args):
 def views(out_dir):
     """{setting: runs} of both quirk settings: quirk_on takes the quirk_off runs of the
     schemes the quirk does not change. Runs carry claims.GAP."""
-    off = claims.with_gap(claims.read_runs(os.path.join(out_dir, "quirk_off")))
-    on = claims.with_gap(claims.read_runs(os.path.join(out_dir, "quirk_on")))
+    off = claims.with_gap(compare_grid.read_runs(os.path.join(out_dir, "quirk_off")))
+    on = claims.with_gap(compare_grid.read_runs(os.path.join(out_dir, "quirk_on")))
     return {"quirk_off": off, "quirk_on": dict(off, **{s: on[s] for s in quirk_schemes()})}
 
 
@@ -146,7 +146,7 @@ def gap_table(found, epochs):
             lines.append(f"| {VIEWS[side]} | {scheme} | " + " | ".join(map(f, cells))
                          + f" | {cells[0].n} |")
     regime = verdicts.threshold(REGIME, claims.GAP, "batch", OVERFIT_GAP, +1)
-    (decided,) = claims.decide_runs([regime], found["quirk_off"], epochs)
+    (decided,) = compare_grid.decide_runs([regime], found["quirk_off"], epochs)
     gap, decided = decided.tested, decided.verdict
     return decided, "\n".join(lines) + (
         f"\n\nThe regime: batch norm's gap minus {OVERFIT_GAP} is {f(gap)}: {decided} "
@@ -171,7 +171,7 @@ def write_results(flag_values, base, found, timings):
     epochs, classes = base["epochs"], catalog.DIGITS_CLASSES
     regime, gaps = gap_table(found, epochs)
     view = {VIEWS[side]: runs for side, runs in found.items()}
-    rows, table = claims.side_by_side(claims.overfit_claims(), view, epochs)
+    rows, table = compare_grid.side_by_side(claims.overfit_claims(), view, epochs)
     seeds = sorted(next(iter(found["quirk_off"].values())))
     header = (
         f"# His test-accuracy sentences in an over-fitting regime\n\n"

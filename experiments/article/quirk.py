@@ -11,24 +11,23 @@ lowers the scheme's final test accuracy" on the 95% interval of the paired diffe
     python -m experiments.article.quirk --off_dir=runs/quirk_off --on_dir=runs/quirk_on \
         --out_dir=results/quirk
 
-Reads each directory's runs.csv (experiments/article/summary.py) and the runs' config.json (to
+Reads each directory's runs.csv (tfnorm.analysis.compare_grid) and the runs' config.json (to
 check that the two sides differ in that flag alone); writes quirk.md, quirk.csv (one row
 per scheme and metric) and quirk_runs.csv (the per-seed values). Imports no TensorFlow.
 """
 
-import json
 import math
 import os
 
 from absl import flags
 
 from experiments import cli
-from tfnorm.analysis import stats
-from tfnorm.run import atomic
+from tfnorm.analysis import compare_grid, stats
+from tfnorm.errors import RunDirError
+from tfnorm.run import atomic, records
 
 FLAGS = flags.FLAGS
 FLAG = "per_position_running_stats"
-RUNS_CSV = "runs.csv"  # experiments.article.summary.RUNS_CSV (not imported: it loads matplotlib)
 # The claim per metric: the quirk lowers test accuracy; train accuracy is a check (the
 # option changes only the evaluation, so every difference must be exactly 0).
 METRICS = (("final_test_acc", -1), ("best_test_acc", -1), ("final_train_acc", -1))
@@ -46,22 +45,21 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def read_runs(directory, flag):
-    """{(scheme, seed): row} of ``directory``'s runs.csv, and each run's stored flags."""
-    path = os.path.join(directory, RUNS_CSV)
-    if not os.path.exists(path):
-        raise cli.ConfigError(f"--{flag}={directory}: no {RUNS_CSV} (run experiments.article.compare "
-                              "there first)")
+    """{(scheme, seed): row} of ``directory``'s runs.csv (as written), and each run's
+    stored flags."""
     runs, configs = {}, {}
-    for row in atomic.read_csv(path):
+    for row in compare_grid.read_rows(directory, f"--{flag}"):
         key = (row["scheme"], int(row["seed"]))
         runs[key] = row
-        config_path = os.path.join(directory, row["scheme"], f"seed_{key[1]}", "config.json")
+        run_dir = compare_grid.run_dir(directory, *key)
         try:
-            with open(config_path) as f:
-                configs[key] = json.load(f)["flags"]
-        except (OSError, ValueError, KeyError):
-            raise cli.ConfigError(f"--{flag}={directory}: {config_path} missing or "
-                                  "damaged") from None
+            configs[key] = records.read_config(run_dir)
+        except RunDirError:
+            configs[key] = None
+        if configs[key] is None:
+            raise cli.ConfigError(f"--{flag}={directory}: "
+                                  f"{os.path.join(run_dir, records.CONFIG_FILE)} missing or "
+                                  "damaged")
     return runs, configs
 
 
@@ -150,7 +148,7 @@ def main(argv):
     off, off_configs = read_runs(FLAGS.off_dir, "off_dir")
     on, on_configs = read_runs(FLAGS.on_dir, "on_dir")
     if not off:
-        raise cli.ConfigError(f"--off_dir={FLAGS.off_dir}: {RUNS_CSV} lists no run")
+        raise cli.ConfigError(f"--off_dir={FLAGS.off_dir}: {compare_grid.RUNS_CSV} lists no run")
     check_pairing(off, on, off_configs, on_configs)
     cli.check_writable(FLAGS.out_dir)
     results = compare(off, on)

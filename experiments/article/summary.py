@@ -30,14 +30,10 @@ import os
 import numpy as np
 
 from tfnorm import measures
-from tfnorm.analysis import stats
+from tfnorm.analysis import compare_grid, stats
+from tfnorm.analysis.compare_grid import (ACCURACY_FIGURE, NONZERO_FIGURE, RUNS_CSV, SUMMARY_CSV,
+                                          SUMMARY_MD)
 from tfnorm.run import atomic, records, rundir
-
-ACCURACY_FIGURE = "accuracy.png"
-NONZERO_FIGURE = "nonzero.png"
-RUNS_CSV = "runs.csv"
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
 THRESHOLDS = (0.90, 0.95)
 ACCURACY_METRICS = ("final_test_acc", "best_test_acc", "final_train_acc", "epoch_to_90",
                     "epoch_to_95")
@@ -246,7 +242,7 @@ def write(base, configs, baseline, results_dir=None):
     seeds = sorted({c["seed"] for c in configs})
     title = f"{base['dataset']}: mean and 95% interval over {len(seeds)} seed(s)"
     for name, figure in ((ACCURACY_FIGURE, figures.accuracy_figure(found, title)),
-                         (NONZERO_FIGURE, figures.nonzero_figure(found))):
+                         (NONZERO_FIGURE, compare_grid.nonzero_figure(found))):
         atomic.save_figure(figure, os.path.join(out_dir, name), dpi=100)
         plt.close(figure)
     atomic.write_csv(os.path.join(out_dir, RUNS_CSV), rows)

@@ -1,6 +1,7 @@
 """The cross-scheme panel: one layer at one epoch, the article's four quantities of every
 scheme on one figure, drawn only from the records of a ``experiments.article.compare`` directory
-(``<compare_dir>/<scheme>/seed_<k>/records/epoch_NNNN.npz``). No TensorFlow.
+(each run's ``records/epoch_NNNN.npz``, the layout ``tfnorm.analysis.compare_grid``'s).
+No TensorFlow.
 
 Layout: a column per quantity (weight gradient, passed gradient, weights, update), a
 row per scheme. Each column shares its x axis, so reading down a column compares the
@@ -27,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfnorm import schemes  # noqa: E402
+from tfnorm.analysis import compare_grid  # noqa: E402
 from tfnorm.measures import NEARZERO_TAU, QUANTITIES, SUMMARY_STATS  # noqa: E402
 from tfnorm.run import atomic, four_panels, records, runid  # noqa: E402
 
@@ -43,10 +45,6 @@ class CrossPanelError(ValueError):
     file or the choice at fault."""
 
 
-def seed_dir(compare_dir, scheme, seed):
-    return os.path.join(compare_dir, scheme, f"seed_{seed}")
-
-
 def find_runs(compare_dir, seed, wanted=None):
     """{scheme: run directory} of ``seed``, in ``tfnorm.SCHEMES`` order: ``wanted`` (each
     must have records) or every registered scheme whose run has records."""
@@ -58,15 +56,15 @@ def find_runs(compare_dir, seed, wanted=None):
     names = [s for s in schemes.SCHEMES if not wanted or s in wanted]
     runs = collections.OrderedDict()
     for name in names:
-        run_dir = seed_dir(compare_dir, name, seed)
+        run_dir = compare_grid.run_dir(compare_dir, name, seed)
         if records.record_epochs(run_dir):
             runs[name] = run_dir
         elif wanted:
             raise CrossPanelError(f"{os.path.join(run_dir, records.RECORDS_DIR)}: no records "
                                   f"of scheme {name!r}, seed {seed}")
     if not runs:
-        raise CrossPanelError(f"{compare_dir}: no <scheme>/seed_{seed}/records/epoch_NNNN.npz "
-                              "of any scheme")
+        where = compare_grid.run_dir("", "<scheme>", seed)  # <scheme>/<the seed's folder>
+        raise CrossPanelError(f"{compare_dir}: no {where}/records/epoch_NNNN.npz of any scheme")
     return runs
 
 

@@ -109,11 +109,12 @@ def _scheme_of(model):
 class PanelRecorder(keras.callbacks.Callback):
     """``PanelRecorder(out_dir, batch=(images, labels), every=1)``: records (and after
     training draws) the four panels of every layer with a kernel into ``out_dir``, a
-    directory ``experiments.article.panels`` and, placed at ``<dir>/<scheme>/seed_<k>``,
-    ``experiments.article.crosspanels`` read. ``name``: the scheme shown on the panels (default:
+    directory ``experiments.article.panels`` and, placed where a compare directory keeps
+    the run (``tfnorm.analysis.compare_grid.run_dir``), ``experiments.article.crosspanels``
+    read. ``name``: the scheme shown on the panels (default:
     the model's tfnorm scheme, else the model's name); ``seed``: the seed the model was
     made with (keras.utils.set_random_seed), which names the run in its records as the
-    ``seed_<k>`` folder does for crosspanels; ``draw``: draw the panels and GIFs when
+    run's folder in a compare directory does for crosspanels; ``draw``: draw the panels and GIFs when
     training ends. A ``fit`` from epoch 0 starts ``out_dir`` anew (the files a run
     writes), one with ``initial_epoch`` continues it."""
 
