@@ -1,6 +1,6 @@
-"""The command lines of tfnorm: one absl script per command (``python -m experiments.<group>.<name>``:
-article/, papers/, bench/); the modules at this level are their shared support (cli, banner,
-workers, study).
+"""The command lines of tfnorm: one absl script per command
+(``python -m experiments.<group>.<name>``, the groups article/, papers/, bench/); the modules
+at this level are their shared support (cli, banner, workers, study).
 
 Run as a script, this package is imported before anything of the script: from its first
 line on, a SIGINT (Ctrl-C) or SIGTERM is a request to stop at a safe point

@@ -79,7 +79,8 @@ def train_here(configs, progress, reused=()):
     ``configs`` one after the other in this process, sharing the traced steps of runs
     that differ only in their seed (``runner.Builds``). Returns after a Ctrl-C too, the
     run in progress stopped at a safe point."""
-    from tfnorm.run import (runner, shared_cores)  # TensorFlow loads here, after every flag was checked
+    # TensorFlow loads here, after every flag was checked
+    from tfnorm.run import runner, shared_cores
     if shared_cores.shares_cores() and shared_cores.stop_spinning():
         logging.info("sharing the cores with other workers: thread pools do not spin")
     for config in reused:

@@ -52,7 +52,8 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("epochs", 200, "Training epochs (his: 200).", **fv)
     flags.DEFINE_integer("eval_every", 10, "The test pass every N epochs and at the last.",
                          **fv)
-    flags.DEFINE_integer("jobs", 2, "Processes training at a time (experiments.article.compare).", **fv)
+    flags.DEFINE_integer("jobs", 2, "Processes training at a time "
+                         "(experiments.article.compare).", **fv)
     flags.DEFINE_string("results_dir", "results/overfit", "Where the results go.", **fv)
 
 

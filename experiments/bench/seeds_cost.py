@@ -60,7 +60,8 @@ def check_flags(flag_values=FLAGS):
 
 
 def compare_command(config, seeds, out_dir):
-    return ([sys.executable, "-m", "experiments.article.compare", f"--schemes={','.join(config['schemes'])}",
+    return ([sys.executable, "-m", "experiments.article.compare",
+             f"--schemes={','.join(config['schemes'])}",
              f"--seeds={seeds}", f"--out_dir={out_dir}", "--noprogress"]
             + config["compare_flags"])
 

@@ -231,7 +231,8 @@ def markdown(result):
 
 def run(config, command):
     # TensorFlow loads here, once the flags are checked.
-    from experiments.bench.speed_variants import (load_average, machine, measure_epoch, measure_tracing, time_scheme)
+    from experiments.bench.speed_variants import (load_average, machine, measure_epoch,
+                                                  measure_tracing, time_scheme)
     result = {"machine": machine(), "config": config, "command": command,
               "load_start": load_average(), "schemes": {}, "epochs": {},
               "targets": {"H/B": TARGET_H_OVER_B, "A/B": TARGET_A_OVER_B,
