@@ -20,13 +20,13 @@ $(STAMP): requirements.txt
 # The demo: every scheme, 5 seeds each, on digits; the summary with intervals and
 # verdicts, the article's claims decided on it, and the cross-scheme panels of layers 1, 5.
 demo: $(STAMP)
-	$(PY) -m experiments.compare --out_dir=runs/compare --results_dir=results
-	$(PY) -m experiments.claims --compare_dir=runs/compare --out_dir=results
-	$(PY) -m experiments.crosspanels --compare_dir=runs/compare --layer=1 --out=results/crosspanels_layer1.png
-	$(PY) -m experiments.crosspanels --compare_dir=runs/compare --layer=5 --out=results/crosspanels_layer5.png
+	$(PY) -m experiments.article.compare --out_dir=runs/compare --results_dir=results
+	$(PY) -m experiments.article.claims --compare_dir=runs/compare --out_dir=results
+	$(PY) -m experiments.article.crosspanels --compare_dir=runs/compare --layer=1 --out=results/crosspanels_layer1.png
+	$(PY) -m experiments.article.crosspanels --compare_dir=runs/compare --layer=5 --out=results/crosspanels_layer5.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=20 tests
 
 benchmark: $(STAMP)
-	$(PY) -m experiments.benchmark
+	$(PY) -m experiments.bench.speed

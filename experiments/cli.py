@@ -3,7 +3,7 @@ configuration before any work (and before TensorFlow is imported), the one-line 
 exit with its exit codes, and TensorFlow's start-up banner kept off the terminal.
 
 A run's configuration is a plain dict (``resolve``): every training flag with its
-dataset default filled in. ``tfnorm.runner.run(config)`` takes it, so callers (compare,
+dataset default filled in. ``tfnorm.run.runner.run(config)`` takes it, so callers (compare,
 a distribution strategy, tests) build one without going through the command line.
 
 Nothing here imports TensorFlow, scipy or matplotlib, and no script imports them before
@@ -27,7 +27,8 @@ from absl import app, flags
 
 from experiments import banner
 
-from tfnorm import catalog, errors, records, rundir, runid, schemes, stopping
+from tfnorm import catalog, errors, measures, schemes
+from tfnorm.run import records, rundir, runid, stopping
 
 # The article's STL-10 setup (his notebook); digits: a short run that still
 # separates the schemes (see README). None in a flag means "the dataset's default".
@@ -246,7 +247,7 @@ FLAG_TABLE = {
     "image_size": ("integer", None, "Image side in pixels."),
     "shuffle": ("boolean", None, "Shuffle the training set each epoch, the order a "
                 "function of (seed, epoch); else the file order (the article's)."),
-    "bins": ("integer", records.DEFAULT_BINS, "Histogram bins (the article's 50)."),
+    "bins": ("integer", measures.DEFAULT_BINS, "Histogram bins (the article's 50)."),
     "train_limit": ("integer", 0, "Use only the first N training images (0: all)."),
     "test_limit": ("integer", 0, "Use only the first N test images (0: all)."),
     "train_per_class": ("integer", 0, "Digits only: train on N images of each class, "
@@ -260,7 +261,7 @@ FLAG_TABLE = {
                   "resuming it or refusing a different one."),
     "progress": ("boolean", True, "Show a progress bar within each epoch."),
     "panels": ("boolean", True, "Draw the four-panel figures and GIFs while training "
-               "(--nopanels: only the records; draw them later with experiments.panels)."),
+               "(--nopanels: only the records; draw them later with experiments.article.panels)."),
     "per_position_running_stats": ("boolean", False, "Evaluate layer and instance norm as "
                                    "the article's notebook did (reproduces its quirk): with "
                                    "running averages (0.9 old + 0.1 batch) of the per-sample "
@@ -408,7 +409,7 @@ def one_line_errors(main):
 
 def run(main):
     """The entry point of every script: the banner filter, Ctrl-C as a request to stop at
-    a safe point (``tfnorm.stopping``), then absl's app.run with flag errors as one line
+    a safe point (``tfnorm.run.stopping``), then absl's app.run with flag errors as one line
     (exit 2)."""
     banner.filter_banner()
     stopping.install()  # again, if this package was imported as a library (idempotent)

@@ -22,7 +22,7 @@ holds options separated by ``; ``:
     columns: A, B    keep these columns in this order, each a header name or a number from 1
 
 Everything between the markers is replaced by what the source produces now (written
-atomically, ``tfnorm.io``); the text around them is never touched, so the prose that reads
+atomically, ``tfnorm.run.atomic``); the text around them is never touched, so the prose that reads
 a table is checked by whoever reruns a study. A document's relative links and images must
 name files that exist, and heading anchors in .md files (``stale_blocks`` and
 ``broken_links``, both read by tests/test_docs.py). Bad markers: one line, exit 2.
@@ -37,7 +37,7 @@ import re
 from absl import flags
 
 from experiments import cli
-from tfnorm import io
+from tfnorm.run import atomic
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,7 +263,7 @@ def main(argv):
             text, found = refresh(document, f.read(), root)
         stale += found
         if found and not FLAGS.check:
-            io.write_text(path, text)
+            atomic.write_text(path, text)
     for block in stale:
         print(f"{'stale' if FLAGS.check else 'rewrote'}: {block}")
     if FLAGS.check and stale:

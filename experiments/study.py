@@ -1,4 +1,4 @@
-"""The skeleton of the study scripts (experiments/ics.py, landscape.py, noisy_bn.py,
+"""The skeleton of the study scripts (experiments/papers/ics.py, landscape.py, noisy_bn.py,
 weightnorm.py, shattered.py, saturation.py). A study is one ``Study``:
 
 - ``shared``: the flags of cli's vocabulary it uses, name -> its default
@@ -9,14 +9,14 @@ weightnorm.py, shattered.py, saturation.py). A study is one ``Study``:
   adding rows with ``ctx.add(file, rows)`` and training with ``ctx.train(trainer)``;
 - ``summarize(ctx)`` -> per-seed rows of summary.csv (optional);
 - ``draw(ctx)`` -> {file: matplotlib figure} (optional); ``finish(ctx)`` after the runs;
-- ``claims(ctx)`` -> [tfnorm.verdicts.Claim] decided on summary.csv, and
-  ``extra_verdicts(ctx)`` -> [tfnorm.verdicts.Decided] decided on other tables (a fit,
+- ``claims(ctx)`` -> [tfnorm.analysis.verdicts.Claim] decided on summary.csv, and
+  ``extra_verdicts(ctx)`` -> [tfnorm.analysis.verdicts.Decided] decided on other tables (a fit,
   timing rounds): verdicts.csv and verdicts.md, both from files only, so
   ``redo_verdicts`` redoes that step from a finished directory.
 
 The skeleton does the rest, the same way for every study: checks every flag before
 TensorFlow is imported (one line and exit 2 for a bad one), writes config.json first
-(``tfnorm.records.write_config``'s layout: flags, library versions, seed), loads the data,
+(``tfnorm.run.records.write_config``'s layout: flags, library versions, seed), loads the data,
 loops unit x seed (seeds --seed .. --seed + --seeds - 1), trains through ``tfnorm.loop``
 (epochs and steps from 1, the batch order keyed on (seed, epoch) as in the driver),
 tags every row with the unit and its seed, rewrites the CSV files after each run (so an
@@ -33,7 +33,8 @@ import time
 from absl import flags, logging
 
 from experiments import cli
-from tfnorm import io, records, verdicts
+from tfnorm.analysis import verdicts
+from tfnorm.run import atomic, records
 from tfnorm import schemes as registry
 
 FLAGS = flags.FLAGS
@@ -193,7 +194,7 @@ def main(study, argv, flag_values=FLAGS):
         ctx = prepare(study, flag_values)
     except cli.ConfigError as error:
         cli.fail(str(error))
-    from tfnorm import runner  # TensorFlow loads here, once the flags are good
+    from tfnorm.run import runner  # TensorFlow loads here, once the flags are good
     records.write_config(ctx.out_dir, ctx.values, runner.versions())
     if study.needs_data is True or (study.needs_data and study.needs_data(ctx.values)):
         try:
@@ -232,7 +233,7 @@ def main(study, argv, flag_values=FLAGS):
 def write_tables(ctx):
     for name, rows in ctx.tables.items():
         if rows:
-            io.write_csv(os.path.join(ctx.out_dir, name), rows)
+            atomic.write_csv(os.path.join(ctx.out_dir, name), rows)
 
 
 def _short(value):
@@ -246,9 +247,9 @@ def _short(value):
 def over_seeds(rows, keys):
     """The per-unit summaries, computed from per-seed rows: one row per value of ``keys``
     with the number of seeds and, for every other numeric column, its mean over the seeds
-    and the 95% Student t interval of that mean (``tfnorm.stats.interval``: columns
+    and the 95% Student t interval of that mean (``tfnorm.analysis.stats.interval``: columns
     _mean, _low, _high; NaN seeds are left out, counted in _missing: blank if none)."""
-    from tfnorm import stats
+    from tfnorm.analysis import stats
     groups = collections.OrderedDict()
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -277,7 +278,7 @@ def write_verdicts(ctx):
     rows = verdicts.rows(decided)
     if rows:
         ctx.tables[VERDICTS_CSV] = rows
-        io.write_text(os.path.join(ctx.out_dir, VERDICTS_MD), verdicts.markdown(rows))
+        atomic.write_text(os.path.join(ctx.out_dir, VERDICTS_MD), verdicts.markdown(rows))
     return rows
 
 
@@ -290,7 +291,7 @@ def redo_verdicts(study, results_dir, out_dir=None):
     ctx.tables = _TablesOnDisk(results_dir)
     rows = write_verdicts(ctx)
     if rows:
-        io.write_csv(os.path.join(ctx.out_dir, VERDICTS_CSV), rows)
+        atomic.write_csv(os.path.join(ctx.out_dir, VERDICTS_CSV), rows)
     return rows
 
 
@@ -306,7 +307,7 @@ class _TablesOnDisk(dict):
         path = os.path.join(self.directory, name)
         if name == VERDICTS_CSV or not os.path.exists(path):
             raise KeyError(name)
-        self[name] = [{k: _number(v) for k, v in row.items()} for row in io.read_csv(path)]
+        self[name] = [{k: _number(v) for k, v in row.items()} for row in atomic.read_csv(path)]
         return self[name]
 
     def get(self, name, default=None):
@@ -342,7 +343,7 @@ def accuracy_summary(ctx):
 
 def per_seed(rows, x, y, seeds):
     """(xs, values[seeds, xs]) of column ``y`` against ``x`` in ``rows``, one line per
-    seed (NaN where a seed has no row), for ``tfnorm.plots.band``."""
+    seed (NaN where a seed has no row), for ``tfnorm.analysis.figures.band``."""
     import numpy as np
     xs = sorted({r[x] for r in rows})
     values = np.full((len(seeds), len(xs)), np.nan)
@@ -363,15 +364,15 @@ def figure(rows=1, cols=1, width=4.5, height=3.2, **kwargs):
 
 
 def colors(names):
-    from tfnorm import plots
-    return plots.scheme_colors(names)
+    from tfnorm.analysis import figures
+    return figures.scheme_colors(names)
 
 
 def band(ax, rows, x, y, seeds, label, color, **kwargs):
-    """Mean over seeds of ``y`` against ``x`` with its 95% t interval band (``plots.band``)."""
-    from tfnorm import plots
+    """Mean over seeds of ``y`` against ``x`` with its 95% t interval band (``figures.band``)."""
+    from tfnorm.analysis import figures
     xs, values = per_seed(rows, x, y, seeds)
-    plots.band(ax, xs, values, label, color, **kwargs)
+    figures.band(ax, xs, values, label, color, **kwargs)
 
 
 def save_figure(fig, out_dir, name):
@@ -379,7 +380,7 @@ def save_figure(fig, out_dir, name):
     import matplotlib.pyplot as plt
     path = os.path.join(out_dir, name)
     fig.tight_layout()
-    io.save_figure(fig, path, dpi=110)
+    atomic.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -16,7 +16,8 @@ import time
 
 from absl import logging
 
-from tfnorm import cores, errors, records, rundir, stopping
+from tfnorm import errors
+from tfnorm.run import records, rundir, shared_cores, stopping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -101,8 +102,8 @@ def run_shards(command_of, count, todo, progress, log_dir):
         log = open(os.path.join(log_dir, f"shard_{index}_of_{count}.log"), "w")
         # Its own session: a Ctrl-C at the terminal reaches this process only, which
         # passes one SIGINT on to each worker, so that each stops at a safe point.
-        # The workers share the cores: their thread pools must not spin (tfnorm.cores).
-        env = dict(os.environ, **{cores.SHARED_CORES: str(count)})
+        # The workers share the cores: their thread pools must not spin (tfnorm.run.shared_cores).
+        env = dict(os.environ, **{shared_cores.SHARED_CORES: str(count)})
         workers[index] = (subprocess.Popen(command_of(index), cwd=ROOT, stdout=log, env=env,
                                            stderr=subprocess.STDOUT, start_new_session=True,
                                            preexec_fn=_die_with_parent()), log)

@@ -19,7 +19,7 @@ Use (from a module in tests/, which pytest puts on sys.path)::
 
     with stl10_fixture.fake_stl10(tmp_dir, n_train=8, n_test=6) as data_dir:
         dataset = tfnorm.data.load("stl10", data_dir=data_dir)
-        # or: run experiments.train with --dataset=stl10 --data_dir=<data_dir>
+        # or: run experiments.article.train with --dataset=stl10 --data_dir=<data_dir>
     expected = stl10_fixture.stl10_arrays(n_train=8, n_test=6)
     # expected.train_images[i] (96, 96, 3) uint8 == dataset.train_images[i],
     # expected.train_labels[i] in 0..9 == dataset.train_labels[i] (file order)
@@ -48,7 +48,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from tfnorm import io as tfnorm_io
+from tfnorm.run import atomic as tfnorm_io
 
 IMAGE_SIDE = 96
 CLASS_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship",

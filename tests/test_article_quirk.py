@@ -17,7 +17,8 @@ import tensorflow as tf
 import gradcheck
 import tfnorm
 from experiments import cli
-from tfnorm import distributed, io, norms, records, runner
+from tfnorm import distributed, norms
+from tfnorm.run import atomic, records, runner
 from tfnorm.norms import per_position
 
 EPSILON = norms.DEFAULT_EPSILON
@@ -258,7 +259,7 @@ def fake_compare(directory, per_scheme, on):
                                       out_dir=str(directory / scheme / f"seed_{seed}")))
             os.makedirs(config["out_dir"])
             records.write_config(config["out_dir"], config, {})
-    io.write_csv(str(directory / "runs.csv"), rows)
+    atomic.write_csv(str(directory / "runs.csv"), rows)
 
 
 def test_quirk_command_pairs_by_seed_and_decides_the_claim(tmp_path):
@@ -268,14 +269,14 @@ def test_quirk_command_pairs_by_seed_and_decides_the_claim(tmp_path):
                  False)
     fake_compare(tmp_path / "on", {"batch": [0.9, 0.8, 0.7], "instance": [0.5, 0.5, 0.3]},
                  True)
-    command = [sys.executable, "-c", "import sys; import experiments.quirk as q; "
+    command = [sys.executable, "-c", "import sys; import experiments.article.quirk as q; "
                "assert 'tensorflow' not in sys.modules; q.define_flags(); q.cli.run(q.main)",
                f"--off_dir={tmp_path / 'off'}", f"--on_dir={tmp_path / 'on'}",
                f"--out_dir={tmp_path / 'out'}"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    rows = {(r["scheme"], r["metric"]): r for r in io.read_csv(
+    rows = {(r["scheme"], r["metric"]): r for r in atomic.read_csv(
         str(tmp_path / "out" / "quirk.csv"))}
     instance = rows[("instance", "final_test_acc")]
     # d = (-0.4, -0.3, -0.4): mean -11/30, s = 0.057735, t(0.975, 2) = 4.302653
@@ -297,7 +298,7 @@ def test_train_refuses_the_flag_under_a_strategy_in_one_line(tmp_path):
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "experiments.train", "--scheme=instance",
+    done = subprocess.run([sys.executable, "-m", "experiments.article.train", "--scheme=instance",
                            "--per_position_running_stats", "--strategy=mirrored",
                            "--cpu_devices=2", f"--out_dir={tmp_path / 'run'}"],
                           cwd=root, capture_output=True, text=True, timeout=120)

@@ -12,7 +12,8 @@ import pytest
 from absl import flags
 
 import stl10_fixture
-from experiments import cli, train
+from experiments import cli
+from experiments.article import train
 from tfnorm import data, errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +22,7 @@ TINY = ["--image_size=16", "--train_limit=40", "--test_limit=20", "--epochs=1",
 
 
 def run_train(argv, monkeypatch, capsys):
-    """(exit code, stderr lines) of ``experiments.train`` with ``argv``."""
+    """(exit code, stderr lines) of ``experiments.article.train`` with ``argv``."""
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
     monkeypatch.setattr(train, "FLAGS", flag_values)
@@ -118,7 +119,7 @@ TINY_VALUES = {"image_size": 16, "train_limit": 40, "test_limit": 20, "epochs": 
 
 def write_run_dir(run_dir, **changes):
     """A run directory whose config.json says the tiny run was started with ``changes``."""
-    from tfnorm import records
+    from tfnorm.run import records
     values = dict(TINY_VALUES, out_dir=str(run_dir), **changes)
     records.write_config(str(run_dir), cli.resolve(values), {})
 
@@ -141,7 +142,7 @@ def make_checkpoint(run_dir):
     """A checkpoint of the tiny run (its identity, as runner.build's checkpoints hold it)."""
     import tensorflow as tf
 
-    from tfnorm import rundir, runid
+    from tfnorm.run import rundir, runid
     run = runid.run_identity(cli.resolve(dict(TINY_VALUES, out_dir=str(run_dir))))
     checkpoint = tf.train.Checkpoint(epoch=tf.Variable(1, dtype=tf.int64),
                                      weights=tf.Variable(tf.ones([1000])),
@@ -194,7 +195,7 @@ def write_files(folder, names):
 def test_a_run_killed_during_its_first_checkpoint_save_starts_again(layout, tmp_path,
                                                                     monkeypatch):
     """The rerun of the same command: accepted, the leftovers removed, the run trained."""
-    from tfnorm import records
+    from tfnorm.run import records
     run_dir = tmp_path / "run"
     write_run_dir(run_dir)
     write_files(run_dir / "checkpoints", INTERRUPTED_FIRST_SAVES[layout])
@@ -224,7 +225,7 @@ def test_checkpoint_files_without_a_state_file_are_refused(tmp_path, monkeypatch
 
 
 def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "experiments.train", "--scheme=group",
+    result = subprocess.run([sys.executable, "-m", "experiments.article.train", "--scheme=group",
                              "--groups=5", f"--out_dir={tmp_path}/run"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == cli.EXIT_BAD_INPUT
@@ -258,7 +259,7 @@ def test_a_run_dir_locked_by_another_live_process_is_refused(tmp_path, monkeypat
                                                              capsys):
     """Another process training into --out_dir (here: one holding its lock) must not be
     joined by a second one writing the same files."""
-    from tfnorm import records
+    from tfnorm.run import records
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER,

@@ -1,4 +1,4 @@
-"""experiments.benchmark on a tiny setting: the JSON and the markdown are well formed and
+"""experiments.bench.speed on a tiny setting: the JSON and the markdown are well formed and
 hold the same numbers; bad flags stop with one line before any work. Not a timing test:
 the numbers are only checked to be measured (positive, finite, consistent ratios)."""
 
@@ -9,7 +9,7 @@ import os
 import pytest
 from absl import flags
 
-from experiments import benchmark
+from experiments.bench import speed
 
 TINY = dict(schemes="batch", rounds=2, warmup=1, batch_size=4, image_size=16, jit=False,
             keras=False, epoch_schemes="batch", train_images=12, test_images=8, eval_batch=4,
@@ -19,7 +19,7 @@ TINY = dict(schemes="batch", rounds=2, warmup=1, batch_size=4, image_size=16, ji
 def parsed_flags(**values):
     """The benchmark's flags in their own FlagValues, parsed from a command line."""
     flag_values = flags.FlagValues()
-    benchmark.define_flags(flag_values)
+    speed.define_flags(flag_values)
     argv = ["benchmark"]
     for name, value in values.items():
         argv.append(f"--{name}" if value is True else f"--no{name}" if value is False
@@ -34,7 +34,7 @@ def _positive(value):
 
 def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
     # app.run exits with main's return value: None is exit status 0.
-    assert benchmark.main(["benchmark"], parsed_flags(out_dir=tmp_path, **TINY)) is None
+    assert speed.main(["benchmark"], parsed_flags(out_dir=tmp_path, **TINY)) is None
 
     with open(tmp_path / "benchmark.json") as f:
         stored = json.load(f)
@@ -67,11 +67,11 @@ def test_tiny_run_writes_consistent_json_and_markdown(tmp_path):
         (epoch["record_save_ms"] + epoch["panels_ms"]) / 1e3 / epoch["epoch_seconds"])
 
     tracing = stored["tracing"]["batch"]
-    for name in benchmark.TRACED:
+    for name in speed.TRACED:
         assert _positive(tracing[f"{name}_first_ms"]) and _positive(tracing[f"{name}_later_ms"])
         assert tracing[f"{name}_traces"] == 1, name  # none again on the second epoch
     assert tracing["first_calls_s"] == pytest.approx(
-        sum(tracing[f"{name}_first_ms"] for name in benchmark.TRACED) / 1e3)
+        sum(tracing[f"{name}_first_ms"] for name in speed.TRACED) / 1e3)
 
     markdown = (tmp_path / "benchmark.md").read_text()
     assert stored["machine"]["cpu"] in markdown
@@ -101,7 +101,7 @@ def test_bad_flags_stop_with_one_line_before_any_work(tmp_path, capsys, override
     out_dir = tmp_path / "out"
     flag_values = parsed_flags(out_dir=out_dir, **{**TINY, **overrides})
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["benchmark"], flag_values)
+        speed.main(["benchmark"], flag_values)
     assert exit_info.value.code != 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], lines
@@ -112,6 +112,6 @@ def test_unwritable_out_dir_is_refused(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["benchmark"], parsed_flags(out_dir=blocker / "out", **TINY))
+        speed.main(["benchmark"], parsed_flags(out_dir=blocker / "out", **TINY))
     assert exit_info.value.code != 0
     assert "--out_dir" in capsys.readouterr().err

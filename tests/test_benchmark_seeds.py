@@ -1,11 +1,13 @@
-"""experiments.benchmark_seeds: the pairs alternate their order, every compare writes
+"""experiments.bench.seeds_cost: the pairs alternate their order, every compare writes
 into a directory of its own, the ratios are taken pair by pair (bad flags: test_cli)."""
 
 import sys
 
 import pytest
 
-from experiments import benchmark_seeds, cli
+from experiments import cli
+from experiments.bench import seeds_cost
+
 CONFIG = dict(schemes=["none", "batch"], seeds=5, pairs=3, compare_flags=["--epochs=2"],
               out_dir="unused")
 
@@ -22,24 +24,24 @@ def test_pairs_alternate_use_fresh_directories_and_give_pair_by_pair_ratios():
         calls.append((seeds, out_dir))
         return seconds[seeds].pop(0)
 
-    pairs = benchmark_seeds.measure(CONFIG, run=fake_run)
+    pairs = seeds_cost.measure(CONFIG, run=fake_run)
     assert [s for s, _ in calls] == [1, 5, 5, 1, 1, 5]
     assert len({d for _, d in calls}) == 6
     assert [p["wall_ratio"] for p in pairs] == [3.0, 1.5, 3.0]
     assert [p["cpu_ratio"] for p in pairs] == [3.5, 40 / 22, 75 / 21]
-    result = benchmark_seeds.summarize(CONFIG, pairs)
+    result = seeds_cost.summarize(CONFIG, pairs)
     assert result["median"]["wall_ratio"] == 3.0 and not result["met"]
-    text = benchmark_seeds.markdown(result, "cmd")
+    text = seeds_cost.markdown(result, "cmd")
     assert "**3.00**" in text and "not met" in text
 
 
 def test_timed_counts_the_childs_cpu_and_names_a_failure():
-    wall, cpu = benchmark_seeds.timed(
+    wall, cpu = seeds_cost.timed(
         [sys.executable, "-c", "import time\nt = time.process_time()\n"
          "while time.process_time() - t < 0.3: pass"])
     assert cpu >= 0.25 and wall >= cpu * 0.5
     with pytest.raises(cli.ConfigError, match="boom"):
-        benchmark_seeds.timed([sys.executable, "-c",
+        seeds_cost.timed([sys.executable, "-c",
                                "import sys; sys.exit('x y\\nboom')"])
 
 
@@ -51,12 +53,12 @@ def test_the_command_times_real_compares_and_writes_its_report(tmp_path, monkeyp
     from absl import flags
 
     flag_values = flags.FlagValues()
-    benchmark_seeds.define_flags(flag_values)
+    seeds_cost.define_flags(flag_values)
     flag_values(["benchmark_seeds", "--schemes=none", "--seeds=2", "--pairs=1",
                  "--compare_flags=--epochs=1,--image_size=16,--train_limit=40,--test_limit=20,"
                  "--jobs=1,--nopanels", f"--out_dir={tmp_path}"])
-    monkeypatch.setattr(benchmark_seeds, "FLAGS", flag_values)
-    benchmark_seeds.main(["benchmark_seeds"])
+    monkeypatch.setattr(seeds_cost, "FLAGS", flag_values)
+    seeds_cost.main(["benchmark_seeds"])
     with open(tmp_path / "seeds_cost.json") as f:
         result = json.load(f)
     (pair,) = result["pairs"]

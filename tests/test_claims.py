@@ -1,12 +1,14 @@
-"""experiments.claims on a hand-made compare directory: each claim's paired difference and
+"""experiments.article.claims on a hand-made compare directory: each claim's paired difference and
 verdict equal a computation by hand, censoring included; missing schemes are left out."""
 
 import os
 
 import pytest
 
-from experiments import claims, cli, sentences
-from tfnorm import io, records
+from experiments import cli
+from experiments.article import claims, sentences
+from tfnorm.analysis import compare_grid
+from tfnorm.run import atomic, records
 
 SEEDS = range(3)
 
@@ -22,10 +24,10 @@ def make_compare_dir(root):
                          epoch_to_95=3 + seed,
                          **{f"nonzero_{i}": 0.5 + 0.1 * (i - 2) + 0.01 * seed
                             for i in sentences.LAYERS}))
-    io.write_csv(os.path.join(root, "runs.csv"), rows)
+    atomic.write_csv(os.path.join(root, "runs.csv"), rows)
     records.write_config(os.path.join(root, "none", "seed_0"),
                          cli.resolve(dict(epochs=10)), {})
-    return claims.read_runs(str(root))
+    return compare_grid.read_runs(str(root))
 
 
 def test_claims_are_decided_by_the_paired_interval(tmp_path):
@@ -71,7 +73,7 @@ def test_the_command_writes_claims_and_names_what_it_left_out(tmp_path):
     # Batch against none: non-zero and near-zero at 6 layers (12), its speed (2), movement
     # (6), update frequency (6), parameters (1), 95% by epoch 130 (3), none's movement and
     # 60% thresholds (2), none's test accuracy, final and best (2).
-    assert len(io.read_csv(str(tmp_path / "claims.csv"))) == 12 + 2 + 6 + 6 + 1 + 3 + 2 + 2
+    assert len(atomic.read_csv(str(tmp_path / "claims.csv"))) == 12 + 2 + 6 + 6 + 1 + 3 + 2 + 2
 
 
 def run_claims(compare_dir, monkeypatch, capsys):
@@ -81,9 +83,9 @@ def run_claims(compare_dir, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("content, code, message", [
-    (b"scheme,seed,state,final_test_acc\n", 2, "holds no run; rerun experiments.compare"),
+    (b"scheme,seed,state,final_test_acc\n", 2, "holds no run; rerun experiments.article.compare"),
     (b"scheme,seed\n\xff\xfe,\x00\x81\n", 6, "unreadable (UnicodeDecodeError); rerun "
-                                            "experiments.compare"),
+                                            "experiments.article.compare"),
     (b"a,b\n1,2\n", 6, "not compare's runs.csv (no column scheme, seed)"),
     (b"scheme,seed,final_test_acc\nnone,zero,0.5\n", 6, "line 2 is damaged (not numbers)"),
 ])
@@ -102,7 +104,7 @@ def test_a_compare_directory_whose_runs_are_gone_is_one_line(tmp_path, monkeypat
     code, lines = run_claims(tmp_path, monkeypatch, capsys)
     assert code == 2
     assert lines == [f"error: --compare_dir {tmp_path}: none of the runs of runs.csv is there "
-                     "(<scheme>/seed_<k>/config.json); run experiments.compare there first"]
+                     "(<scheme>/seed_<k>/config.json); run experiments.article.compare there first"]
 
 
 ORDER = ("batch", "layer", "instance", "none", "boxcox")
@@ -122,7 +124,7 @@ def write_grid(root, schemes, shift):
                 best_test_acc=0.65 - 0.1 * k + shift, epoch_to_95=5,
                 parameters=11088 + (5 if scheme == "boxcox" else 0),
                 **{f"movement_{i}": 0.01 * i + 0.002 * seed for i in sentences.LAYERS}))
-    io.write_csv(os.path.join(root, "runs.csv"), rows)
+    atomic.write_csv(os.path.join(root, "runs.csv"), rows)
     records.write_config(os.path.join(root, schemes[0], "seed_0"),
                          cli.resolve(dict(epochs=10)), {})
 
@@ -139,7 +141,7 @@ def test_settings_side_by_side_one_with_a_base_and_the_untestable_sentences(
                  f"--out_dir={out}"])
     monkeypatch.setattr(claims, "FLAGS", flag_values)
     claims.main(["claims"])
-    rows = io.read_csv(str(out / "claims.csv"))
+    rows = atomic.read_csv(str(out / "claims.csv"))
     by = {(r["setting"], r["claim"]): r for r in rows}
     # batch's gap is 0.99 - 0.6 - 0.001 seed: above 0.2, so test accuracy is decided. With the
     # base, "on" takes batch from "off" and layer from its own grid (0.05 higher).

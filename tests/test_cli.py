@@ -100,24 +100,24 @@ def test_the_filter_is_not_a_prefix_match_on_ordinary_lines():
 
 # (module, arguments, the one line): every script that is not a study.
 BAD_FLAGS = [
-    ("train", ["--scheme=group", "--groups=5", "--out_dir={tmp}/run"],
+    ("article.train", ["--scheme=group", "--groups=5", "--out_dir={tmp}/run"],
      "error: --groups=5: does not divide the network width 16 (use 1, 2, 4, 8 or 16)"),
-    ("train", ["--epochs=0", "--out_dir={tmp}/run"], "error: --epochs=0: must be a positive"),
-    ("train", ["--seed=-1", "--out_dir={tmp}/run"], "error: --seed=-1: must be between 0"),
-    ("train", ["--cpu_devices=2", "--out_dir={tmp}/run"],
+    ("article.train", ["--epochs=0", "--out_dir={tmp}/run"], "error: --epochs=0: must be a positive"),
+    ("article.train", ["--seed=-1", "--out_dir={tmp}/run"], "error: --seed=-1: must be between 0"),
+    ("article.train", ["--cpu_devices=2", "--out_dir={tmp}/run"],
      "error: --cpu_devices=2: applies to --strategy=mirrored only"),
-    ("compare", ["--seeds=0", "--out_dir={tmp}/run"], "error: --seeds=0: must be a positive"),
-    ("compare", ["--schemes=none,bn", "--out_dir={tmp}/run"],
+    ("article.compare", ["--seeds=0", "--out_dir={tmp}/run"], "error: --seeds=0: must be a positive"),
+    ("article.compare", ["--schemes=none,bn", "--out_dir={tmp}/run"],
      "error: --schemes: unknown scheme 'bn'"),
-    ("panels", ["--run_dir={tmp}/missing"], "error: --run_dir {tmp}/missing: no such"),
-    ("benchmark", ["--rounds=0", "--out_dir={tmp}/run"], "error: --rounds=0: must be a"),
-    ("benchmark_seeds", ["--seeds=1", "--out_dir={tmp}/run"],
+    ("article.panels", ["--run_dir={tmp}/missing"], "error: --run_dir {tmp}/missing: no such"),
+    ("bench.speed", ["--rounds=0", "--out_dir={tmp}/run"], "error: --rounds=0: must be a"),
+    ("bench.seeds_cost", ["--seeds=1", "--out_dir={tmp}/run"],
      "error: --seeds=1: nothing to compare with --seeds=1"),
-    ("benchmark_seeds", ["--compare_flags=--out_dir=x", "--out_dir={tmp}/run"],
+    ("bench.seeds_cost", ["--compare_flags=--out_dir=x", "--out_dir={tmp}/run"],
      "error: --compare_flags: '--out_dir=x' is not a compare flag"),
-    ("overfit", ["--train_per_class=5", "--out_dir={tmp}/run", "--results_dir={tmp}/res"],
+    ("article.overfit", ["--train_per_class=5", "--out_dir={tmp}/run", "--results_dir={tmp}/res"],
      "error: --train_per_class=5: 50 training images are not whole batches of 20"),
-    ("crosspanels", ["--compare_dir={tmp}/missing", "--layer=1"],
+    ("article.crosspanels", ["--compare_dir={tmp}/missing", "--layer=1"],
      "error: --compare_dir {tmp}/missing: no such directory"),
 ]
 
@@ -148,7 +148,7 @@ def test_a_normal_run_shows_no_banner_but_tensorflow_still_speaks(tmp_path):
     log lines do."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--scheme=none", "--epochs=1",
+        [sys.executable, "-m", "experiments.article.train", "--scheme=none", "--epochs=1",
          "--image_size=16", "--train_limit=40", "--test_limit=20", "--noprogress",
          "--nopanels", f"--out_dir={tmp_path}/run"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=300)
@@ -167,7 +167,7 @@ def test_a_failing_kernels_cpp_log_is_dropped_and_the_rest_kept():
 
 
 def test_no_space_names_the_checkpoint_tensorflow_was_writing():
-    from tfnorm import runner
+    from tfnorm.run import runner
     text = KERNEL_ERRORS.splitlines()[0]
     assert runner._written_by_tensorflow(text) == "/tmp/run/checkpoints/ckpt-2"
     assert runner._written_by_tensorflow("/a/b.txt; No space left on device") == "/a/b.txt"
@@ -183,24 +183,24 @@ HEAVY = ("import atexit, runpy, sys\n"
          "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
 
 QUICK_REFUSALS = [
-    ("train", ["--out_dir={tmp}/a_file/run"], 2, "error: --out_dir {tmp}/a_file/run: cannot "
+    ("article.train", ["--out_dir={tmp}/a_file/run"], 2, "error: --out_dir {tmp}/a_file/run: cannot "
                                                  "be written"),
-    ("compare", ["--out_dir={tmp}/a_file/run"], 2, "error: --out_dir {tmp}/a_file/run: "
+    ("article.compare", ["--out_dir={tmp}/a_file/run"], 2, "error: --out_dir {tmp}/a_file/run: "
                                                    "cannot be written"),
-    ("compare", ["--baseline=all", "--out_dir={tmp}/run"], 2, "error: --baseline=all: "),
-    ("claims", ["--compare_dir={tmp}/missing"], 2, "error: --compare_dir {tmp}/missing: no "
+    ("article.compare", ["--baseline=all", "--out_dir={tmp}/run"], 2, "error: --baseline=all: "),
+    ("article.claims", ["--compare_dir={tmp}/missing"], 2, "error: --compare_dir {tmp}/missing: no "
                                                    "runs.csv"),
-    ("deadlogits", ["--compare_dir={tmp}/missing"], 2, "error: --compare_dir {tmp}/missing: "
+    ("article.deadlogits", ["--compare_dir={tmp}/missing"], 2, "error: --compare_dir {tmp}/missing: "
                                                        "no such directory"),
-    ("quirk", ["--off_dir={tmp}/missing", "--on_dir={tmp}/missing", "--out_dir={tmp}/run"], 2,
+    ("article.quirk", ["--off_dir={tmp}/missing", "--on_dir={tmp}/missing", "--out_dir={tmp}/run"], 2,
      "error: "),
-    ("nonzero", ["--run_dir={tmp}/missing"], 2, "error: --run_dir {tmp}/missing: no such"),
-    ("panels", ["--run_dir={tmp}/missing"], 2, "error: --run_dir {tmp}/missing: no such"),
-    ("crosspanels", ["--compare_dir={tmp}/missing", "--layer=1"], 2,
+    ("article.nonzero", ["--run_dir={tmp}/missing"], 2, "error: --run_dir {tmp}/missing: no such"),
+    ("article.panels", ["--run_dir={tmp}/missing"], 2, "error: --run_dir {tmp}/missing: no such"),
+    ("article.crosspanels", ["--compare_dir={tmp}/missing", "--layer=1"], 2,
      "error: --compare_dir {tmp}/missing: no such directory"),
-    ("shattered", ["--bias_std=nan", "--out_dir={tmp}/run"], 2,
+    ("papers.shattered", ["--bias_std=nan", "--out_dir={tmp}/run"], 2,
      "error: --bias_std=nan: must be a finite number"),
-    ("benchmark", ["--image_size=100000", "--out_dir={tmp}/run"], 5,
+    ("bench.speed", ["--image_size=100000", "--out_dir={tmp}/run"], 5,
      "error: --image_size=100000 with --batch_size=20: needs about "),
 ]
 
@@ -225,11 +225,13 @@ def test_a_refusal_loads_no_tensorflow_scipy_or_matplotlib(module, argv, code, e
 
 
 def _script_modules():
-    folder = os.path.join(ROOT, "experiments")
-    names = sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py"))
-    return [n for n in names if n not in ("__init__", "cli", "banner", "study", "summary",
-                                          "workers", "benchmark_steps", "shattered_verdicts",
-                                          "shattered_figures")]
+    """Every command, as "<group>.<name>" under experiments/ (the groups' helpers left out)."""
+    names = []
+    for group in ("article", "papers", "bench"):
+        folder = os.path.join(ROOT, "experiments", group)
+        names += sorted(f"{group}.{n[:-3]}" for n in os.listdir(folder) if n.endswith(".py"))
+    return [n for n in names if n.split(".")[1] not in (
+        "__init__", "summary", "speed_variants", "shattered_verdicts", "shattered_figures")]
 
 
 def _float_flags(module):
@@ -262,8 +264,8 @@ def test_every_float_flag_of_every_script_must_be_finite(capsys):
                 assert line == f"error: --{name}={float(value)}: must be a finite number"
                 flag_values.unparse_flags()
                 checked.append(f"{module} --{name}")
-    assert "shattered --bias_std" in checked and "train --learning_rate" in checked
-    assert "saturation --saturation_threshold" in checked, checked
+    assert "papers.shattered --bias_std" in checked and "article.train --learning_rate" in checked
+    assert "papers.saturation --saturation_threshold" in checked, checked
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/<pid>/maps")
@@ -272,7 +274,7 @@ def test_a_ctrl_c_while_the_script_loads_is_one_line_and_130(tmp_path):
     the stop handler of the old start-up were a long way off): one line, exit 130, no
     KeyboardInterrupt traceback, nothing done."""
     out_dir = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-m", "experiments.compare", "--seeds=1",
+    process = subprocess.Popen([sys.executable, "-m", "experiments.article.compare", "--seeds=1",
                                 "--schemes=none", f"--out_dir={out_dir}"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60

@@ -1,4 +1,4 @@
-"""experiments.compare: the grid of schemes x seeds trained in one process (traced steps
+"""experiments.article.compare: the grid of schemes x seeds trained in one process (traced steps
 shared across seeds), in worker processes (--jobs=2) and by shards (--shard, then
 --summarize), all with the same runs; the summary's intervals and verdicts agree with
 the runs' own metrics; complete runs are reused; a killed compare leaves nothing behind."""
@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from absl import flags
 
-from experiments import cli, compare, summary
+from experiments import cli
+from experiments.article import compare, summary
 from test_resume import assert_same_run
-from tfnorm import errors, io, records, runid, stats, stopping
+from tfnorm import errors
+from tfnorm.analysis import compare_grid, stats
+from tfnorm.run import atomic, records, runid, stopping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMES = ("none", "batch")
@@ -27,7 +30,7 @@ TRAIN_FLAGS = dict(epochs=2, image_size=16, train_limit=60, test_limit=40, progr
 
 def command(out_dir, *extra, **flags_):
     values = dict(TRAIN_FLAGS, **flags_)
-    return ([sys.executable, "-m", "experiments.compare", f"--schemes={','.join(SCHEMES)}",
+    return ([sys.executable, "-m", "experiments.article.compare", f"--schemes={','.join(SCHEMES)}",
              f"--seeds={SEEDS}", f"--out_dir={out_dir}"] + list(extra)
             + cli.to_command_line(values, list(values)))
 
@@ -59,9 +62,9 @@ def test_figures_summaries_and_progress_are_written(compared):
         f"{scheme}_layer{layer}.png" for scheme in SCHEMES for layer in range(1, 7))
     # Panels for the first seed only (--panel_seeds=1), records for every seed.
     for scheme in SCHEMES:
-        assert os.listdir(os.path.join(compare.run_dir(out_dir, scheme, 0), "panels"))
-        assert not os.path.exists(os.path.join(compare.run_dir(out_dir, scheme, 1), "panels"))
-        assert records.record_epochs(compare.run_dir(out_dir, scheme, 1)) == [1, 2]
+        assert os.listdir(os.path.join(compare_grid.run_dir(out_dir, scheme, 0), "panels"))
+        assert not os.path.exists(os.path.join(compare_grid.run_dir(out_dir, scheme, 1), "panels"))
+        assert records.record_epochs(compare_grid.run_dir(out_dir, scheme, 1)) == [1, 2]
     progress = [line for line in stderr.splitlines() if "] [" in line and "/4] " in line]
     assert len(progress) == 4 and "about" in progress[-1], stderr
     markdown = open(os.path.join(out_dir, "summary.md")).read()
@@ -74,12 +77,12 @@ def test_figures_summaries_and_progress_are_written(compared):
 
 def test_the_summary_agrees_with_each_runs_metrics_and_the_stats_module(compared):
     out_dir, _, _, configs, _ = compared
-    runs = {(r["scheme"], int(r["seed"])): r for r in io.read_csv(
+    runs = {(r["scheme"], int(r["seed"])): r for r in atomic.read_csv(
         os.path.join(out_dir, "runs.csv"))}
     final = {}
     for scheme in SCHEMES:
         for seed in range(SEEDS):
-            metrics = records.read_metrics(compare.run_dir(out_dir, scheme, seed))
+            metrics = records.read_metrics(compare_grid.run_dir(out_dir, scheme, seed))
             row = runs[(scheme, seed)]
             assert float(row["final_test_acc"]) == metrics[-1]["test_acc"]
             assert float(row["best_test_acc"]) == max(m["test_acc"] for m in metrics)
@@ -91,7 +94,7 @@ def test_the_summary_agrees_with_each_runs_metrics_and_the_stats_module(compared
             final[scheme, seed] = metrics[-1]["test_acc"]
     # The interval and the paired difference, computed here from the metrics by hand.
     cells = {(r["kind"], r["scheme"], r["metric"]): r
-             for r in io.read_csv(os.path.join(out_dir, "summary.csv"))}
+             for r in atomic.read_csv(os.path.join(out_dir, "summary.csv"))}
     batch = [final["batch", s] for s in range(SEEDS)]
     diffs = [final["batch", s] - final["none", s] for s in range(SEEDS)]
     cell = cells["scheme", "batch", "final_test_acc"]
@@ -105,7 +108,7 @@ def test_the_summary_agrees_with_each_runs_metrics_and_the_stats_module(compared
 
 
 def test_jobs_2_gives_the_same_runs_as_jobs_1(compared):
-    """The two workers share the cores, so their thread pools did not spin (tfnorm.cores);
+    """The two workers share the cores, so their thread pools did not spin (tfnorm.run.shared_cores);
     this process's did: the runs are the same bits either way."""
     out_dir, _, in_process_dir, _, _ = compared
     for index in (1, 2):
@@ -113,23 +116,23 @@ def test_jobs_2_gives_the_same_runs_as_jobs_1(compared):
             assert "thread pools do not spin" in log.read()
     for scheme in SCHEMES:
         for seed in range(SEEDS):
-            assert_same_run(compare.run_dir(out_dir, scheme, seed),
-                            compare.run_dir(in_process_dir, scheme, seed))
+            assert_same_run(compare_grid.run_dir(out_dir, scheme, seed),
+                            compare_grid.run_dir(in_process_dir, scheme, seed))
 
 
 def test_a_seed_trained_after_another_in_one_process_equals_it_trained_alone(compared,
                                                                              tmp_path):
     """Seed 1 of batch norm reused the steps traced for seed 0 (runner.Builds); the same
-    run trained alone, by experiments.train in a fresh process, is bit-identical."""
+    run trained alone, by experiments.article.train in a fresh process, is bit-identical."""
     _, _, in_process_dir, _, _ = compared
     alone = str(tmp_path / "alone")
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--scheme=batch", "--seed=1",
+        [sys.executable, "-m", "experiments.article.train", "--scheme=batch", "--seed=1",
          f"--out_dir={alone}", "--nopanels"]
         + cli.to_command_line(TRAIN_FLAGS, list(TRAIN_FLAGS)),
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert_same_run(alone, compare.run_dir(in_process_dir, "batch", 1))
+    assert_same_run(alone, compare_grid.run_dir(in_process_dir, "batch", 1))
 
 
 def test_complete_runs_are_reused(compared):
@@ -166,9 +169,9 @@ def test_shards_then_summarize_give_the_same_summary(compared, tmp_path, capsys)
     assert not os.path.exists(os.path.join(sharded, "summary.csv"))
     run_main(*argv, "--summarize")
     columns = ("kind", "scheme", "metric", "mean", "low", "high", "n", "verdict")
-    assert [{k: r[k] for k in columns} for r in io.read_csv(os.path.join(sharded,
-                                                                         "summary.csv"))] == \
-        [{k: r[k] for k in columns} for r in io.read_csv(os.path.join(out_dir, "summary.csv"))]
+    assert [{k: r[k] for k in columns} for r in atomic.read_csv(os.path.join(sharded,
+                                                                             "summary.csv"))] == \
+        [{k: r[k] for k in columns} for r in atomic.read_csv(os.path.join(out_dir, "summary.csv"))]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -259,7 +262,7 @@ def test_torture_signals_to_compare_at_random_moments_then_the_same_command(comp
                 assert stderr.strip().splitlines()[-1].startswith("error: interrupted "), stderr
     final = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
-    for name in (summary.RUNS_CSV, summary.SUMMARY_CSV):
+    for name in (compare_grid.RUNS_CSV, compare_grid.SUMMARY_CSV):
         with open(os.path.join(out_dir, name)) as got, \
                 open(os.path.join(compared[0], name)) as want:
             assert got.read() == want.read(), (name, outcomes)
@@ -294,7 +297,7 @@ def test_seeds_sharing_traced_steps_never_retrace_and_noisy_bn_draws_its_own_noi
     """The noise's seed is state, not a constant of the traced step: seed 1 of noisy BN
     trained after seed 0 on the same compiled steps equals seed 1 built afresh (a seed
     baked into the graph would give it seed 0's noise)."""
-    from tfnorm import runner
+    from tfnorm.run import runner
     flags_ = dict(TRAIN_FLAGS, scheme="noisybatch", panels=False)
     builds = runner.Builds()
     for seed in (0, 1):
@@ -323,8 +326,8 @@ def grid_copy(compared, root, schemes=SCHEMES, seeds=range(SEEDS)):
     source = compared[2]
     for scheme in schemes:
         for seed in seeds:
-            shutil.copytree(compare.run_dir(source, scheme, seed),
-                            compare.run_dir(str(root), scheme, seed),
+            shutil.copytree(compare_grid.run_dir(source, scheme, seed),
+                            compare_grid.run_dir(str(root), scheme, seed),
                             ignore=shutil.ignore_patterns("run.lock"))
     base = cli.resolve(dict(TRAIN_FLAGS, out_dir=str(root)))
     return base, compare.plan(base, list(SCHEMES), SEEDS, 0)
@@ -362,9 +365,9 @@ def test_overwrite_with_another_configuration_retrains_never_relabels(compared, 
     assert refused.value.code == 2
     assert "holds a run with a different configuration (--learning_rate=0.001 there, 0.01 " \
            "here)" in capsys.readouterr().err
-    before = records.read_metrics(compare.run_dir(compared[2], "none", 0))
+    before = records.read_metrics(compare_grid.run_dir(compared[2], "none", 0))
     run_main(*argv, "--overwrite")
-    run_dir = compare.run_dir(str(tmp_path), "none", 0)
+    run_dir = compare_grid.run_dir(str(tmp_path), "none", 0)
     config = cli.stored_config(run_dir)
     assert config["learning_rate"] == 0.01
     after = records.read_metrics(run_dir)
@@ -372,7 +375,7 @@ def test_overwrite_with_another_configuration_retrains_never_relabels(compared, 
     for epoch in records.record_epochs(run_dir):
         assert records.load_record(records.record_path(run_dir, epoch)).config_hash == \
             runid.config_hash(config)
-    assert io.read_csv(os.path.join(str(tmp_path), "runs.csv"))[0]["final_test_acc"] == \
+    assert atomic.read_csv(os.path.join(str(tmp_path), "runs.csv"))[0]["final_test_acc"] == \
         repr(after[-1]["test_acc"])
 
 
@@ -382,7 +385,7 @@ def test_the_summary_reads_runs_from_their_audited_files_never_their_status(comp
     status.json says running, one without it, one whose status says diverged, a GIF per
     layer missing. The summary is the uninterrupted one, and the rerun rewrites them."""
     base, configs = grid_copy(compared, tmp_path)
-    none0, none1, batch0 = (compare.run_dir(str(tmp_path), s, k)
+    none0, none1, batch0 = (compare_grid.run_dir(str(tmp_path), s, k)
                             for s, k in (("none", 0), ("none", 1), ("batch", 0)))
     records.write_status(none0, "running", epoch=1)
     os.remove(os.path.join(none1, records.STATUS_FILE))
@@ -392,7 +395,7 @@ def test_the_summary_reads_runs_from_their_audited_files_never_their_status(comp
     for gif in gifs:
         os.remove(gif)
     summary.write(base, configs, "none")
-    for name in (summary.RUNS_CSV, summary.SUMMARY_CSV):
+    for name in (compare_grid.RUNS_CSV, compare_grid.SUMMARY_CSV):
         assert open(os.path.join(str(tmp_path), name)).read() == reference(compared, name)
     compare.train_all(configs, jobs=1)
     for run_dir in (none0, none1, batch0):
@@ -412,8 +415,8 @@ def test_an_interrupted_compare_writes_the_summary_of_what_is_complete(compared,
     assert stopped.value.code == errors.Interrupted.exit_code == 130
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: interrupted with 2 of 4 runs complete; rerun the same command to resume"]
-    rows = io.read_csv(os.path.join(str(tmp_path), summary.RUNS_CSV))
-    wanted = io.read_csv(os.path.join(compared[2], summary.RUNS_CSV))
+    rows = atomic.read_csv(os.path.join(str(tmp_path), compare_grid.RUNS_CSV))
+    wanted = atomic.read_csv(os.path.join(compared[2], compare_grid.RUNS_CSV))
     assert rows[:2] == wanted[:2]
     assert [(r["state"], r["final_test_acc"]) for r in rows[2:]] == [("missing", "nan")] * 2
     markdown = open(os.path.join(str(tmp_path), summary.SUMMARY_MD)).read()
@@ -424,7 +427,7 @@ def test_a_nan_last_row_of_a_finished_run_is_retrained(compared, tmp_path):
     """A run whose last row says NaN is not complete (its final accuracy would be
     undefined, its best accuracy epoch 1's): compare trains that epoch again."""
     base, configs = grid_copy(compared, tmp_path)
-    path = os.path.join(compare.run_dir(str(tmp_path), "none", 1), records.METRICS_FILE)
+    path = os.path.join(compare_grid.run_dir(str(tmp_path), "none", 1), records.METRICS_FILE)
     with open(path) as f:
         lines = f.read().splitlines()
     column = lines[0].split(",").index("test_acc")
@@ -434,8 +437,8 @@ def test_a_nan_last_row_of_a_finished_run_is_retrained(compared, tmp_path):
         f.write("\n".join(lines[:-1] + [",".join(fields)]) + "\n")
     compare.train_all(configs, jobs=1)
     summary.write(base, configs, "none")
-    assert open(os.path.join(str(tmp_path), summary.RUNS_CSV)).read() == \
-        reference(compared, summary.RUNS_CSV)
+    assert open(os.path.join(str(tmp_path), compare_grid.RUNS_CSV)).read() == \
+        reference(compared, compare_grid.RUNS_CSV)
 
 
 def test_an_extra_row_or_column_in_a_finished_run_is_no_traceback(compared, tmp_path,
@@ -443,31 +446,31 @@ def test_an_extra_row_or_column_in_a_finished_run_is_no_traceback(compared, tmp_
     """An extra row past the last epoch (ignored, then cut) and an extra column (the run
     retrained): compare ends as the uninterrupted grid did."""
     grid_copy(compared, tmp_path)
-    append_row(compare.run_dir(str(tmp_path), "none", 0), 3)
-    path = os.path.join(compare.run_dir(str(tmp_path), "batch", 1), records.METRICS_FILE)
+    append_row(compare_grid.run_dir(str(tmp_path), "none", 0), 3)
+    path = os.path.join(compare_grid.run_dir(str(tmp_path), "batch", 1), records.METRICS_FILE)
     with open(path) as f:
         lines = f.read().splitlines()
     with open(path, "w") as f:
         f.write("\n".join([lines[0] + ",extra"] + [line + ",1" for line in lines[1:]]) + "\n")
     run_main(*grid_argv(str(tmp_path)))
     assert "Traceback" not in capsys.readouterr().err
-    for name in (summary.RUNS_CSV, summary.SUMMARY_CSV):
+    for name in (compare_grid.RUNS_CSV, compare_grid.SUMMARY_CSV):
         assert open(os.path.join(str(tmp_path), name)).read() == reference(compared, name)
-    assert len(records.read_metrics(compare.run_dir(str(tmp_path), "none", 0))) == 2
+    assert len(records.read_metrics(compare_grid.run_dir(str(tmp_path), "none", 0))) == 2
 
 
 def test_nonzero_reads_no_row_past_the_checkpoint(compared, tmp_path, monkeypatch):
     """A row beyond what the checkpoint holds (a kill after metrics.csv, before the
-    checkpoint) is no epoch of the run: experiments.nonzero does not plot it."""
-    from experiments import nonzero
+    checkpoint) is no epoch of the run: experiments.article.nonzero does not plot it."""
+    from experiments.article import nonzero
     grid_copy(compared, tmp_path)
-    append_row(compare.run_dir(str(tmp_path), "none", 0), 3)
+    append_row(compare_grid.run_dir(str(tmp_path), "none", 0), 3)
     flag_values = flags.FlagValues()
     nonzero.define_flags(flag_values)
     flag_values(["nonzero", f"--run_dir={tmp_path}", f"--out_dir={tmp_path}/nz"])
     monkeypatch.setattr(nonzero, "FLAGS", flag_values)
     nonzero.main(["nonzero"])
-    epochs = {int(r["epoch"]) for r in io.read_csv(str(tmp_path / "nz" / "nonzero.csv"))}
+    epochs = {int(r["epoch"]) for r in atomic.read_csv(str(tmp_path / "nz" / "nonzero.csv"))}
     assert epochs == {1, 2}
 
 
@@ -501,6 +504,6 @@ def test_workers_killed_by_a_signal_end_compare_with_one_line_and_the_summary(tm
     assert last.startswith("error: the worker of shard 1/2 was killed by SIGKILL (log: ")
     assert "; the worker of shard 2/2 was killed by SIGKILL" in last
     assert "Traceback" not in result.stderr
-    rows = io.read_csv(os.path.join(out_dir, summary.RUNS_CSV))
+    rows = atomic.read_csv(os.path.join(out_dir, compare_grid.RUNS_CSV))
     # Each worker died in its first run (after its first checkpoint); its second never began.
     assert [r["state"] for r in rows] == ["incomplete", "missing"] * 2

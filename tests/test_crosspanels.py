@@ -1,5 +1,5 @@
 """The cross-scheme panel drawn from a tiny compare directory of synthetic records (no
-training): experiments.crosspanels writes a valid PNG, refuses bad input with one line
+training): experiments.article.crosspanels writes a valid PNG, refuses bad input with one line
 and exit 2, and imports no TensorFlow."""
 
 import os
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfnorm import SCHEMES, crossplots, records, runid
-from tfnorm.records import LAYER_STATS, QUANTITIES, SUMMARY_STATS
+from tfnorm import SCHEMES, measures
+from tfnorm.analysis import compare_grid, crosspanels
+from tfnorm.run import records, runid
+from tfnorm.measures import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS, BINS, ENTRIES = 3, 50, 2000
@@ -42,7 +44,7 @@ def synthetic_outputs(scheme, epoch, seed):
             rms = np.sqrt(np.mean(values ** 2))
             summaries[layer, q] = (values.mean(), values.std(), values.min(), values.max(),
                                    np.linalg.norm(values), np.mean(values != 0),
-                                   np.mean(np.abs(values) <= records.NEARZERO_TAU * rms))
+                                   np.mean(np.abs(values) <= measures.NEARZERO_TAU * rms))
     return dict(counts=counts, ranges=ranges, summaries=summaries,
                 layer_stats=np.ones((LAYERS, len(LAYER_STATS))),
                 magnitude_counts=magnitude_counts, magnitude_ranges=magnitude_ranges)
@@ -54,7 +56,7 @@ def make_compare_dir(root, epochs_of=None, seeds=(0, 1)):
     for scheme in SCALES:
         for seed in seeds:
             for epoch in epochs_of.get(scheme, (1, 5, 10)):
-                records.save_record(crossplots.seed_dir(root, scheme, seed), epoch, epoch * 63,
+                records.save_record(compare_grid.run_dir(root, scheme, seed), epoch, epoch * 63,
                                     runid.RunIdentity(scheme, seed, ""),
                                     synthetic_outputs(scheme, epoch, seed))
     return root
@@ -67,15 +69,15 @@ def compare_dir(tmp_path):
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.crosspanels", *args],
+    return subprocess.run([sys.executable, "-m", "experiments.article.crosspanels", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_runs_are_found_in_registry_order_and_the_default_epoch_is_common(compare_dir):
-    runs = crossplots.find_runs(compare_dir, 0)
+    runs = crosspanels.find_runs(compare_dir, 0)
     assert list(runs) == [s for s in SCHEMES if s in SCALES]
-    assert crossplots.common_epochs(runs) == [1, 5]
-    chosen = crossplots.find_runs(compare_dir, 1, ["weight", "none"])
+    assert crosspanels.common_epochs(runs) == [1, 5]
+    chosen = crosspanels.find_runs(compare_dir, 1, ["weight", "none"])
     assert list(chosen) == ["none", "weight"]
 
 
@@ -83,12 +85,12 @@ def test_figure_has_a_row_per_scheme_shared_columns_and_magnitudes_where_scales_
         compare_dir):
     """(The area check fails when the magnitude heights are fractions of the non-zero
     entries instead of all of them.)"""
-    runs = crossplots.find_runs(compare_dir, 0)
-    loaded = crossplots.load_records(runs, 5)
-    fig = crossplots.cross_scheme_figure(loaded, layer=1, seed=0)
+    runs = crosspanels.find_runs(compare_dir, 0)
+    loaded = crosspanels.load_records(runs, 5)
+    fig = crosspanels.cross_scheme_figure(loaded, layer=1, seed=0)
     axes = np.array(fig.axes).reshape(len(runs), len(QUANTITIES))
     assert [ax.get_ylabel() for ax in axes[:, 0]] == list(runs)
-    assert [ax.get_title() for ax in axes[0]] == [crossplots.COLUMN_TITLES[q]
+    assert [ax.get_title() for ax in axes[0]] == [crosspanels.COLUMN_TITLES[q]
                                                   for q in QUANTITIES]
     # Gradients span 2e-3 .. 1: magnitudes on a log axis; weights are all N(0, 0.05)-like:
     # linear, the article's histogram.
@@ -117,11 +119,11 @@ def test_figure_has_a_row_per_scheme_shared_columns_and_magnitudes_where_scales_
     assert "zero 50%" in note and f"near-zero {summary[-1]:.0%}" in note
     rms = np.hypot(summary[SUMMARY_STATS.index("mean")], summary[SUMMARY_STATS.index("std")])
     assert [line.get_xdata()[0] for line in ax.lines] == \
-        pytest.approx([records.NEARZERO_TAU * rms])
+        pytest.approx([measures.NEARZERO_TAU * rms])
     # ... and the histogram below it drawn again, dark, cut at the threshold.
     (values, _, _), (dark_values, dark_edges, _) = [
         p.get_data() for p in ax.patches if hasattr(p, "get_data")]
-    assert dark_edges.max() == pytest.approx(records.NEARZERO_TAU * rms)
+    assert dark_edges.max() == pytest.approx(measures.NEARZERO_TAU * rms)
     shown = np.diff(dark_edges) > 0
     np.testing.assert_array_equal(dark_values[shown], values[shown])
     # The typical magnitude shows: the tallest bin of "none" lies ~1000x closer to 0.
@@ -141,7 +143,7 @@ def test_command_writes_a_valid_png_without_tensorflow(compare_dir, tmp_path):
         image.verify()
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 800 and image.height > 400
-    probe = subprocess.run([sys.executable, "-c", "import sys; import experiments.crosspanels;"
+    probe = subprocess.run([sys.executable, "-c", "import sys; import experiments.article.crosspanels;"
                             " print('tensorflow' in sys.modules)"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "False"

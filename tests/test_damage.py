@@ -16,11 +16,13 @@ import time
 import numpy as np
 import pytest
 
-from experiments import cli, panels
+from experiments import cli
+from experiments.article import panels
 from runs import checked_config, exit_of_main
 from test_bad_input import run_train
 from test_resume import assert_same_run, without_seconds
-from tfnorm import errors, io, loop, records, rundir, runid, runner, stopping
+from tfnorm import errors, loop
+from tfnorm.run import atomic, records, rundir, runid, runner, stopping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = dict(scheme="batch", epochs=3, image_size=16, train_limit=60, test_limit=20,
@@ -197,7 +199,7 @@ def test_an_image_size_that_cannot_fit_in_memory_is_refused_before_any_work(
 def test_a_full_disk_is_one_line_status_says_so_and_the_rerun_matches(
         finished, tmp_path, monkeypatch, capsys):
     out_dir = tmp_path / "run"
-    real_write = io.write_bytes
+    real_write = atomic.write_bytes
     writes = []
 
     def full_after_epoch_1(path, data):
@@ -206,8 +208,8 @@ def test_a_full_disk_is_one_line_status_says_so_and_the_rerun_matches(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         real_write(path, data)
 
-    monkeypatch.setattr(io, "write_bytes", full_after_epoch_1)
-    monkeypatch.setattr(io, "write_text",
+    monkeypatch.setattr(atomic, "write_bytes", full_after_epoch_1)
+    monkeypatch.setattr(atomic, "write_text",
                         lambda path, text: full_after_epoch_1(path, text.encode()))
     code, lines = run_train(train_argv(out_dir), monkeypatch, capsys)
     assert code == errors.NoSpace.exit_code == 4
@@ -255,7 +257,7 @@ def _wait_for(path, process, deadline=240):
 def test_ctrl_c_stops_train_at_a_safe_point_with_one_line_and_130(tmp_path, finished,
                                                                   signum):
     out_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "experiments.train"] + train_argv(out_dir, epochs=40)
+    command = [sys.executable, "-m", "experiments.article.train"] + train_argv(out_dir, epochs=40)
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     _wait_for(os.path.join(out_dir, "checkpoints", "ckpt-1.index"), process)
@@ -279,7 +281,7 @@ def test_torture_random_signals_at_random_moments_then_resume(finished, tmp_path
     between them, some before the first checkpoint."""
     rng = np.random.default_rng(7)
     out_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "experiments.train"] + train_argv(out_dir)
+    command = [sys.executable, "-m", "experiments.article.train"] + train_argv(out_dir)
     outcomes = []
     for _ in range(6):
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -339,9 +341,9 @@ def test_a_config_edited_to_another_scheme_is_caught_by_the_checkpoint(copy, mon
     line before anything is restored (no TensorFlow warnings about unmatched values)."""
     rewound(copy, 2)
     path = os.path.join(copy, records.CONFIG_FILE)
-    stored = io.read_json(path)
+    stored = atomic.read_json(path)
     stored["flags"]["scheme"] = "layer"
-    io.write_json(path, stored)
+    atomic.write_json(path, stored)
     code, lines = run_train(train_argv(copy, scheme="layer"), monkeypatch, capsys)
     assert code == 6 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: checkpoint {copy}/checkpoints/ckpt-2 is not of this "

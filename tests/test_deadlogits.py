@@ -1,4 +1,4 @@
-"""experiments.deadlogits on a tiny finished compare grid: its test accuracy (network
+"""experiments.article.deadlogits on a tiny finished compare grid: its test accuracy (network
 forward from the last checkpoint) equals the accuracy the run's own evaluation step wrote
 in metrics.csv, and its counts are consistent; --versus_dir pairs two grids by seed."""
 
@@ -7,8 +7,10 @@ import os
 import pytest
 from absl import flags
 
-from experiments import cli, compare, deadlogits
-from tfnorm import io, records
+from experiments import cli
+from experiments.article import compare, deadlogits
+from tfnorm.analysis import compare_grid
+from tfnorm.run import atomic, records
 
 TINY = dict(epochs=1, image_size=16, train_limit=60, test_limit=40, progress=False,
             panels=False)
@@ -37,12 +39,12 @@ def run_main(*argv):
 def test_measurements_agree_with_the_runs_own_evaluation(grids, tmp_path):
     run_main(f"--compare_dir={grids / 'relu'}", "--schemes=none",
              f"--versus_dir={grids / 'linear'}", f"--out_dir={tmp_path}")
-    rows = io.read_csv(str(tmp_path / "deadlogits.csv"))
+    rows = atomic.read_csv(str(tmp_path / "deadlogits.csv"))
     assert [(r["scheme"], r["seed"]) for r in rows] == [
         ("none", "0"), ("none", "1"), ("none (versus)", "0"), ("none (versus)", "1")]
     for row in rows:
         grid = "relu" if row["final_activation"] == "relu" else "linear"
-        metrics = records.read_metrics(compare.run_dir(str(grids / grid), "none",
+        metrics = records.read_metrics(compare_grid.run_dir(str(grids / grid), "none",
                                                        int(row["seed"])))
         assert float(row["test_acc"]) == pytest.approx(metrics[-1]["test_acc"], abs=1e-9)
         assert 0 <= int(row["dead_classes"]) <= 10
@@ -65,10 +67,10 @@ def test_a_directory_without_finished_runs_is_one_line(tmp_path, capsys):
 def test_a_truncated_checkpoint_is_one_line_with_exit_6(grids, tmp_path, capsys):
     import shutil
 
-    from tfnorm import rundir
+    from tfnorm.run import rundir
     grid = tmp_path / "grid"
     shutil.copytree(grids / "relu", grid)
-    run_dir = compare.run_dir(str(grid), "none", 1)
+    run_dir = compare_grid.run_dir(str(grid), "none", 1)
     epoch = rundir.latest_checkpoint_epoch(run_dir)
     data = os.path.join(run_dir, records.CHECKPOINT_DIR,
                         f"ckpt-{epoch}.data-00000-of-00001")

@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 import tfnorm
-from tfnorm import distributed, norms, records
+from tfnorm import distributed, norms
+from tfnorm.run import records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOLERANCE = 1e-10
@@ -263,7 +264,7 @@ def test_a_global_batch_smaller_than_the_replicas_is_refused():
 
 
 # ----------------------------------------------------------------------------
-# experiments.train --strategy=multiworker: two local workers against one process.
+# experiments.article.train --strategy=multiworker: two local workers against one process.
 
 ROOT = os.path.dirname(HERE)
 TINY_RUN = ["--scheme=batch", "--epochs=1", "--image_size=16", "--train_limit=100",
@@ -295,7 +296,7 @@ def _train(out_dir, *flags, tf_config=None):
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", f"--out_dir={out_dir}", *TINY_RUN, *flags],
+        [sys.executable, "-m", "experiments.article.train", f"--out_dir={out_dir}", *TINY_RUN, *flags],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -370,7 +371,8 @@ def test_two_workers_and_two_cpu_replicas_end_with_the_metrics_of_one_process(tm
 
 
 def test_train_refuses_bad_strategy_flags_with_one_line(monkeypatch):
-    from experiments import cli, train
+    from experiments import cli
+    from experiments.article import train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     tf.constant(0)  # TensorFlow's devices are initialized from here on

@@ -1,6 +1,6 @@
 """tfnorm.keras.PanelRecorder: the article's four panels for a Keras model, in a tfnorm run's
-record format, drawn by tfnorm's panel code and read by experiments.panels and
-experiments.crosspanels; and the documented example (docs/examples/keras_digits.py), which
+record format, drawn by tfnorm's panel code and read by experiments.article.panels and
+experiments.article.crosspanels; and the documented example (docs/examples/keras_digits.py), which
 trains a small Keras CNN with the callback."""
 
 import os
@@ -18,8 +18,9 @@ from PIL import Image
 import gradcheck
 import tfnorm
 import tfnorm.keras as tk
-from tfnorm import optimizers, records, training
-from tfnorm.records import LAYER_STATS
+from tfnorm import optimizers, training
+from tfnorm.run import records
+from tfnorm.measures import LAYER_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, BATCH, STEPS, LEARNING_RATE = 16, 6, 3, 1e-2
@@ -89,7 +90,7 @@ def _run_main(module, argv, monkeypatch):
 
 
 def test_the_example_runs_and_the_panel_commands_read_its_output(tmp_path, monkeypatch):
-    from experiments import crosspanels, panels
+    from experiments.article import crosspanels, panels
 
     out_dir = str(tmp_path / "example")
     result = subprocess.run([sys.executable, "-m", "docs.examples.keras_digits", out_dir],

@@ -1,7 +1,7 @@
 """The over-fitting regime's pieces: a per-class training set drawn per seed (the same for
 every scheme), the test pass every K epochs (which epochs have a test value, the best
 over those only, a resume between them), the schemes the quirk leaves unchanged, and
-experiments.overfit's claims on hand-made runs."""
+experiments.article.overfit's claims on hand-made runs."""
 
 import csv
 import os
@@ -12,9 +12,11 @@ import pytest
 import tensorflow as tf
 
 import tfnorm
-from experiments import claims, cli, overfit, sentences, summary
+from experiments import cli
+from experiments.article import claims, overfit, sentences, summary
 from runs import checked_config
-from tfnorm import errors, records, rundir, runner, stopping
+from tfnorm import errors
+from tfnorm.run import records, rundir, runner, stopping
 
 TINY = dict(scheme="batch", epochs=5, eval_every=2, image_size=16, train_per_class=2,
             test_limit=40, batch_size=20, progress=False, panels=False)
@@ -95,7 +97,7 @@ def test_the_accuracy_figure_is_drawn_from_the_runs_of_both_settings(tmp_path, m
 
 @pytest.mark.parametrize("scheme", ["none", "batch", "boxcox"])
 def test_the_quirk_changes_nothing_for_the_schemes_that_do_not_take_it(scheme):
-    """Why experiments.overfit trains these once for both settings: the registry gives
+    """Why experiments.article.overfit trains these once for both settings: the registry gives
     them no per_position_running_stats, so their network, its running statistics, its
     training gradients and its evaluation are the same with the option."""
     assert scheme not in overfit.quirk_schemes()

@@ -1,5 +1,5 @@
 """Four-panel figures and GIFs drawn from saved records alone (no training, no model):
-experiments.panels redraws a run directory holding nothing but records."""
+experiments.article.panels redraws a run directory holding nothing but records."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfnorm import plots, records, runid
+from tfnorm.run import four_panels, records, runid
 from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,11 +53,11 @@ def test_records_round_trip(records_only_dir):
 def test_four_panels_show_the_records_histograms_in_the_articles_order(records_only_dir):
     run_dir, outputs = records_only_dir
     record = records.load_record(records.record_path(run_dir, 3))
-    fig = plots.four_panel_figure(record, 1)
+    fig = four_panels.four_panel_figure(record, 1)
     title = fig._suptitle.get_text()
     assert "layer" in title and "layer 2" in title and "epoch 3" in title and "25.0%" in title
     axes = fig.axes
-    assert [ax.get_title() for ax in axes] == [plots.PANEL_TITLES[q] for q in QUANTITIES]
+    assert [ax.get_title() for ax in axes] == [four_panels.PANEL_TITLES[q] for q in QUANTITIES]
     for q, ax in enumerate(axes):
         (patch,) = ax.patches
         values, edges, _ = patch.get_data()
@@ -67,7 +67,7 @@ def test_four_panels_show_the_records_histograms_in_the_articles_order(records_o
 
 def test_panels_command_redraws_everything_from_records(records_only_dir):
     run_dir, _ = records_only_dir
-    result = subprocess.run([sys.executable, "-m", "experiments.panels", f"--run_dir={run_dir}"],
+    result = subprocess.run([sys.executable, "-m", "experiments.article.panels", f"--run_dir={run_dir}"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     folder = os.path.join(run_dir, "panels")
@@ -81,7 +81,7 @@ def test_panels_command_redraws_everything_from_records(records_only_dir):
 
 
 def test_panels_command_refuses_a_directory_without_records(tmp_path, monkeypatch, capsys):
-    from experiments import panels
+    from experiments.article import panels
     from runs import exit_of_main
     assert exit_of_main(panels, [f"--run_dir={tmp_path}"], monkeypatch) == 2
     assert capsys.readouterr().err.splitlines() == [

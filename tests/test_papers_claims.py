@@ -8,8 +8,10 @@ import types
 
 import pytest
 
-from experiments import lr_range, noisy_bn, study, weightnorm
-from tfnorm import io, verdicts
+from experiments import study
+from experiments.papers import lr_range, noisy_bn, weightnorm
+from tfnorm.analysis import verdicts
+from tfnorm.run import atomic
 
 
 def context(units, summary=(), values=None, settings=None, **tables):
@@ -178,19 +180,19 @@ def test_lr_range_on_a_tiny_grid(tmp_path):
                  "--batch_size=10", "--epochs=1", "--seeds=1", "--learning_rates=0.1,1e39",
                  "--min_train_acc=0"])
     study.main(lr_range.STUDY, ["study"], flag_values)
-    grid_rows = io.read_csv(tmp_path / lr_range.GRID_CSV)
+    grid_rows = atomic.read_csv(tmp_path / lr_range.GRID_CSV)
     assert [(r["scheme"], r["learning_rate"], r["diverged_at_step"] == "0", r["trains"])
             for r in grid_rows] == [("none", "0.1", True, "1"), ("none", "1e+39", False, "0"),
                                     ("batch", "0.1", True, "1"), ("batch", "1e+39", False, "0")]
     assert grid_rows[1]["final_train_acc"] == "nan"
-    epochs = io.read_csv(tmp_path / study.ACCURACY_CSV)
+    epochs = atomic.read_csv(tmp_path / study.ACCURACY_CSV)
     assert [(r["scheme"], r["learning_rate"], r["epoch"]) for r in epochs] == [
         ("none", "0.1", "1"), ("batch", "0.1", "1")]
     assert epochs[0]["train_acc"] == grid_rows[0]["final_train_acc"]
-    summary = io.read_csv(tmp_path / study.SUMMARY_CSV)
+    summary = atomic.read_csv(tmp_path / study.SUMMARY_CSV)
     assert [(r["scheme"], r["largest_lr"], float(r[lr_range.METRIC])) for r in summary] == [
         ("none", "0.1", math.log2(0.1)), ("batch", "0.1", math.log2(0.1))]
-    (verdict,) = io.read_csv(tmp_path / study.VERDICTS_CSV)
+    (verdict,) = atomic.read_csv(tmp_path / study.VERDICTS_CSV)
     assert (verdict["kind"], verdict["verdict"]) == ("difference", "inconclusive")
     assert (tmp_path / "lr_range.png").exists()
 
@@ -198,7 +200,7 @@ def test_lr_range_on_a_tiny_grid(tmp_path):
 # ---- saturation: seed 002's "and so" as a claim of its own
 
 def test_saturations_and_so_is_bns_lead_at_the_wide_init_against_the_narrow_one():
-    from experiments import saturation
+    from experiments.papers import saturation
     accuracy = {(0.5, "batch"): (0.90, 0.92, 0.91), (0.5, "none"): (0.80, 0.80, 0.80),
                 (0.05, "batch"): (0.95, 0.96, 0.97), (0.05, "none"): (0.90, 0.90, 0.90)}
     summary = [dict(scheme=scheme, seed=seed, init_std=std, final_test_acc=value)

@@ -1,7 +1,7 @@
 """Every results directory says how it was made, and names no machine's absolute path.
 
 A results directory is results/ itself and each directory directly under it, except the
-``panels/`` folders that experiments.compare --results_dir writes (results/panels belongs
+``panels/`` folders that experiments.article.compare --results_dir writes (results/panels belongs
 to results/, as every deeper folder belongs to the directory above it). Each holds a
 ``commands.txt``: the exact commands, run from the repository root, each followed by a
 comment that gives its wall time (a comment line with the word "wall": "# wall 2 s",

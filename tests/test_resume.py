@@ -17,7 +17,8 @@ import pytest
 
 from experiments import cli
 from runs import checked_config
-from tfnorm import io, records, runid, runner
+from tfnorm import measures
+from tfnorm.run import atomic, records, runid, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # meanonly: weight normalization (with its data-dependent init, which a resume must not
@@ -46,7 +47,7 @@ def assert_same_run(run_dir, reference_dir):
 
 
 def command(out_dir):
-    return [sys.executable, "-m", "experiments.train", f"--out_dir={out_dir}"] + \
+    return [sys.executable, "-m", "experiments.article.train", f"--out_dir={out_dir}"] + \
         cli.to_command_line(FLAGS, list(FLAGS))
 
 
@@ -127,7 +128,7 @@ def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
     """A kill after an epoch's records and metrics but before its checkpoint: the resume
     trusts the checkpoint's epoch and forgets the later rows, records and panels (they
     are computed again, see the SIGKILL test)."""
-    from tfnorm import plots
+    from tfnorm.run import four_panels
     run_dir = str(tmp_path)
     rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.1 * e, "test_loss": 1.0,
              "test_acc": 0.5, "seconds": 1.0} for e in (1, 2, 3)]
@@ -136,10 +137,10 @@ def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
     for epoch in (1, 3):
         records.save_record(run_dir, epoch, epoch, runid.RunIdentity("none", 0, ""), dict(
             counts=np.zeros((1, 4, 2)), ranges=np.zeros((1, 4, 2)),
-            summaries=np.zeros((1, 4, len(records.SUMMARY_STATS))),
-            layer_stats=np.zeros((1, len(records.LAYER_STATS))),
+            summaries=np.zeros((1, 4, len(measures.SUMMARY_STATS))),
+            layer_stats=np.zeros((1, len(measures.LAYER_STATS))),
             magnitude_counts=np.zeros((1, 4, 2)), magnitude_ranges=np.zeros((1, 4, 2))))
-        with open(plots.panel_path(run_dir, 1, epoch), "wb") as f:
+        with open(four_panels.panel_path(run_dir, 1, epoch), "wb") as f:
             f.write(b"png")
     records.truncate_to_epoch(run_dir, 2, num_layers=0)
     assert [row["epoch"] for row in records.read_metrics(run_dir)] == [1, 2]
@@ -150,16 +151,16 @@ def test_a_resume_drops_what_epochs_after_the_checkpoint_wrote(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
-    from tfnorm import io  # imports no TensorFlow
+    from tfnorm.run import atomic  # imports no TensorFlow
     for version in range(1, 10):
-        io.write_bytes(sys.argv[2], bytes([version]) * 8_000_000)
+        atomic.write_bytes(sys.argv[2], bytes([version]) * 8_000_000)
         print(version, flush=True)
 """)
 
 
 @pytest.mark.parametrize("killed_write", [1, 2, 5])
 def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path, killed_write):
-    """tfnorm.io (which every output goes through) in a process killed (tfnorm.faults)
+    """tfnorm.run.atomic (which every output goes through) in a process killed (tfnorm.faults)
     inside its ``killed_write``-th rewrite of an 8 MB file, the temporary whole and not yet
     renamed: the file is the previous whole version (none before the first), and the
     temporary the kill interrupted is there, so the kill did land inside a write."""
@@ -178,7 +179,7 @@ def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path, kille
     temporaries = [p.name for p in tmp_path.iterdir() if p.name != "metrics.csv"]
     assert len(temporaries) == 1 and temporaries[0].startswith(".metrics.csv."), temporaries
     assert (tmp_path / temporaries[0]).read_bytes() == bytes([killed_write]) * 8_000_000
-    io.remove_temporary_files(str(tmp_path))
+    atomic.remove_temporary_files(str(tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == (["metrics.csv"] if killed_write > 1
                                                      else [])
 
@@ -227,7 +228,7 @@ def test_a_divergent_boxcox_run_exits_non_zero_with_one_line(tmp_path):
     # As a user runs it: TensorFlow's warnings on (the tests' conftest turns them off).
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--scheme=boxcox", "--boxcox_lambda=1e10",
+        [sys.executable, "-m", "experiments.article.train", "--scheme=boxcox", "--boxcox_lambda=1e10",
          "--epochs=2", "--image_size=16", "--train_limit=40", "--test_limit=20",
          "--noprogress", "--nopanels", f"--out_dir={out_dir}"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=300)
@@ -241,7 +242,7 @@ def test_a_divergent_boxcox_run_exits_non_zero_with_one_line(tmp_path):
 
 
 def test_a_run_removes_what_interrupted_writes_left(tmp_path):
-    """tfnorm.io's temporary files of writes killed halfway (".<name>.<random>.tmp") go
+    """tfnorm.run.atomic's temporary files of writes killed halfway (".<name>.<random>.tmp") go
     when the run starts again; anything else in the directory stays."""
     run_dir = tmp_path / "run"
     leftovers = [run_dir / ".metrics.csv.k3j_x9a2.tmp", run_dir / ".status.json.abcdefgh.tmp",

@@ -1,4 +1,4 @@
-"""tfnorm.stats against values computed by hand or by an independent scipy routine.
+"""tfnorm.analysis.stats against values computed by hand or by an independent scipy routine.
 
 Each test is written so that a plausible mistake fails it: the normal quantile instead
 of Student's t, low and high swapped, pairs matched by position instead of seed id,
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from tfnorm import stats
+from tfnorm.analysis import stats
 
 # [1, 2, 3, 4, 5]: mean 3, s = sqrt(2.5) = 1.581139, t_{0.975, 4} = 2.776445,
 # half width 2.776445 * 1.581139 / sqrt(5) = 1.963243 (the normal 1.96 would give 1.385903).

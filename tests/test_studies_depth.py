@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 from absl import flags
 
-from experiments import cli, nonzero, saturation, shattered, shattered_verdicts, study
-from tfnorm import records, runid, stats
+from experiments import cli, study
+from experiments.article import nonzero
+from experiments.papers import saturation, shattered, shattered_verdicts
+from tfnorm import measures
+from tfnorm.analysis import stats
+from tfnorm.run import records, runid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -271,15 +275,15 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
                         for e in (1, 2, 3)])
     # One record: layer 1's weight gradient over [-1, 1] with RMS 0.5, layer 2's over
     # [-0.5, 1.5] with RMS 1: the bins holding 0 are 0.04 and 0.02 RMS wide a side.
-    summaries = np.zeros((2, 4, len(records.SUMMARY_STATS)))
-    summaries[:, 0, records.SUMMARY_STATS.index("std")] = (0.5, 1.0)
+    summaries = np.zeros((2, 4, len(measures.SUMMARY_STATS)))
+    summaries[:, 0, measures.SUMMARY_STATS.index("std")] = (0.5, 1.0)
     ranges = np.zeros((2, 4, 2))
     ranges[:, 0] = ((-1.0, 1.0), (-0.5, 1.5))
     counts = np.ones((2, 4, 50), np.int64)
     records.save_record(str(run_dir / "none" / "seed_0"), 1, 1,
                         runid.RunIdentity("none", 0, ""), dict(
         counts=counts, ranges=ranges, summaries=summaries,
-        layer_stats=np.zeros((2, len(records.LAYER_STATS))), magnitude_counts=counts,
+        layer_stats=np.zeros((2, len(measures.LAYER_STATS))), magnitude_counts=counts,
         magnitude_ranges=ranges))
     out = tmp_path / "out"
     flag_values = flags.FlagValues()
@@ -322,7 +326,7 @@ def test_nonzero_reads_a_compare_run_dir(tmp_path, monkeypatch):
     assert_png(out / "nonzero_claim.png")
     (tau,) = read_csv(out / "nonzero_tau.csv")
     assert int(tau["layer_records"]) == 2 and float(tau["median"]) == pytest.approx(0.03)
-    assert float(tau["tau"]) == records.NEARZERO_TAU
+    assert float(tau["tau"]) == measures.NEARZERO_TAU
 
 
 # The wrapper runs a script as ``python -m`` would and prints, at exit, whether
@@ -335,22 +339,22 @@ NO_TENSORFLOW = ("import atexit, runpy, sys\n"
 
 
 @pytest.mark.parametrize("module, argv, expected", [
-    ("ics", ["--layers=2,7"], "error: --layers: layer 7 is outside the network's layers 1..6"),
-    ("ics", ["--seeds=0"], "error: --seeds=0: must be positive"),
-    ("landscape", ["--points=1"], "error: --points=1: must be at least 2"),
-    ("noisy_bn", ["--activation_layer=6"], "error: --activation_layer=6: must be in 1..5"),
-    ("weightnorm", ["--schemes=batch"], "error: --schemes: must include none"),
-    ("lr_range", ["--learning_rates=0.4,0.2"], "error: --learning_rates: need at least two "
+    ("papers.ics", ["--layers=2,7"], "error: --layers: layer 7 is outside the network's layers 1..6"),
+    ("papers.ics", ["--seeds=0"], "error: --seeds=0: must be positive"),
+    ("papers.landscape", ["--points=1"], "error: --points=1: must be at least 2"),
+    ("papers.noisy_bn", ["--activation_layer=6"], "error: --activation_layer=6: must be in 1..5"),
+    ("papers.weightnorm", ["--schemes=batch"], "error: --schemes: must include none"),
+    ("papers.lr_range", ["--learning_rates=0.4,0.2"], "error: --learning_rates: need at least two "
      "rates, strictly increasing"),
-    ("lr_range", ["--min_train_acc=1.5"], "error: --min_train_acc=1.5: must be in [0, 1]"),
-    ("saturation", ["--init_stds=0"], "error: --init_stds: every std must be positive"),
-    ("saturation", ["--train_limit=-2"], "error: --train_limit=-2: must be 0 (all) or"),
-    ("shattered", ["--max_lag=0"], "error: --max_lag=0: must be in [1, 255]"),
-    ("shattered", ["--image_size=0"], "error: --image_size=0: must be a positive integer"),
-    ("shattered", ["--ensemble=1"], "error: --ensemble=1: must be 0 (off) or at least 2"),
-    ("nonzero", ["--run_dir=/nonexistent/compare"],
+    ("papers.lr_range", ["--min_train_acc=1.5"], "error: --min_train_acc=1.5: must be in [0, 1]"),
+    ("papers.saturation", ["--init_stds=0"], "error: --init_stds: every std must be positive"),
+    ("papers.saturation", ["--train_limit=-2"], "error: --train_limit=-2: must be 0 (all) or"),
+    ("papers.shattered", ["--max_lag=0"], "error: --max_lag=0: must be in [1, 255]"),
+    ("papers.shattered", ["--image_size=0"], "error: --image_size=0: must be a positive integer"),
+    ("papers.shattered", ["--ensemble=1"], "error: --ensemble=1: must be 0 (off) or at least 2"),
+    ("article.nonzero", ["--run_dir=/nonexistent/compare"],
      "error: --run_dir /nonexistent/compare: no such directory"),
-    ("nonzero", ["--run_dir=/tmp", "--schemes=bach"], "error: --schemes: unknown scheme"),
+    ("article.nonzero", ["--run_dir=/tmp", "--schemes=bach"], "error: --schemes: unknown scheme"),
 ])
 def test_a_bad_flag_is_one_line_exit_2_and_no_tensorflow(module, argv, expected, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

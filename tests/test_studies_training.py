@@ -1,4 +1,4 @@
-"""The studies experiments.ics, .landscape, .noisy_bn and .weightnorm end to end on tiny
+"""The studies experiments.papers.ics, .landscape, .noisy_bn and .weightnorm end to end on tiny
 settings (40 digits images, one epoch, two seeds), through ``study.main`` in this process:
 their files exist and are well formed, every row carries its seed, and the values with a
 known answer have it. The command line itself is tested in test_studies_depth.py."""
@@ -10,8 +10,10 @@ import pytest
 from absl import flags
 
 import stl10_fixture
-from experiments import cli, ics, landscape, noisy_bn, study, weightnorm
-from tfnorm import io, stats
+from experiments import cli, study
+from experiments.papers import ics, landscape, noisy_bn, weightnorm
+from tfnorm.analysis import stats
+from tfnorm.run import atomic
 
 TINY = ["--train_limit=40", "--test_limit=40", "--batch_size=10", "--epochs=1"]  # 4 steps
 
@@ -27,7 +29,7 @@ def run_main(module, out_dir, *argv):
 def study_context(module, out_dir, *argv):
     """The Context the study's runs see (flags checked, data loaded), to rebuild a run's
     network in this process and check a saved number against an independent computation."""
-    from tfnorm import runner
+    from tfnorm.run import runner
     flag_values = flags.FlagValues()
     study.define_flags(module.STUDY, flag_values)
     flag_values(["study", f"--out_dir={out_dir}", *argv])
@@ -39,7 +41,7 @@ def study_context(module, out_dir, *argv):
 
 def assert_interval_columns(over, per_seed_rows, column, where):
     """summary_over_seeds.csv's mean and 95% t interval of ``column`` equal
-    tfnorm.stats.interval of the per-seed values."""
+    tfnorm.analysis.stats.interval of the per-seed values."""
     row = [r for r in over if all(r[k] == v for k, v in where.items())][0]
     values = floats([r for r in per_seed_rows if all(r[k] == v for k, v in where.items())],
                     column)
@@ -50,7 +52,7 @@ def assert_interval_columns(over, per_seed_rows, column, where):
 
 
 def read(out_dir, name, columns):
-    rows = io.read_csv(os.path.join(out_dir, name))
+    rows = atomic.read_csv(os.path.join(out_dir, name))
     assert rows, name
     assert list(rows[0].keys()) == columns, (name, list(rows[0].keys()))
     return rows
@@ -101,7 +103,7 @@ def test_ics_two_seeds(tmp_path):
     for column in ("median_distance", "median_cosine"):
         assert_interval_columns(over, summary, column, {"layer": "3"})
     assert_png(tmp_path / "ics.png")
-    config = io.read_json(tmp_path / "config.json")
+    config = atomic.read_json(tmp_path / "config.json")
     assert config["flags"]["layers"] == "1,3" and config["flags"]["seeds"] == 2
     assert config["flags"]["image_size"] == 32  # the dataset's default, filled in
     assert config["seed"] == 0 and "numpy" in config["versions"]
@@ -127,8 +129,8 @@ def test_ics_two_seeds(tmp_path):
 def test_ics_verdicts_pair_batch_with_none_by_seed(tmp_path):
     run_main(ics, tmp_path, *TINY, "--schemes=none,batch", "--layers=3", "--every=2",
              "--seeds=2")
-    summary = io.read_csv(tmp_path / "summary.csv")
-    verdicts = io.read_csv(tmp_path / study.VERDICTS_CSV)
+    summary = atomic.read_csv(tmp_path / "summary.csv")
+    verdicts = atomic.read_csv(tmp_path / study.VERDICTS_CSV)
     assert [v["metric"] for v in verdicts] == ["median_distance", "median_cosine",
                                                "median_relative_distance"]
     first = verdicts[0]
@@ -171,7 +173,7 @@ def test_landscape(tmp_path):
                                              "median_predictiveness_max", "median_smoothness",
                                              "median_gradient_norm"])
     assert summary[0]["probes"] == "2"
-    over = io.read_csv(tmp_path / study.OVER_SEEDS_CSV)
+    over = atomic.read_csv(tmp_path / study.OVER_SEEDS_CSV)
     assert_interval_columns(over, summary, "median_loss_spread_with_x", {"scheme": "batch"})
     assert_png(tmp_path / "landscape.png")
     # The paper's range holds L(x) itself; L(x) at step 1 is the fresh network's loss.
@@ -242,7 +244,7 @@ def test_weightnorm(tmp_path):
     assert [r["epoch1_train_loss"] for r in summary] == [r["train_loss"] for r in epochs]
     assert len(epochs) == 4
     assert_png(tmp_path / "weightnorm.png")
-    verdicts = io.read_csv(tmp_path / study.VERDICTS_CSV)
+    verdicts = atomic.read_csv(tmp_path / study.VERDICTS_CSV)
     assert [(v["a"], v["b"], v["metric"]) for v in verdicts] == [
         ("weight", "none", "epoch_to_95"), ("weight", "none", "final_train_acc")]
 
@@ -277,13 +279,13 @@ def test_a_study_on_stl10_through_the_real_tfds_builder(tmp_path):
     assert np.all(floats(rows, "distance") > 0.0)
     epochs = read(out_dir, "accuracy.csv", EPOCH_COLUMNS)
     assert [r["epoch"] for r in epochs] == ["1"]
-    config = io.read_json(out_dir / "config.json")
+    config = atomic.read_json(out_dir / "config.json")
     assert config["flags"]["dataset"] == "stl10" and config["flags"]["image_size"] == 96
 
 
 def test_config_json_is_written_before_any_training(tmp_path, monkeypatch):
     def crash(ctx):
-        assert io.read_json(tmp_path / "config.json")["flags"]["every"] == 2
+        assert atomic.read_json(tmp_path / "config.json")["flags"]["every"] == 2
         raise RuntimeError("crashed in the first run")
 
     monkeypatch.setattr(ics, "STUDY", ics.STUDY._replace(run=crash))
@@ -316,7 +318,7 @@ def test_over_seeds_gives_every_unit_the_missing_column_when_one_has_a_nan(tmp_p
     rows += [dict(scheme="b", seed=0, x=2.0), dict(scheme="b", seed=1, x=float("nan"))]
     a, b = study.over_seeds(rows, ("scheme",))
     assert (a["x_missing"], b["x_missing"]) == ("", 1) and list(a) == list(b)
-    io.write_csv(tmp_path / "over.csv", [a, b])  # one header for both
+    atomic.write_csv(tmp_path / "over.csv", [a, b])  # one header for both
 
 
 def test_the_studies_share_the_drivers_flags():

@@ -1,6 +1,6 @@
-"""experiments.train end to end (in-process, through ``runner.run``): on tiny digits and on
+"""experiments.article.train end to end (in-process, through ``runner.run``): on tiny digits and on
 the tiny STL-10 prepared by the real tfds builder. Every output of a run directory
-(tfnorm/records.py) exists and is consistent with the others."""
+(tfnorm/run/records.py) exists and is consistent with the others."""
 
 import json
 import os
@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 import stl10_fixture
-from experiments import cli, panels, train
+from experiments import cli
+from experiments.article import panels, train
 from runs import checked_config
-from tfnorm import records, runner
-from tfnorm.records import EPOCH_STATS
+from tfnorm import measures
+from tfnorm.measures import EPOCH_STATS
+from tfnorm.run import records, runner
 from tfnorm.training import LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 LAYERS = 6
@@ -121,7 +123,7 @@ def _checkpointed_kernels(out_dir, epoch, indices):
 def near_zero(x):
     """numpy's own: the fraction of entries with |x| <= tau * sqrt(mean(x^2))."""
     x = np.asarray(x, np.float64)
-    return np.mean(np.abs(x) <= records.NEARZERO_TAU * np.sqrt(np.mean(x * x)))
+    return np.mean(np.abs(x) <= measures.NEARZERO_TAU * np.sqrt(np.mean(x * x)))
 
 
 def test_weight_movement_is_that_of_the_checkpointed_weights(digits_run):

@@ -1,4 +1,4 @@
-"""The four kinds of claim (tfnorm.verdicts, rules in tfnorm.stats) against cases computed
+"""The four kinds of claim (tfnorm.analysis.verdicts, rules in tfnorm.analysis.stats) against cases computed
 by hand: each rule with the interval inside, at and outside its margin, threshold or
 value; NaN; censored pairs; and the committed studies' verdict tables regenerated from
 their own summary.csv (the port to one Claim type changed no verdict).
@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tfnorm import stats, verdicts
+from tfnorm.analysis import stats, verdicts
 
 T2 = 4.302653  # t_{0.975, 2}: three seeds
 HALF3 = T2 / math.sqrt(3)  # the half width of three values with s = 1: 2.484138
@@ -277,10 +277,10 @@ def test_rows_and_markdown_show_each_kind_with_its_margin_or_value():
 
 # ---- the committed studies: their verdict step redone from their own files
 
-STUDY_DIRS = {"ics": "ics", "ics_init0.15": "ics", "landscape": "landscape",
-              "landscape_init0.15": "landscape", "noisy_bn": "noisy_bn",
-              "saturation": "saturation", "shattered": "shattered", "weightnorm": "weightnorm",
-              "weightnorm_sgd": "weightnorm", "lr_range": "lr_range"}
+STUDY_DIRS = {"ics": "papers.ics", "ics_init0.15": "papers.ics", "landscape": "papers.landscape",
+              "landscape_init0.15": "papers.landscape", "noisy_bn": "papers.noisy_bn",
+              "saturation": "papers.saturation", "shattered": "papers.shattered", "weightnorm": "papers.weightnorm",
+              "weightnorm_sgd": "papers.weightnorm", "lr_range": "papers.lr_range"}
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 
 

@@ -1,4 +1,4 @@
-"""The one epoch loop and evaluation loop, used by the driver (``tfnorm.runner``), the
+"""The one epoch loop and evaluation loop, used by the driver (``tfnorm.run.runner``), the
 studies and the benchmark, so that all of them see the same batches in the same order
 and count steps the same way.
 
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfnorm import data, faults
 from tfnorm.errors import Interrupted
-from tfnorm.records import LAYER_STATS
+from tfnorm.measures import LAYER_STATS
 
 # Measured on 2 cores: 8000 STL-10 test images take ~1.6x longer in batches of 500 than of
 # 100 (a batch's activations no longer fit in the caches).
@@ -61,7 +61,7 @@ def effective_weights(network):
 
 
 def weight_movement(before, after):
-    """Per layer ||after - before|| / ||before||, float64 (records.EPOCH_STATS)."""
+    """Per layer ||after - before|| / ||before||, float64 (measures.EPOCH_STATS)."""
     return np.array([np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64))
                      / np.linalg.norm(np.asarray(b, np.float64)) for b, a in zip(before, after)])
 

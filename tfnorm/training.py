@@ -11,8 +11,8 @@ import functools
 import tensorflow as tf
 
 from tfnorm import data, losses
-from tfnorm.records import (DEFAULT_BINS, LAYER_STATS, MAGNITUDE_DECADES,  # noqa: F401
-                            NEARZERO_TAU, QUANTITIES, SUMMARY_STATS)
+from tfnorm.measures import (DEFAULT_BINS, LAYER_STATS, MAGNITUDE_DECADES,  # noqa: F401
+                             NEARZERO_TAU, QUANTITIES, SUMMARY_STATS)
 
 
 def nonzero_fraction(x):
@@ -22,7 +22,7 @@ def nonzero_fraction(x):
 
 def nearzero_fraction(x, norm, tau=NEARZERO_TAU):
     """Fraction of entries with |x| <= tau * RMS(x), RMS(x) = ||x|| / sqrt(size(x)), as
-    float64 (``records.NEARZERO_TAU`` says why tau). ``norm``: ||x|| (float64), which the
+    float64 (``measures.NEARZERO_TAU`` says why tau). ``norm``: ||x|| (float64), which the
     step has already computed: this adds one comparison and one count. An all-zero x is
     all near zero."""
     size = tf.cast(tf.size(x), tf.float64)

@@ -1,8 +1,8 @@
 """The article's four panels for any Keras model: ``PanelRecorder``, a callback.
 
-Every ``every`` epochs (and the first and last, as ``experiments.train``) it records, for
+Every ``every`` epochs (and the first and last, as ``experiments.article.train``) it records, for
 each layer with a kernel (Conv, Dense, ``WeightNormalization``: v), the four quantities of
-the epoch's last step, the same as a tfnorm run records them (``tfnorm.records``):
+the epoch's last step, the same as a tfnorm run records them (``tfnorm.run.records``):
 
 - the gradient of the compiled loss w.r.t. the kernel, and w.r.t. the layer's input
   (for the first layer, the image), on ``batch`` (the images and labels given to the
@@ -14,9 +14,9 @@ The model does not move while it is observed: the forward runs in a ``keras.Stat
 (no running statistic, noise counter or metric changes); its gradients come from a tape
 (the callback observes a model, it does not train one). The histograms are
 ``tfnorm.training``'s, the record is ``records.save_record``'s, the figures
-``plots.draw_panels``' (after training: drawing every epoch would cost more than the
-epoch; ``python -m experiments.panels --run_dir=...`` redraws them). It also writes
-``config.json`` and ``metrics.csv`` through ``tfnorm.records``: the Keras logs of each
+``four_panels.draw_panels``' (after training: drawing every epoch would cost more than the
+epoch; ``python -m experiments.article.panels --run_dir=...`` redraws them). It also writes
+``config.json`` and ``metrics.csv`` through ``tfnorm.run.records``: the Keras logs of each
 epoch (loss, accuracy, their val_ twins: NaN where absent) and, in recorded epochs, each
 layer's LAYER_STATS of the observed step (NaN otherwise; a tfnorm run's are epoch means).
 A functional or Sequential model with one input and one output is needed (the inputs of
@@ -32,9 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnorm import loop, plots, records, runid, runner, training
+from tfnorm import loop, training
+from tfnorm.run import four_panels, records, runid, runner
 from tfnorm.keras.layers import Normalization, WeightNormalization
-from tfnorm.records import DEFAULT_BINS, EPOCH_STATS, LAYER_STATS, QUANTITIES, SUMMARY_STATS
+from tfnorm.measures import DEFAULT_BINS, EPOCH_STATS, LAYER_STATS, QUANTITIES, SUMMARY_STATS
 
 __all__ = ["PanelRecorder", "kernel_layers"]
 
@@ -108,11 +109,12 @@ def _scheme_of(model):
 class PanelRecorder(keras.callbacks.Callback):
     """``PanelRecorder(out_dir, batch=(images, labels), every=1)``: records (and after
     training draws) the four panels of every layer with a kernel into ``out_dir``, a
-    directory ``experiments.panels`` and, placed at ``<dir>/<scheme>/seed_<k>``,
-    ``experiments.crosspanels`` read. ``name``: the scheme shown on the panels (default:
+    directory ``experiments.article.panels`` and, placed where a compare directory keeps
+    the run (``tfnorm.analysis.compare_grid.run_dir``), ``experiments.article.crosspanels``
+    read. ``name``: the scheme shown on the panels (default:
     the model's tfnorm scheme, else the model's name); ``seed``: the seed the model was
     made with (keras.utils.set_random_seed), which names the run in its records as the
-    ``seed_<k>`` folder does for crosspanels; ``draw``: draw the panels and GIFs when
+    run's folder in a compare directory does for crosspanels; ``draw``: draw the panels and GIFs when
     training ends. A ``fit`` from epoch 0 starts ``out_dir`` anew (the files a run
     writes), one with ``initial_epoch`` continues it."""
 
@@ -235,7 +237,7 @@ class PanelRecorder(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.draw and records.record_epochs(self.out_dir):
-            plots.draw_panels(self.out_dir)
+            four_panels.draw_panels(self.out_dir)
 
     # ------------------------------------------------------------------ the observation
 
