@@ -225,13 +225,17 @@ def test_a_refusal_loads_no_tensorflow_scipy_or_matplotlib(module, argv, code, e
 
 
 def _script_modules():
-    """Every command, as "<group>.<name>" under experiments/ (the groups' helpers left out)."""
+    """Every command, as "<group>.<name>" under experiments/: the modules that run as a
+    script (``if __name__ == "__main__"``) and define their flags; helpers left out."""
     names = []
     for group in ("article", "papers", "bench"):
         folder = os.path.join(ROOT, "experiments", group)
-        names += sorted(f"{group}.{n[:-3]}" for n in os.listdir(folder) if n.endswith(".py"))
-    return [n for n in names if n.split(".")[1] not in (
-        "__init__", "summary", "speed_variants", "shattered_verdicts", "shattered_figures")]
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".py")):
+            with open(os.path.join(folder, name)) as source:
+                text = source.read()
+            if 'if __name__ == "__main__":' in text and "def define_flags" in text:
+                names.append(f"{group}.{name[:-3]}")
+    return names
 
 
 def _float_flags(module):
