@@ -156,14 +156,14 @@ def shared(training=True, **defaults):
     vocabulary named in ``defaults``."""
     names = cli.STUDY_FLAGS + (cli.TRAINING_STUDY_FLAGS if training else ())
     names += tuple(name for name in defaults if name not in names)
-    unknown = set(names) - set(cli.FLAG_TABLE)
+    unknown = set(names) - set(cli.flag_names())
     assert not unknown, f"not in the flag vocabulary: {unknown}"
-    return {name: defaults.get(name, cli.FLAG_TABLE[name][1]) for name in names}
+    return {name: defaults.get(name, cli.flag_spec(name)[1]) for name in names}
 
 
 def define_flags(study, flag_values=FLAGS):
     """The study's flags: the shared ones from cli's vocabulary, then its own."""
-    cli.define_flags([name for name in cli.FLAG_TABLE if name in study.shared],
+    cli.define_flags([name for name in cli.flag_names() if name in study.shared],
                      study.shared, flag_values)
     if study.define_flags is not None:
         study.define_flags(flag_values)

@@ -55,7 +55,7 @@ EPOCH_STATS = ("weight_movement",)
 QUANTITIES = ("weight_gradient", "passed_gradient", "weights", "update")
 # Summary statistics stored beside each histogram (nearzero_frac as nearzero_grad_frac).
 SUMMARY_STATS = ("mean", "std", "min", "max", "norm", "nonzero_frac", "nearzero_frac")
-DEFAULT_BINS = 50  # the article's histograms
+from tfnorm.config import DEFAULT_BINS  # noqa: E402,F401  (the run configuration's)
 # "Near zero": |x| <= NEARZERO_TAU * RMS(x), RMS(x) = sqrt(mean(x^2)) over the layer's
 # entries. What the article's 50-bin histogram over [min, max] shows as a spike at 0 is
 # its bin holding 0, (max - min) / 50 wide: entries within about (max - min) / 100 of 0.
@@ -226,7 +226,7 @@ def read_metrics(run_dir, may_be_nan=NOT_ALWAYS_MEASURED):
 def write_config(run_dir, config, versions, parameters=None):
     """``parameters``: per layer, the network's trainable numbers (Network.parameter_counts)."""
     io.write_json(os.path.join(run_dir, CONFIG_FILE),
-                  {"flags": config, "versions": versions, "seed": config.get("seed"),
+                  {"flags": dict(config), "versions": versions, "seed": config.get("seed"),
                    "parameters": parameters})
 
 

@@ -2,8 +2,8 @@
 last checkpoint, each epoch's metrics, records, panels and checkpoint written in an order
 that survives a kill (the layout is in ``tfnorm.records``).
 
-``run(config)`` takes the configuration of ``experiments.cli.resolve`` (a dict of every
-training flag, checked by ``cli.validate``); ``experiments.train`` is its command line.
+``run(config)`` takes a run's configuration (``tfnorm.config.resolve``: every field, as a
+RunConfig or a dict, checked by ``experiments.cli.validate``); ``experiments.train`` is its command line.
 """
 
 import contextlib
@@ -24,6 +24,7 @@ import tqdm
 import tfnorm
 from tfnorm import (data, distributed, faults, loop, plots, records, rundir, runid,
                     stopping, tensorboard_log, training)
+from tfnorm import config as run_config, schemes
 from tfnorm.divergence import locate_bound, locate_divergence
 from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
 from tfnorm.records import EPOCH_STATS, LAYER_STATS
@@ -120,7 +121,7 @@ class Builds:
         if strategy is not None:  # replicas: a fresh build (no sharing across strategies)
             return build(config, strategy)
         key = tuple(sorted((k, v) for k, v in config.items()
-                           if k not in ("seed", "out_dir") + SHARED_FLAGS))
+                           if k not in ("seed",) + BUILD_NEUTRAL))
         if key not in self._built:
             self._built[key] = build(config)
             return self._built[key]
@@ -137,20 +138,19 @@ class Builds:
         return network, trainer, checkpoint, epoch
 
 
-# Flags that change nothing a step computes (where files go, what is drawn or shown).
-SHARED_FLAGS = ("overwrite", "progress", "panels", "tensorboard", "data_dir",
-                "stl10_archive", "record_every", "eval_every")
+# Fields that change nothing a step computes (where files go, what is drawn or shown,
+# which epochs are recorded or evaluated): the configuration's place and schedule roles.
+BUILD_NEUTRAL = run_config.names("place", "schedule")
 
 
 def _network(config):
     # --per_position_running_stats: his notebook's running statistics, one per position of
     # a training batch (so as many positions as the batch size).
     positions = config["batch_size"] if config.get("per_position_running_stats") else 0
+    hyperparameters = {name: config[name] for name in schemes.run_hyperparameters()}
     return tfnorm.article_network(config["scheme"], seed=config["seed"],
-                                  groups=config["groups"], affine=config["affine"],
-                                  boxcox_lambda=config["boxcox_lambda"],
                                   final_activation=config["final_activation"],
-                                  per_position_running_stats=positions)
+                                  per_position_running_stats=positions, **hyperparameters)
 
 
 class _NoCheckpointChatter:
@@ -167,7 +167,7 @@ def _quiet_checkpoint_logging():
 
 
 def run(config, strategy=None, placement=None, builds=None):
-    """Train (or resume) the run ``config`` describes (``cli.resolve``, checked by
+    """Train (or resume) the run ``config`` describes (``tfnorm.config.resolve``, checked by
     ``cli.validate``). Returns the metrics rows.
 
     Raises ConfigError for bad input found only now (data, another process training in
