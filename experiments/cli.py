@@ -102,9 +102,9 @@ def validate(config, *, check_out_dir=True):
     if config["dataset"] not in catalog.DATASETS:
         raise ConfigError(f"--dataset={config['dataset']}: unknown dataset; expected one of "
                           f"{', '.join(catalog.DATASETS)}")
-    if config["scheme"] not in schemes.SCHEMES:
+    if config["scheme"] not in schemes.REGISTRY:
         raise ConfigError(f"--scheme={config['scheme']}: unknown scheme; expected one of "
-                          f"{', '.join(schemes.SCHEMES)}")
+                          f"{', '.join(schemes.REGISTRY)}")
     if config["optimizer"] not in catalog.OPTIMIZERS:
         raise ConfigError(f"--optimizer={config['optimizer']}: unknown optimizer; expected one "
                           f"of {', '.join(catalog.OPTIMIZERS)}")

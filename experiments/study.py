@@ -150,12 +150,12 @@ class Context:
 # Flags and the run
 
 
-def shared(training=True, **defaults):
+def shared(training=True, also=(), **defaults):
     """A study's shared flags with its ``defaults`` (the vocabulary's for the others):
     cli.STUDY_FLAGS, cli.TRAINING_STUDY_FLAGS when it trains, and any other flag of the
-    vocabulary named in ``defaults``."""
+    vocabulary named in ``also`` or in ``defaults``."""
     names = cli.STUDY_FLAGS + (cli.TRAINING_STUDY_FLAGS if training else ())
-    names += tuple(name for name in defaults if name not in names)
+    names += tuple(name for name in tuple(also) + tuple(defaults) if name not in names)
     unknown = set(names) - set(cli.flag_names())
     assert not unknown, f"not in the flag vocabulary: {unknown}"
     return {name: defaults.get(name, cli.flag_spec(name)[1]) for name in names}

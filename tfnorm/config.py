@@ -107,7 +107,7 @@ def fields():
     and the run directory."""
     hyper = tuple(_field(name, type(default), default, text)
                   for name, (default, text) in sorted(schemes.run_hyperparameters().items()))
-    scheme = _field("scheme", str, "none", "Normalization scheme.", schemes.SCHEMES)
+    scheme = _field("scheme", str, "none", "Normalization scheme.", tuple(schemes.REGISTRY))
     return _BEFORE + hyper + _AFTER + (scheme,) + _RUN
 
 
