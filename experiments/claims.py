@@ -202,10 +202,9 @@ def table(claims, runs, epochs):
 
 
 def define_flags(flag_values=FLAGS):
-    flags.DEFINE_string("compare_dir", None, "An experiments.compare --out_dir (runs.csv).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("out_dir", None, "Where claims.md and claims.csv go (default: "
-                        "--compare_dir).", flag_values=flag_values)
+    cli.define_flags(("compare_dir", "out_dir"), flag_values=flag_values, helps=dict(
+        compare_dir="An experiments.compare --out_dir (runs.csv).",
+        out_dir="Where claims.md and claims.csv go (default: --compare_dir)."))
 
 
 @cli.one_line_errors

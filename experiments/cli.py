@@ -208,6 +208,7 @@ SCRIPT_FLAGS = {
     "init_std": (float, 0.05, "Std of the weights' normal init (0.05: the article's; "
                  "without normalization SGD then barely moves)."),
     "every": (int, 1, "Measure every this many training steps (steps 1, 1 + every, ...)."),
+    "compare_dir": (str, None, "An experiments.compare --out_dir."),
 }
 _ABSL_KIND = {bool: "boolean", int: "integer", float: "float", str: "string"}
 
