@@ -368,6 +368,16 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     return Network(blocks, "global_avg", scheme, config)
 
 
+def dataset_network(scheme, dataset=None, **options):
+    """The article network under ``scheme`` for ``dataset``'s images and classes (a
+    ``tfnorm.data`` Dataset; None: the article's 3 channels and 10 classes); ``options``
+    go to ``article_network``. The one builder of the driver's and the studies' runs."""
+    if dataset is not None:
+        options = dict(options, num_classes=dataset.num_classes,
+                       in_channels=dataset.train_images.shape[-1])
+    return article_network(scheme, **options)
+
+
 def mlp_network(scheme, *, in_dim=1, out_dim=1, width=200, depth=2, activation="relu",
                 placement="before", residual_beta=None, use_bias=True, init="he", seed=0,
                 dtype=tf.float32, epsilon=1e-5, momentum=norms.DEFAULT_MOMENTUM, affine=False):

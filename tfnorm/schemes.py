@@ -9,8 +9,9 @@ Adding a scheme: write its maths (a ``*_forward``/``*_backward`` pair in
 ``tfnorm/norms/maths.py`` and a thin ``Normalization`` class in
 ``tfnorm/norms/normalizations.py``), add one ``Scheme`` row below naming its factory and
 its hyperparameters with their defaults (a new one also gets a line in HYPERPARAMETERS:
-with a help text it becomes a field of the run configuration and a flag), and test it (``tests/test_network.py`` and ``tests/test_schemes.py`` pick every
-registered scheme up by themselves).
+with a help text it becomes a field of the run configuration and a flag), and test it
+(``tests/test_network.py`` and ``tests/test_schemes.py`` pick every registered scheme up
+by themselves).
 """
 
 import collections
