@@ -119,9 +119,7 @@ class Builds:
         if strategy is not None:  # replicas: a fresh build (no sharing across strategies)
             return build(config, strategy, dataset)
         key = tuple(sorted((k, v) for k, v in config.items()
-                           if k not in ("seed",) + BUILD_NEUTRAL))
-        if dataset is not None:  # its images and classes shape the network
-            key += (dataset.num_classes, dataset.train_images.shape[-1])
+                           if k not in ("seed",) + BUILD_NEUTRAL))  # names the dataset too
         if key not in self._built:
             self._built[key] = build(config, dataset=dataset)
             return self._built[key]
