@@ -2,9 +2,12 @@
 configuration before any work (and before TensorFlow is imported), the one-line error
 exit with its exit codes, and TensorFlow's start-up banner kept off the terminal.
 
-A run's configuration is a plain dict (``resolve``): every training flag with its
-dataset default filled in. ``tfnorm.run.runner.run(config)`` takes it, so callers (compare,
-a distribution strategy, tests) build one without going through the command line.
+A run's configuration is the library's (``tfnorm.config``: a frozen dataclass, every
+field's type, default and help written once there or, for the schemes' hyperparameters,
+in the registry); the flags of a run are generated from its fields (``define_flags``),
+and ``resolve`` fills in the defaults. ``tfnorm.run.runner.run(config)`` takes it, so callers
+(compare, a distribution strategy, tests) build one without going through the command
+line.
 
 Nothing here imports TensorFlow, scipy or matplotlib, and no script imports them before
 its flags and --out_dir are checked: a refusal answers in a fraction of a second. A
@@ -27,17 +30,9 @@ from absl import app, flags
 
 from experiments import banner
 
-from tfnorm import catalog, errors, measures, schemes
+from tfnorm import catalog, errors, schemes
+from tfnorm import config as run_config
 from tfnorm.run import records, rundir, runid, stopping
-
-# The article's STL-10 setup (his notebook); digits: a short run that still
-# separates the schemes (see README). None in a flag means "the dataset's default".
-DATASET_DEFAULTS = {
-    "stl10": dict(epochs=200, batch_size=20, learning_rate=0.0008, optimizer="article_adam",
-                  image_size=96, record_every=1, shuffle=False),
-    "digits": dict(epochs=10, batch_size=20, learning_rate=0.001, optimizer="adam",
-                   image_size=32, record_every=5, shuffle=True),
-}
 
 EXIT_BAD_INPUT = errors.ConfigError.exit_code
 EXIT_DIVERGED = errors.Divergence.exit_code
@@ -47,29 +42,12 @@ ConfigError = errors.ConfigError
 
 
 def define_run_flags(flag_values=flags.FLAGS):
-    """The training flags that train and compare share (compare passes them on)."""
-    define_flags(RUN_FLAGS, flag_values=flag_values)
+    """The training flags that train and compare share (compare passes them on): every
+    field of the run configuration but the scheme, the seed and the run directory."""
+    define_flags(run_config.training_names(), flag_values=flag_values)
 
 
-RUN_FLAGS = ("dataset", "data_dir", "stl10_archive", "epochs", "batch_size", "learning_rate",
-             "optimizer", "record_every", "affine", "boxcox_lambda", "groups", "image_size",
-             "shuffle", "bins", "train_limit", "test_limit", "tensorboard", "overwrite", "progress",
-             "panels", "final_activation", "per_position_running_stats", "train_per_class",
-             "eval_every")
-
-
-def resolve(values):
-    """A full configuration from flag values (a dict; None or missing: the default)."""
-    config = {name: values.get(name) for name in RUN_FLAGS + ("scheme", "seed", "out_dir")}
-    for key in RUN_FLAGS + ("seed",):  # the flags' own defaults (FLAG_TABLE), then the dataset's
-        if config[key] is None:
-            config[key] = FLAG_TABLE[key][1]
-    if config["scheme"] is None:
-        config["scheme"] = "none"
-    for key, default in DATASET_DEFAULTS.get(config["dataset"], {}).items():
-        if config[key] is None:
-            config[key] = default
-    return config
+resolve = run_config.resolve  # a full configuration from flag values (name -> value)
 
 
 def flag_values(flag_values, names):
@@ -125,9 +103,9 @@ def validate(config, *, check_out_dir=True):
     if config["dataset"] not in catalog.DATASETS:
         raise ConfigError(f"--dataset={config['dataset']}: unknown dataset; expected one of "
                           f"{', '.join(catalog.DATASETS)}")
-    if config["scheme"] not in schemes.SCHEMES:
+    if config["scheme"] not in schemes.REGISTRY:
         raise ConfigError(f"--scheme={config['scheme']}: unknown scheme; expected one of "
-                          f"{', '.join(schemes.SCHEMES)}")
+                          f"{', '.join(schemes.REGISTRY)}")
     if config["optimizer"] not in catalog.OPTIMIZERS:
         raise ConfigError(f"--optimizer={config['optimizer']}: unknown optimizer; expected one "
                           f"of {', '.join(catalog.OPTIMIZERS)}")
@@ -218,80 +196,51 @@ def validate_out_dir(config, checkpoint=True):
 
 
 # ----------------------------------------------------------------------------
-# The flag vocabulary: every flag that more than one script has, defined once here. A
-# script takes the names it needs with its own defaults (``define_flags``); a default of
-# None means the dataset's (DATASET_DEFAULTS), and the help says so. The studies'
-# checks (``check_study``) are the driver's ``validate``, run once per scheme.
+# The flag vocabulary: every field of the run configuration (``tfnorm.config``: its type,
+# default, help and choices), and the few flags more than one script has that are no
+# field of a run (SCRIPT_FLAGS). A script takes the names it needs with its own defaults
+# and help (``define_flags``); a default of None means the dataset's
+# (``tfnorm.config.DATASET_DEFAULTS``), and the help says so. The studies' checks
+# (``check_study``) are the driver's ``validate``, run once per scheme.
 
-FLAG_TABLE = {
-    "dataset": ("enum", "digits", "digits (bundled with scikit-learn) or stl10 "
-                "(tensorflow-datasets)."),
-    "data_dir": ("string", None, "tensorflow-datasets data_dir (STL-10)."),
-    "stl10_archive": ("string", None, f"A local {catalog.STL10_ARCHIVE_NAME} for offline "
-                      "machines (it becomes tfds's manual_dir)."),
-    "epochs": ("integer", None, "Training epochs (of each run)."),
-    "batch_size": ("integer", None, "Batch size (the article's: 20)."),
-    "learning_rate": ("float", None, "Learning rate."),
-    "optimizer": ("string", None, f"One of {', '.join(catalog.OPTIMIZERS)} (article_adam: "
-                  "the article's Adam with constant bias correction)."),
-    "record_every": ("integer", None, "Record histograms and draw panels every N epochs "
-                     "(and at the first and last epoch)."),
-    "affine": ("boolean", False, "Learnable gamma/beta after normalization (the article "
-               "had none)."),
-    "boxcox_lambda": ("float", 2.0, "Initial lambda of Box-Cox (the article's 2)."),
-    "final_activation": ("enum", "relu", "The activation of the last layer, whose output "
-                         "the softmax reads: relu (the article's) or linear (logits free to "
-                         "go negative)."),
-    "groups": ("integer", 4, f"Groups of group normalization; must divide the width "
-               f"{catalog.ARTICLE_WIDTH}."),
-    "image_size": ("integer", None, "Image side in pixels."),
-    "shuffle": ("boolean", None, "Shuffle the training set each epoch, the order a "
-                "function of (seed, epoch); else the file order (the article's)."),
-    "bins": ("integer", measures.DEFAULT_BINS, "Histogram bins (the article's 50)."),
-    "train_limit": ("integer", 0, "Use only the first N training images (0: all)."),
-    "test_limit": ("integer", 0, "Use only the first N test images (0: all)."),
-    "train_per_class": ("integer", 0, "Digits only: train on N images of each class, "
-                        "drawn with the run's seed and kept in file order, and test on every "
-                        "other image (0: the fixed 70/30 split). 10 x N must be whole batches."),
-    "eval_every": ("integer", 1, "The test pass every N epochs (epochs N, 2N, ... and the "
-                   "last); metrics.csv holds nan as the test loss and accuracy of the others."),
-    "tensorboard": ("boolean", False, "Also write tf.summary scalars and per-layer "
-                    "histograms under <out_dir>/tensorboard."),
-    "overwrite": ("boolean", False, "Replace the run in --out_dir (start again) instead of "
-                  "resuming it or refusing a different one."),
-    "progress": ("boolean", True, "Show a progress bar within each epoch."),
-    "panels": ("boolean", True, "Draw the four-panel figures and GIFs while training "
-               "(--nopanels: only the records; draw them later with experiments.article.panels)."),
-    "per_position_running_stats": ("boolean", False, "Evaluate layer and instance norm as "
-                                   "the article's notebook did (reproduces its quirk): with "
-                                   "running averages (0.9 old + 0.1 batch) of the per-sample "
-                                   "statistics kept per position of a training batch, test "
-                                   "image i standardized with position i mod batch_size; "
-                                   "ignored by the other schemes."),
-    "schemes": ("string", None, "Comma-separated schemes, or 'all'."),
-    "seeds": ("integer", 1, "Runs per scheme, with seeds seed, seed+1, ..."),
-    "seed": ("integer", 0, "The first seed (initial weights, data order, noise)."),
-    "out_dir": ("string", None, "Where the outputs go."),
-    "init_std": ("float", 0.05, "Std of the weights' normal init (0.05: the article's; "
+SCRIPT_FLAGS = {
+    "schemes": (str, None, "Comma-separated schemes, or 'all'."),
+    "seeds": (int, 1, "Runs per scheme, with seeds seed, seed+1, ..."),
+    "init_std": (float, 0.05, "Std of the weights' normal init (0.05: the article's; "
                  "without normalization SGD then barely moves)."),
-    "every": ("integer", 1, "Measure every this many training steps (steps 1, 1 + every, "
-              "...)."),
+    "every": (int, 1, "Measure every this many training steps (steps 1, 1 + every, ...)."),
+    "compare_dir": (str, None, "An experiments.article.compare --out_dir."),
 }
-_ENUMS = {"dataset": catalog.DATASETS, "final_activation": ("relu", "linear")}
+_ABSL_KIND = {bool: "boolean", int: "integer", float: "float", str: "string"}
 
 
-def define_flags(names, defaults=None, flag_values=flags.FLAGS):
-    """Define the flags ``names`` of FLAG_TABLE, with ``defaults`` (name -> value) in place
-    of the table's."""
-    defaults = defaults or {}
+def flag_names():
+    """Every name of the vocabulary: the run configuration's fields, then SCRIPT_FLAGS."""
+    return run_config.names() + tuple(SCRIPT_FLAGS)
+
+
+def flag_spec(name):
+    """(absl kind, default, help, choices) of the vocabulary's flag ``name``."""
+    if name in SCRIPT_FLAGS:
+        type_, default, text = SCRIPT_FLAGS[name]
+        return _ABSL_KIND[type_], default, text, None
+    found = run_config.field(name)
+    kind = "enum" if found.choices is not None else _ABSL_KIND[found.type]
+    return kind, found.default, found.help, found.choices
+
+
+def define_flags(names, defaults=None, flag_values=flags.FLAGS, helps=None):
+    """Define the flags ``names`` of the vocabulary, with ``defaults`` and ``helps`` (name
+    -> value) in place of its own."""
+    defaults, helps = defaults or {}, helps or {}
     for name in names:
-        kind, default, text = FLAG_TABLE[name]
-        default = defaults.get(name, default)
-        if default is None and name in DATASET_DEFAULTS["digits"]:
+        kind, default, text, choices = flag_spec(name)
+        default, text = defaults.get(name, default), helps.get(name, text)
+        if default is None and name in run_config.DATASET_DEFAULTS["digits"]:
             text += " Default: " + ", ".join(f"{dataset} {values[name]}" for dataset, values
-                                             in DATASET_DEFAULTS.items()) + "."
+                                             in run_config.DATASET_DEFAULTS.items()) + "."
         if kind == "enum":
-            flags.DEFINE_enum(name, default, list(_ENUMS[name]), text, flag_values=flag_values)
+            flags.DEFINE_enum(name, default, list(choices), text, flag_values=flag_values)
         else:
             getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=flag_values)
 

@@ -90,43 +90,30 @@ class Context:
         1 over the run) and adds the epoch rows to accuracy.csv. step_fn: see
         ``loop.train_epoch`` (its images are scaled floats); on_epoch(epoch) after each;
         tag: columns put before the epoch's (e.g. an init std), and named in the log."""
-        import tensorflow as tf
         from tfnorm import loop
-        values, dataset = self.values, self.dataset
-        steps = loop.steps_per_epoch(dataset, values["batch_size"])
-        step_rows, epoch_rows = [], []
-        for epoch in range(1, values["epochs"] + 1):
-            batches = loop.train_batches(dataset, values["batch_size"], epoch, self.seed,
-                                         dtype=tf.float32 if step_fn else tf.uint8)
-            try:
-                result = loop.train_epoch(trainer, batches, steps, epoch, record=False,
-                                          step_fn=step_fn)
-            except loop.NonFinite as error:
-                cli.fail(f"{self.unit} seed {self.seed}: {error}; lower --learning_rate",
-                         cli.EXIT_DIVERGED)
-            test_loss, test_acc = loop.evaluate(trainer, loop.test_batches(dataset),
-                                                len(dataset.test_labels))
-            step_rows += result.steps
-            epoch_rows.append(dict(tag or {}, epoch=epoch, train_loss=result.train_loss,
-                                   train_acc=result.train_acc, test_loss=test_loss,
-                                   test_acc=test_acc, seconds=result.seconds))
+        epochs = self.values["epochs"]
+
+        def logged(epoch, row, result):
             logging.info("%s%s seed %d epoch %d/%d: train acc %.3f, test acc %.3f (%.1f s)",
                          self.unit, "".join(f" {k} {v}" for k, v in (tag or {}).items()),
-                         self.seed, epoch, values["epochs"], result.train_acc,
-                         test_acc, result.seconds)
+                         self.seed, epoch, epochs, row["train_acc"], row["test_acc"],
+                         result.seconds)
             if on_epoch is not None:
                 on_epoch(epoch)
-        self.add(ACCURACY_CSV, epoch_rows)
-        return step_rows
+
+        hooks = loop.CollectRows(f"{self.unit} seed {self.seed}", tag, logged)
+        loop.run_epochs(trainer, self.dataset, range(1, epochs + 1), epochs,
+                        batch_size=self.values["batch_size"], seed=self.seed, hooks=hooks,
+                        record=False, step_fn=step_fn)
+        self.add(ACCURACY_CSV, hooks.epoch_rows)
+        return hooks.step_rows
 
     def build_network(self, scheme, **options):
         """The article network of this run's seed for the dataset (options go to
         tfnorm.article_network), weight-normalized layers initialized from the first
         batch of epoch 1 (Salimans & Kingma's data-dependent init; else a no-op)."""
-        import tfnorm
-        network = tfnorm.article_network(scheme, num_classes=self.dataset.num_classes,
-                                         in_channels=self.dataset.train_images.shape[-1],
-                                         seed=self.seed, **options)
+        from tfnorm import network as networks
+        network = networks.dataset_network(scheme, self.dataset, seed=self.seed, **options)
         network.initialize_from_batch(self.first_batch()[0])
         return network
 
@@ -151,20 +138,20 @@ class Context:
 # Flags and the run
 
 
-def shared(training=True, **defaults):
+def shared(training=True, also=(), **defaults):
     """A study's shared flags with its ``defaults`` (the vocabulary's for the others):
     cli.STUDY_FLAGS, cli.TRAINING_STUDY_FLAGS when it trains, and any other flag of the
-    vocabulary named in ``defaults``."""
+    vocabulary named in ``also`` or in ``defaults``."""
     names = cli.STUDY_FLAGS + (cli.TRAINING_STUDY_FLAGS if training else ())
-    names += tuple(name for name in defaults if name not in names)
-    unknown = set(names) - set(cli.FLAG_TABLE)
+    names += tuple(name for name in tuple(also) + tuple(defaults) if name not in names)
+    unknown = set(names) - set(cli.flag_names())
     assert not unknown, f"not in the flag vocabulary: {unknown}"
-    return {name: defaults.get(name, cli.FLAG_TABLE[name][1]) for name in names}
+    return {name: defaults.get(name, cli.flag_spec(name)[1]) for name in names}
 
 
 def define_flags(study, flag_values=FLAGS):
     """The study's flags: the shared ones from cli's vocabulary, then its own."""
-    cli.define_flags([name for name in cli.FLAG_TABLE if name in study.shared],
+    cli.define_flags([name for name in cli.flag_names() if name in study.shared],
                      study.shared, flag_values)
     if study.define_flags is not None:
         study.define_flags(flag_values)

@@ -210,7 +210,7 @@ def test_distributed_synchronize_refuses_the_option():
 
 
 def test_flag_is_boolean_off_by_default_and_part_of_the_identity():
-    kind, default, text = cli.FLAG_TABLE["per_position_running_stats"]
+    kind, default, text, _ = cli.flag_spec("per_position_running_stats")
     assert (kind, default) == ("boolean", False) and "notebook" in text
     assert cli.resolve({})["per_position_running_stats"] is False
     assert "per_position_running_stats" in cli.identity(cli.resolve({}))

@@ -17,7 +17,7 @@ import pytest
 
 from experiments import cli
 from runs import checked_config
-from tfnorm import measures
+from tfnorm import errors, measures
 from tfnorm.run import atomic, records, runid, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,7 +204,7 @@ def test_nan_in_the_weights_stops_at_once_naming_epoch_step_layer_scheme(referen
     shutil.copytree(reference, run_dir)
     rewind_checkpoint(run_dir, 2)
     poison_weights(run_dir, 2, layer=4)
-    with pytest.raises(runner.Divergence) as error:
+    with pytest.raises(errors.Divergence) as error:
         runner.run(config_for(run_dir))
     message = str(error.value)
     assert message.startswith("scheme meanonly diverged at epoch 3, step 1 of 5, layer 4: "

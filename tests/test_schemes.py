@@ -71,7 +71,7 @@ class PerSampleCentering(norms.Normalization):
 def toy_scheme(monkeypatch):
     monkeypatch.setattr(norms, "PerSampleCentering", PerSampleCentering, raising=False)
     monkeypatch.setitem(schemes.REGISTRY, "toy", schemes.Scheme(
-        "toy", "norms:PerSampleCentering", False, False, (), False, "any",
+        "toy", "norms:PerSampleCentering", False, False, {}, False, "any",
         "per-sample centering"))
     return "toy"
 

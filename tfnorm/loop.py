@@ -7,9 +7,11 @@ and count steps the same way.
   batches for the same seed.
 - Steps count from 1 within an epoch; the global step of step s of epoch e is
   (e - 1) * steps + s (the records' ``step``).
-- A non-finite loss, gradient or weight stops the epoch at once with ``NonFinite``
-  naming the epoch and step; the caller decides what to do (the driver replays and
-  locates it, a study reports it).
+- ``run_epochs`` is the loop over epochs (train, test, hand the row to the caller's
+  ``EpochHooks``) that the driver and the studies share. A non-finite loss, gradient or
+  weight stops the epoch at once (``NonFinite``, naming the epoch and step), and a loss
+  past the bound too; one policy: the hooks' ``diverged`` raises ``errors.Divergence``
+  (the driver first replays the step from its checkpoint to name the layer).
 """
 
 import collections
@@ -20,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm import data, faults
-from tfnorm.errors import Interrupted
-from tfnorm.measures import LAYER_STATS
+from tfnorm.errors import Divergence, Interrupted
+from tfnorm.measures import LAYER_STATS, is_evaluated_epoch
 
 # Measured on 2 cores: 8000 STL-10 test images take ~1.6x longer in batches of 500 than of
 # 100 (a batch's activations no longer fit in the caches).
@@ -165,3 +167,98 @@ def train_epoch(trainer, batches, steps, epoch, *, record=True, step_fn=None, on
         stats[0, passed] = recorded["layer_stats"][0, passed]
     return EpochResult(epoch, float(np.mean(losses)), float(np.mean(accuracies)), stats,
                        recorded, step_rows, time.perf_counter() - start)
+
+
+class EpochHooks:
+    """What a caller of ``run_epochs`` adds around the shared epoch; every method here does
+    nothing but ``diverged``, which raises. The driver's hooks keep the run directory
+    (records, panels, metrics, checkpoint, status, progress bar); a study's collect its
+    rows."""
+
+    def before_epoch(self, epoch):
+        """Before the epoch's first step (a progress bar, the weights to measure against)."""
+
+    def on_step(self):
+        """After each step."""
+
+    def after_steps(self, epoch):
+        """The epoch's steps ended: finished, diverged or interrupted (close the bar)."""
+
+    def interrupted(self, epoch):
+        """A stop was requested in epoch ``epoch``; ``Interrupted`` is raised after this."""
+
+    def diverged(self, epoch, step, finite=None, what=None):
+        """The run diverged at ``step`` of ``epoch`` (None: in the test pass after it):
+        must raise (``errors.Divergence``; the driver first locates the layer)."""
+        raise Divergence(f"diverged at epoch {epoch}, "
+                         f"{f'step {step}' if step else 'the test pass'}: "
+                         f"{what or 'not finite'}")
+
+    def after_epoch(self, epoch, row, result):
+        """The epoch's ``row`` (epoch, train_loss, train_acc, test_loss, test_acc, seconds:
+        the wall time of its steps and test pass) and its EpochResult."""
+
+
+class CollectRows(EpochHooks):
+    """The hooks of a run that keeps its rows in memory (a study's): ``step_rows`` (each
+    step's loss and accuracy) and ``epoch_rows`` (``tag``'s columns first; seconds: the
+    steps'), then ``on_epoch(epoch, row, result)``; a divergence is raised naming the run
+    (``name``)."""
+
+    def __init__(self, name, tag=None, on_epoch=None):
+        self.name, self.tag, self.on_epoch = name, tag or {}, on_epoch
+        self.step_rows, self.epoch_rows = [], []
+
+    def diverged(self, epoch, step, finite=None, what=None):
+        where = f"step {step}" if step else "the test pass"
+        raise Divergence(f"{self.name}: {what or 'not finite'} at epoch {epoch}, {where}; "
+                         "lower --learning_rate")
+
+    def after_epoch(self, epoch, row, result):
+        self.step_rows += result.steps
+        self.epoch_rows.append(dict(self.tag, **dict(row, seconds=result.seconds)))
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, row, result)
+
+
+def run_epochs(trainer, dataset, epochs, last_epoch, *, batch_size, seed, hooks,
+               shuffle=True, eval_every=1, record=True, step_fn=None, loss_bound=math.inf,
+               should_stop=None):
+    """The epoch loop of every training run, the driver's and the studies': for each
+    epoch of ``epochs`` (of a run of ``last_epoch``), train it (``train_epoch``; batches
+    keyed on (seed, epoch), float32 when a ``step_fn`` takes them), test every
+    ``eval_every``-th epoch and the last (else the row's test loss and accuracy are NaN),
+    and hand the row to ``hooks.after_epoch``. One divergence policy: a non-finite value,
+    or a loss past ``loss_bound`` in a step or the test pass, goes to ``hooks.diverged``,
+    which raises. A requested stop (``should_stop``) calls ``hooks.interrupted``, then
+    ``errors.Interrupted`` propagates."""
+    steps = steps_per_epoch(dataset, batch_size)
+    tests = test_batches(dataset)
+    for epoch in epochs:
+        start = time.time()
+        hooks.before_epoch(epoch)
+        batches = train_batches(dataset, batch_size, epoch, seed, shuffle=shuffle,
+                                dtype=tf.float32 if step_fn else tf.uint8)
+        try:
+            result = train_epoch(trainer, batches, steps, epoch, record=record,
+                                 step_fn=step_fn, on_step=hooks.on_step,
+                                 should_stop=should_stop, loss_bound=loss_bound)
+        except NonFinite as error:
+            hooks.after_steps(epoch)
+            hooks.diverged(epoch, error.step, error.finite, error.what)
+            raise AssertionError("EpochHooks.diverged must raise") from error
+        except Interrupted:
+            hooks.after_steps(epoch)
+            hooks.interrupted(epoch)
+            raise
+        hooks.after_steps(epoch)
+        test_loss = test_acc = math.nan  # no test pass this epoch (eval_every)
+        if is_evaluated_epoch(epoch, last_epoch, eval_every):
+            test_loss, test_acc = evaluate(trainer, tests, len(dataset.test_labels))
+            if not math.isfinite(test_loss) or test_loss > loss_bound:
+                hooks.diverged(epoch, None,
+                               what=f"test loss {test_loss:g} (bound {loss_bound:g})")
+                raise AssertionError("EpochHooks.diverged must raise")
+        row = {"epoch": epoch, "train_loss": result.train_loss, "train_acc": result.train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "seconds": time.time() - start}
+        hooks.after_epoch(epoch, row, result)

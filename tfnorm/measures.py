@@ -33,3 +33,8 @@ NEARZERO_TAU = 0.1
 # The magnitude histograms span at most this many decades below a quantity's largest
 # |entry|; smaller non-zero entries are counted in the first bin.
 MAGNITUDE_DECADES = 12
+
+
+def is_evaluated_epoch(epoch, epochs, eval_every):
+    """Every ``eval_every``-th epoch and the last have a test pass."""
+    return epoch % eval_every == 0 or epoch == epochs

@@ -304,10 +304,9 @@ class Network:
 def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_channels=3,
                     width=ARTICLE_WIDTH, depth=ARTICLE_DEPTH, strides=None, kernel_size=3,
                     activation="relu",
-                    placement="after", residual=False, residual_beta=1.0, affine=False,
-                    groups=4, epsilon=norms.DEFAULT_EPSILON, momentum=norms.DEFAULT_MOMENTUM,
-                    boxcox_lambda=2.0, init_std=0.05, noise=False, weight_norm=None,
-                    final_activation="relu", per_position_running_stats=0, use_bias=False):
+                    placement="after", residual=False, residual_beta=1.0, init_std=0.05,
+                    noise=False, weight_norm=None, final_activation="relu", use_bias=False,
+                    **hyperparameters):
     """The article's network under ``scheme``, and variants.
 
     Default: six 3x3 SAME convolutions, channels in_channels-16-16-16-16-16-num_classes,
@@ -322,7 +321,9 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     as g v/||v|| + b (default: on for 'weight' and 'meanonly', as Salimans & Kingma
     pair mean-only BN with it); per_position_running_stats: 0, or the training batch size
     (``tfnorm.norms.per_position``); use_bias: a bias in plain convs (weight-normalized
-    ones always have one). Variables do not depend on the input size.
+    ones always have one); ``hyperparameters``: the normalizations' (affine, groups,
+    boxcox_lambda, epsilon, ...: ``tfnorm.schemes.HYPERPARAMETERS``), the registry's
+    defaults for those not given. Variables do not depend on the input size.
     """
     check_scheme(scheme)
     if depth < 1:
@@ -331,8 +332,10 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
         strides = list(article_strides(depth))
     if len(strides) != depth:
         raise ValueError(f"strides has {len(strides)} entries for a depth of {depth}")
+    hyperparameters = dict(schemes.defaults(), **hyperparameters)
+    hyperparameters.pop("seed", None)  # each normalization's seed is its layer's
     if scheme == "group":
-        checks.require_divides(int(groups), int(width), "--groups")
+        checks.require_divides(int(hyperparameters["groups"]), int(width), "--groups")
     if weight_norm is None:
         weight_norm = schemes.get(scheme).reparameterizes_weights
     dtype = tf.as_dtype(dtype)
@@ -347,10 +350,8 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
         if last:
             norm = norms.Normalization(channels[i + 1], dtype)
         else:
-            norm = schemes.build(
-                scheme, channels[i + 1], dtype, epsilon=epsilon, momentum=momentum,
-                affine=affine, groups=groups, boxcox_lambda=boxcox_lambda,
-                seed=seed * 1000 + i, per_position_running_stats=per_position_running_stats)
+            norm = schemes.build(scheme, channels[i + 1], dtype, seed=seed * 1000 + i,
+                                 **hyperparameters)
             if noise:
                 norm = norms.Sequence([norm, norms.DistributionNoise(
                     channels[i + 1], dtype, seed=seed * 1000 + 500 + i)], f"{scheme}+noise")
@@ -361,12 +362,20 @@ def article_network(scheme, *, num_classes=10, dtype=tf.float32, seed=0, in_chan
     config = dict(scheme=scheme, num_classes=num_classes, dtype=dtype.name, seed=seed,
                   in_channels=in_channels, width=width, depth=depth, strides=list(strides),
                   kernel_size=kernel_size, activation=activation, placement=placement,
-                  residual=residual, residual_beta=residual_beta, affine=affine, groups=groups,
-                  epsilon=epsilon, momentum=momentum, boxcox_lambda=boxcox_lambda,
-                  init_std=init_std, noise=noise, weight_norm=weight_norm,
-                  final_activation=final_activation, use_bias=use_bias,
-                  per_position_running_stats=per_position_running_stats)
+                  residual=residual, residual_beta=residual_beta, init_std=init_std,
+                  noise=noise, weight_norm=weight_norm, final_activation=final_activation,
+                  use_bias=use_bias, **hyperparameters)
     return Network(blocks, "global_avg", scheme, config)
+
+
+def dataset_network(scheme, dataset=None, **options):
+    """The article network under ``scheme`` for ``dataset``'s images and classes (a
+    ``tfnorm.data`` Dataset; None: the article's 3 channels and 10 classes); ``options``
+    go to ``article_network``. The one builder of the driver's and the studies' runs."""
+    if dataset is not None:
+        options = dict(options, num_classes=dataset.num_classes,
+                       in_channels=dataset.train_images.shape[-1])
+    return article_network(scheme, **options)
 
 
 def mlp_network(scheme, *, in_dim=1, out_dim=1, width=200, depth=2, activation="relu",

@@ -231,13 +231,12 @@ def side_by_side(claims, views, epochs):
 
 
 def define_flags(flag_values=FLAGS):
-    flags.DEFINE_string("compare_dir", None, "An experiments.article.compare --out_dir (runs.csv): "
-                        "the one setting.", flag_values=flag_values)
+    cli.define_flags(("compare_dir", "out_dir"), flag_values=flag_values, helps=dict(
+        compare_dir="An experiments.article.compare --out_dir (runs.csv): the one setting.",
+        out_dir="Where claims.md and claims.csv go (default: --compare_dir)."))
     flags.DEFINE_multi_string("setting", [], "name=DIR or name=DIR+BASE: a setting decided "
                               "beside the others (instead of --compare_dir).",
                               flag_values=flag_values)
-    flags.DEFINE_string("out_dir", None, "Where claims.md and claims.csv go (default: "
-                        "--compare_dir).", flag_values=flag_values)
 
 
 def parse_settings(flag_values):

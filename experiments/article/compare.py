@@ -28,6 +28,7 @@ from absl import flags, logging
 from experiments import cli, workers
 from experiments.article import summary
 from tfnorm import catalog, errors
+from tfnorm import config as run_config
 from tfnorm.analysis import compare_grid, stats
 from tfnorm.run import rundir, stopping
 
@@ -131,7 +132,7 @@ GRID_FLAGS = ("schemes", "seeds", "seed", "out_dir", "panel_seeds")
 
 def check_flags(flag_values=FLAGS):
     """(base configuration, schemes, shard or None), every flag checked before any work."""
-    base = cli.resolve(dict(cli.flag_values(flag_values, cli.RUN_FLAGS),
+    base = cli.resolve(dict(cli.flag_values(flag_values, run_config.training_names()),
                             out_dir=flag_values.out_dir, seed=flag_values.seed))
     schemes = cli.parse_schemes(flag_values.schemes)
     check_baseline(flag_values, schemes)
@@ -165,9 +166,10 @@ def check_baseline(flag_values, schemes):
 
 def worker_command(flag_values, index, count):
     """The command line of the worker training shard ``index`` of ``count``."""
-    values = dict(cli.flag_values(flag_values, cli.RUN_FLAGS + GRID_FLAGS), progress=False)
+    names = run_config.training_names() + GRID_FLAGS
+    values = dict(cli.flag_values(flag_values, names), progress=False)
     return ([sys.executable, "-m", "experiments.article.compare", f"--shard={index}/{count}",
-             "--jobs=1"] + cli.to_command_line(values, cli.RUN_FLAGS + GRID_FLAGS))
+             "--jobs=1"] + cli.to_command_line(values, names))
 
 
 def check_complete(configs):

@@ -19,14 +19,15 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values=flags.FLAGS):
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("compare_dir", None, "An experiments.article.compare --out_dir (each "
-                        "run's records/epoch_NNNN.npz).", **fv)
+    cli.define_flags(("compare_dir", "seed", "schemes"), flag_values=flag_values, helps=dict(
+        compare_dir="An experiments.article.compare --out_dir (each run's "
+                    "records/epoch_NNNN.npz).",
+        seed="Which seed's runs to show.",
+        schemes="Schemes to show, e.g. none,batch; default: every scheme found, in "
+                "tfnorm.SCHEMES order."))
     flags.DEFINE_integer("layer", None, "The layer to show, 1-based.", **fv)
     flags.DEFINE_integer("epoch", None, "The epoch to show; default: the last epoch every "
                          "run recorded.", **fv)
-    flags.DEFINE_integer("seed", 0, "Which seed's runs to show.", **fv)
-    flags.DEFINE_list("schemes", None, "Schemes to show, e.g. none,batch; default: every "
-                      "scheme found, in tfnorm.SCHEMES order.", **fv)
     flags.DEFINE_string("out", None, "The PNG to write; default: "
                         "<compare_dir>/crosspanels/layer<L>_epoch<NNNN>_seed<k>.png.", **fv)
 
@@ -47,25 +48,29 @@ def check_flags():
         cli.fail(f"--seed {FLAGS.seed}: must be >= 0")
     if FLAGS.out is not None and not FLAGS.out.lower().endswith(".png"):
         cli.fail(f"--out {FLAGS.out}: must be a .png path")
+    try:
+        return None if FLAGS.schemes is None else cli.parse_schemes(FLAGS.schemes)
+    except cli.ConfigError as error:
+        cli.fail(str(error))
 
 
 def main(argv):
 
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    check_flags()
+    wanted = check_flags()
     from tfnorm.analysis import crosspanels  # matplotlib loads here, once the flags are good
     out = FLAGS.out or os.path.join(FLAGS.compare_dir, "crosspanels",
                                     f"layer{FLAGS.layer}_epoch{{epoch:04d}}_seed{FLAGS.seed}.png")
     # Everything draw_cross_panels refuses it refuses before drawing: the runs, the
     # epoch, the layer and every record are checked first.
     try:
-        runs = crosspanels.find_runs(FLAGS.compare_dir, FLAGS.seed, FLAGS.schemes)
+        runs = crosspanels.find_runs(FLAGS.compare_dir, FLAGS.seed, wanted)
         epochs = crosspanels.common_epochs(runs)
         epoch = FLAGS.epoch if FLAGS.epoch is not None else (epochs[-1] if epochs else None)
         path, epoch, shown = crosspanels.draw_cross_panels(
             FLAGS.compare_dir, FLAGS.layer, out.format(epoch=epoch or 0), epoch=epoch,
-            seed=FLAGS.seed, wanted=FLAGS.schemes)
+            seed=FLAGS.seed, wanted=wanted)
     except crosspanels.CrossPanelError as error:
         cli.fail(str(error))
     except OSError as error:

@@ -26,11 +26,8 @@ METRICS = ("zero_logits", "dead_classes", "dead_images", "test_acc_alive")
 
 
 def define_flags(flag_values=FLAGS):
-    cli.define_flags(("schemes",), flag_values=flag_values)
-    flags.DEFINE_string("compare_dir", None, "An experiments.article.compare --out_dir.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("out_dir", None, "Where deadlogits.csv and .md go.",
-                        flag_values=flag_values)
+    cli.define_flags(("schemes", "compare_dir", "out_dir"), flag_values=flag_values,
+                     helps=dict(out_dir="Where deadlogits.csv and .md go."))
     flags.DEFINE_string("versus_dir", None, "Another compare directory, the same grid but "
                         "for one flag (e.g. --final_activation=linear): its runs are "
                         "measured too and paired by scheme and seed (versus minus "

@@ -42,14 +42,16 @@ VIEWS = {"quirk_off": "without the quirk", "quirk_on": "with the quirk"}
 
 def define_flags(flag_values=FLAGS):
     fv = {"flag_values": flag_values}
-    cli.define_flags(("seeds", "seed", "out_dir"), dict(seeds=5, out_dir="runs/overfit"),
-                     flag_values=flag_values)
-    flags.DEFINE_integer("train_per_class", 6, "Training images of each class (drawn with "
-                         "each run's seed); 10 x N must be whole batches of 20.", **fv)
-    flags.DEFINE_integer("epochs", 200, "Training epochs (his: 200).", **fv)
-    flags.DEFINE_integer("eval_every", 10, "The test pass every N epochs and at the last.",
-                         **fv)
-    flags.DEFINE_integer("jobs", 2, "Processes training at a time (experiments.article.compare).", **fv)
+    cli.define_flags(
+        ("seeds", "seed", "out_dir", "train_per_class", "epochs", "eval_every"),
+        dict(seeds=5, out_dir="runs/overfit", train_per_class=6, epochs=200, eval_every=10),
+        flag_values, helps=dict(
+            train_per_class="Training images of each class (drawn with each run's seed); "
+                            "10 x N must be whole batches of 20.",
+            epochs="Training epochs (his: 200).",
+            eval_every="The test pass every N epochs and at the last."))
+    flags.DEFINE_integer("jobs", 2, "Processes training at a time "
+                         "(experiments.article.compare).", **fv)
     flags.DEFINE_string("results_dir", "results/overfit", "Where the results go.", **fv)
 
 

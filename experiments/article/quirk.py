@@ -40,8 +40,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("on_dir", "runs/quirk_on", "compare directory with "
                         "--per_position_running_stats, the same schemes and seeds.",
                         flag_values=flag_values)
-    flags.DEFINE_string("out_dir", "results/quirk", "Where quirk.md and the CSVs go.",
-                        flag_values=flag_values)
+    cli.define_flags(("out_dir",), dict(out_dir="results/quirk"), flag_values,
+                     helps=dict(out_dir="Where quirk.md and the CSVs go."))
 
 
 def read_runs(directory, flag):

@@ -16,25 +16,20 @@ over replicas with the same results (tfnorm/distributed.py).
 
 from absl import flags
 
-import tfnorm
 from experiments import cli
+from tfnorm import config as run_config
 from tfnorm.run import runid
 
 FLAGS = flags.FLAGS
-
-TRAIN_FLAGS = cli.RUN_FLAGS + ("scheme", "seed", "out_dir")
 
 
 def define_flags(flag_values=flags.FLAGS):
     """The command line's flags (defined only when run as a script, so that compare can
     import ``run`` and define its own)."""
     cli.define_run_flags(flag_values)
-    flags.DEFINE_enum("scheme", "none", list(tfnorm.SCHEMES), "Normalization scheme.",
-                      flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data order and the "
-                         "noise.", flag_values=flag_values)
-    flags.DEFINE_string("out_dir", None, "Run directory (created; resumed if it holds this "
-                        "run).", flag_values=flag_values)
+    cli.define_flags(("scheme", "seed", "out_dir"), flag_values=flag_values, helps=dict(
+        seed="Seed of the initial weights, the data order and the noise.",
+        out_dir="Run directory (created; resumed if it holds this run)."))
     flags.DEFINE_enum("strategy", "none", list(cli.STRATEGIES),
                       "Where the steps run (tfnorm.distributed): none, one device; mirrored, "
                       "one replica per local GPU (or per --cpu_devices); multiworker, the "
@@ -64,7 +59,7 @@ def make_strategy(name, cpu_devices, batch_size):
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = cli.resolve(cli.flag_values(FLAGS, TRAIN_FLAGS))
+    config = cli.resolve(cli.flag_values(FLAGS, run_config.names()))
     cli.validate(config, check_out_dir=False)
     cli.check_strategy_flags(FLAGS.strategy, FLAGS.cpu_devices)
     if FLAGS.strategy != "none" and config["per_position_running_stats"]:

@@ -43,13 +43,13 @@ BLOCK = (True, False, False, True)
 
 def define_flags(flag_values=FLAGS):
     fv = {"flag_values": flag_values}
-    flags.DEFINE_integer("image_size", 96, "Digits resized to this side (96: the article's).",
-                         **fv)
     flags.DEFINE_integer("blocks", 3, "Blocks of four measured epochs (with, without, without, "
                          "with) per process, after two warm-up epochs.", **fv)
     flags.DEFINE_integer("repeats", 3, "Fresh processes.", **fv)
-    flags.DEFINE_string("out_dir", "results/keras_panels_cost", "Where cost.md and cost.json "
-                        "go.", **fv)
+    cli.define_flags(("image_size", "out_dir"),
+                     dict(image_size=96, out_dir="results/keras_panels_cost"), flag_values,
+                     helps=dict(image_size="Digits resized to this side (96: the article's).",
+                                out_dir="Where cost.md and cost.json go."))
     flags.DEFINE_boolean("worker", False, "Internal: measure in this process and print the "
                          "timings as JSON.", **fv)
 

@@ -34,12 +34,14 @@ ROOT = cli.REPOSITORY
 
 def define_flags(flag_values=FLAGS):
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("schemes", "none,batch,layer", "compare's --schemes.", **fv)
-    flags.DEFINE_integer("seeds", 5, "The seeds of the side timed against --seeds=1.", **fv)
     flags.DEFINE_integer("pairs", 3, "Pairs of runs (one of each command).", **fv)
     flags.DEFINE_list("compare_flags", [], "More flags for both compare commands, e.g. "
                       "--compare_flags=--epochs=2,--image_size=16 (default: the demo's).", **fv)
-    flags.DEFINE_string("out_dir", "results", "Where seeds_cost.md and .json go.", **fv)
+    cli.define_flags(("schemes", "seeds", "out_dir"),
+                     dict(schemes="none,batch,layer", seeds=5, out_dir="results"), flag_values,
+                     helps=dict(schemes="compare's --schemes.",
+                                seeds="The seeds of the side timed against --seeds=1.",
+                                out_dir="Where seeds_cost.md and .json go."))
 
 
 def check_flags(flag_values=FLAGS):

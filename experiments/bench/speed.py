@@ -57,13 +57,9 @@ ARTICLE_EPSILON = 1e-8
 def define_flags(flag_values=FLAGS):
     """The command line's flags (defined only when run as a script; tests pass their own)."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("schemes", ",".join(schemes.SCHEMES),
-                        "Comma-separated schemes to time (default: all).", **fv)
     flags.DEFINE_integer("rounds", 60, "Timed rounds per scheme (each times every variant "
                          "once).", **fv)
     flags.DEFINE_integer("warmup", 5, "Untimed rounds first (tracing, compiling, caches).", **fv)
-    flags.DEFINE_integer("batch_size", 20, "Batch size of the timed steps (the article's 20).", **fv)
-    flags.DEFINE_integer("image_size", 96, "Image height and width (STL-10: 96).", **fv)
     flags.DEFINE_boolean("jit", True, "Also time C: A and B compiled with jit_compile=True.", **fv)
     flags.DEFINE_boolean("keras", True, "Also time E: a Keras 3 model, where Keras has the "
                          "scheme.", **fv)
@@ -84,8 +80,15 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("pipeline_rounds", 8, "Interleaved rounds of the tf.data vs in-memory "
                          "comparison (each round times --pipeline_steps steps of both).", **fv)
     flags.DEFINE_integer("pipeline_steps", 25, "Steps per round of the tf.data comparison.", **fv)
-    flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and the weights.", **fv)
-    flags.DEFINE_string("out_dir", "results", "Where benchmark.md and benchmark.json go.", **fv)
+    cli.define_flags(
+        ("schemes", "batch_size", "image_size", "seed", "out_dir"),
+        dict(schemes=",".join(schemes.SCHEMES), batch_size=20, image_size=96,
+             out_dir="results"), flag_values,
+        helps=dict(schemes="Comma-separated schemes to time (default: all).",
+                   batch_size="Batch size of the timed steps (the article's 20).",
+                   image_size="Image height and width (STL-10: 96).",
+                   seed="Seed of the synthetic data and the weights.",
+                   out_dir="Where benchmark.md and benchmark.json go."))
 
 
 def check_flags(flag_values=FLAGS):

@@ -141,7 +141,8 @@ def keras_model(scheme, seed, num_classes=10):
         if scheme == "instance":
             return keras.layers.GroupNormalization(groups=16, **options)
         if scheme == "group":
-            return keras.layers.GroupNormalization(groups=4, **options)
+            return keras.layers.GroupNormalization(
+                groups=tfnorm.schemes.default("group", "groups"), **options)
         return None
 
     keras.utils.set_random_seed(seed)

@@ -287,7 +287,7 @@ STUDY = study.Study(
     allowed=SCHEMES, summarize=summarize, claims=claims, summary_keys=("init_std",),
     extra_verdicts=lead_verdicts,
     shared=study.shared(out_dir="runs/saturation", seeds=5, epochs=3, batch_size=20,
-                        optimizer="adam", learning_rate=0.0008, groups=4, bins=50,
+                        optimizer="adam", learning_rate=0.0008, also=("groups", "bins"),
                         schemes="none,batch,layer,instance,group,weight"))
 
 

@@ -15,6 +15,8 @@ import math
 
 import tensorflow as tf
 
+from tfnorm.schemes import DEFAULT_EPSILON, DEFAULT_MOMENTUM  # the registry's defaults
+
 __all__ = ["DEFAULT_EPSILON", "DEFAULT_MOMENTUM", "StandardizeCache", "CenterCache",
            "BoxCoxCache", "WeightNormCache", "means", "standardize_forward",
            "standardize_backward", "affine_forward", "affine_backward", "center_forward",
@@ -22,9 +24,6 @@ __all__ = ["DEFAULT_EPSILON", "DEFAULT_MOMENTUM", "StandardizeCache", "CenterCac
            "boxcox_forward", "boxcox_backward", "weight_norm_forward", "weight_norm_backward",
            "weight_norm_data_init",
            "scale_shift_forward", "scale_shift_backward", "santurkar_noise"]
-
-DEFAULT_EPSILON = 1e-8
-DEFAULT_MOMENTUM = 0.9
 
 StandardizeCache = collections.namedtuple(
     "StandardizeCache", ["xhat", "inv_std", "axes", "mean", "variance"])

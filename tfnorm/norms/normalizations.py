@@ -13,7 +13,7 @@ import collections
 
 import tensorflow as tf
 
-from tfnorm import checks
+from tfnorm import checks, schemes
 from tfnorm.norms.maths import (DEFAULT_EPSILON, DEFAULT_MOMENTUM, StandardizeCache,
                                 affine_backward, affine_forward, boxcox_backward,
                                 boxcox_forward, center_backward, center_forward,
@@ -236,7 +236,8 @@ class GroupNorm(_PerSampleNorm):
     supported_ranks = (4,)
 
     def __init__(self, channels, dtype=tf.float32, epsilon=DEFAULT_EPSILON, affine=False,
-                 groups=4):
+                 groups=None):
+        groups = schemes.default("group", "groups") if groups is None else groups
         checks.require_divides(int(groups), int(channels), "group normalization")
         super().__init__(channels, dtype, epsilon, affine)
         self.groups = int(groups)
@@ -333,12 +334,16 @@ class Sequence(Normalization):
 
 
 class BoxCox(Normalization):
-    """y = ((x + shift)^lambda - 1)/lambda with a learnable scalar lambda (init 2.0, shift 1:
-    the article's), exactly ln(x + shift) at lambda = 0. The input must stay above -shift."""
+    """y = ((x + shift)^lambda - 1)/lambda with a learnable scalar lambda, exactly
+    ln(x + shift) at lambda = 0. The input must stay above -shift. Defaults: the
+    registry's (``tfnorm.schemes``: the article's lambda and shift)."""
 
     name = "boxcox"
 
-    def __init__(self, channels, dtype=tf.float32, init_lambda=2.0, shift=1.0):
+    def __init__(self, channels, dtype=tf.float32, init_lambda=None, shift=None):
+        init_lambda = schemes.default("boxcox", "boxcox_lambda") if init_lambda is None \
+            else init_lambda
+        shift = schemes.default("boxcox", "boxcox_shift") if shift is None else shift
         super().__init__(channels, dtype)
         self.shift = float(shift)
         self.lam = tf.Variable(tf.constant(init_lambda, self.dtype), name="boxcox_lambda")
@@ -362,5 +367,5 @@ class BoxCox(Normalization):
 # Factories the registry (``tfnorm.schemes``) names, where a class alone does not fit
 
 
-def boxcox(channels, dtype=tf.float32, boxcox_lambda=2.0, boxcox_shift=1.0):
+def boxcox(channels, dtype=tf.float32, boxcox_lambda=None, boxcox_shift=None):
     return BoxCox(channels, dtype, boxcox_lambda, boxcox_shift)

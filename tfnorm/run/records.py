@@ -37,6 +37,7 @@ import numpy as np
 
 from tfnorm.errors import DamagedFile, RunDirError
 from tfnorm.measures import EPOCH_STATS, LAYER_STATS, QUANTITIES, SUMMARY_STATS
+from tfnorm.measures import is_evaluated_epoch  # noqa: F401  (the readers' name for it)
 from tfnorm.run import atomic, runid
 
 CONFIG_FILE = "config.json"
@@ -196,7 +197,7 @@ def read_metrics(run_dir, may_be_nan=NOT_ALWAYS_MEASURED):
 def write_config(run_dir, config, versions, parameters=None):
     """``parameters``: per layer, the network's trainable numbers (Network.parameter_counts)."""
     atomic.write_json(os.path.join(run_dir, CONFIG_FILE),
-                      {"flags": config, "versions": versions, "seed": config.get("seed"),
+                      {"flags": dict(config), "versions": versions, "seed": config.get("seed"),
                    "parameters": parameters})
 
 
@@ -319,11 +320,6 @@ def histogram_edges(record, layer, quantity):
 def is_recorded_epoch(epoch, epochs, record_every):
     """The first and last epochs, and every ``record_every``-th."""
     return epoch == 1 or epoch == epochs or epoch % record_every == 0
-
-
-def is_evaluated_epoch(epoch, epochs, eval_every):
-    """Every ``eval_every``-th epoch and the last have a test pass."""
-    return epoch % eval_every == 0 or epoch == epochs
 
 
 def truncate_to_epoch(run_dir, epoch, num_layers, may_be_nan=NOT_ALWAYS_MEASURED):

@@ -191,7 +191,7 @@ def _stale_derived(run_dir, resume):
 def differing_flags(stored, config):
     """The identity flags whose value in ``stored`` (a config.json's flags) is not the one
     in ``config``, sorted; a flag added since the run was made has its old value."""
-    stored = dict(runid.ADDED_LATER, **stored)
+    stored = dict(runid.added_later(), **stored)
     wanted = runid.identity(config)
     return sorted(k for k in wanted if stored.get(k) != wanted[k])
 
@@ -278,7 +278,7 @@ def check_run_dir(run_dir, config, overwrite, checkpoint=True):
         return
     differing = differing_flags(stored, config)
     if differing:
-        stored = dict(runid.ADDED_LATER, **stored)
+        stored = dict(runid.added_later(), **stored)
         shown = ", ".join(f"--{k}={stored.get(k)} there, {config.get(k)} here"
                           for k in differing[:3])
         raise RunDirError(f"--out_dir {run_dir} holds a run with a different configuration "

@@ -8,13 +8,29 @@ import collections
 import hashlib
 import json
 
-# Flags that say where things are or how progress is shown, not what is computed: a run
-# directory may be resumed with other values of these.
-NOT_IDENTITY = ("out_dir", "overwrite", "data_dir", "stl10_archive", "tensorboard",
-                "progress", "panels")
-# Identity flags added after runs were made: what those runs' config.json lack means this.
+from tfnorm import config as run_config, schemes
+
+# Fields that say where things are or how progress is shown, not what is computed (the
+# configuration's "place" role): a run directory may be resumed with other values of these.
+NOT_IDENTITY = run_config.names("place")
+# Identity fields added after runs were made: what those runs' config.json lack means this.
 ADDED_LATER = {"per_position_running_stats": False, "final_activation": "relu",
                "train_per_class": 0, "eval_every": 1}
+# The schemes' hyperparameters every run has had as fields; one the registry gains later
+# is added later too, at its default (``added_later``).
+FIRST_HYPERPARAMETERS = ("affine", "boxcox_lambda", "groups")
+
+
+def added_later():
+    """ADDED_LATER and every run hyperparameter of the registry but the first ones, at
+    its default: a field that an older config.json lacks, and that a hash leaves out at
+    this value, so that adding a hyperparameter changes no run's identity."""
+    found = dict(ADDED_LATER)
+    for name, (default, _) in schemes.run_hyperparameters().items():
+        if name not in FIRST_HYPERPARAMETERS:
+            found[name] = default
+    return found
+
 
 RunIdentity = collections.namedtuple("RunIdentity", ["scheme", "seed", "config_hash"])
 RunIdentity.__doc__ = """Who wrote a file: the scheme, the seed and ``config_hash`` of the
@@ -30,9 +46,9 @@ def config_hash(config):
     """16 hex digits that change with any identity flag of ``config``. Numbers are compared
     as floats (2 and 2.0 are one value, as with ==), and a flag added later that holds
     the value runs made before it had is left out, so adding a flag changes no hash."""
-    canonical = {}
+    canonical, later = {}, added_later()
     for key, value in identity(config).items():
-        if key in ADDED_LATER and value == ADDED_LATER[key]:
+        if key in later and value == later[key]:
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = repr(float(value))

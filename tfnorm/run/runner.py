@@ -1,9 +1,11 @@
 """Train one run directory: the article's network under one scheme, resumed from its
-last checkpoint, each epoch's metrics, records, panels and checkpoint written in an order
-that survives a kill (the layout is in ``tfnorm.run.records``).
+last checkpoint, through the shared epoch loop (``tfnorm.loop.run_epochs``) whose hooks
+(``tfnorm.run.driver_hooks``) write each epoch's metrics, records, panels and checkpoint in an
+order that survives a kill (the layout is in ``tfnorm.run.records``).
 
-``run(config)`` takes the configuration of ``experiments.cli.resolve`` (a dict of every
-training flag, checked by ``cli.validate``); ``experiments.article.train`` is its command line.
+``run(config)`` takes a run's configuration (``tfnorm.config.resolve``: every field, as a
+RunConfig or a dict, checked by ``experiments.cli.validate``);
+``experiments.article.train`` is its command line.
 """
 
 import contextlib
@@ -13,20 +15,17 @@ import math
 import os
 import platform
 import re
-import sys
-import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 import tfnorm
-from tfnorm import data, distributed, faults, loop, training
-from tfnorm.run import four_panels, records, rundir, runid, stopping, tensorboard_log
-from tfnorm.run.divergence import locate_bound, locate_divergence
-from tfnorm.errors import ConfigError, DamagedFile, Divergence, Interrupted, NoSpace, OutOfMemory
-from tfnorm.measures import EPOCH_STATS, LAYER_STATS
+from tfnorm import data, distributed, loop, training
+from tfnorm import config as run_config, network as networks, schemes
+from tfnorm.run import (driver_hooks, four_panels, records, rundir, runid, stopping,
+                        tensorboard_log)
+from tfnorm.errors import ConfigError, DamagedFile, NoSpace, OutOfMemory
 
 # A run has diverged when a loss passes LOSS_BOUND times that of a uniform guess over the
 # classes, ln(classes) (2.3 for 10): every run starts near that, and a cross-entropy a
@@ -75,13 +74,14 @@ def load_data(config):
                             test_images=arrays["test"][0], test_labels=arrays["test"][1])
 
 
-def build(config, strategy=None):
-    """The network, optimizer, trainer and checkpoint of a run; with a tf.distribute
-    ``strategy``, mirrored variables, synchronized batch statistics and the distributed
-    step (tfnorm.distributed)."""
+def build(config, strategy=None, dataset=None):
+    """The network, optimizer, trainer and checkpoint of a run (for ``dataset``'s images
+    and classes; None: the article's); with a tf.distribute ``strategy``, mirrored
+    variables, synchronized batch statistics and the distributed step
+    (tfnorm.distributed)."""
 
     with distributed.scope(strategy) if strategy else contextlib.nullcontext():
-        network = _network(config)
+        network = _network(config, dataset)
         optimizer = tfnorm.make_optimizer(config["optimizer"], config["learning_rate"])
         if strategy:
             distributed.synchronize(network)
@@ -116,16 +116,16 @@ class Builds:
     def __init__(self):
         self._built = {}
 
-    def build(self, config, strategy=None):
+    def build(self, config, strategy=None, dataset=None):
         if strategy is not None:  # replicas: a fresh build (no sharing across strategies)
-            return build(config, strategy)
+            return build(config, strategy, dataset)
         key = tuple(sorted((k, v) for k, v in config.items()
-                           if k not in ("seed", "out_dir") + SHARED_FLAGS))
+                           if k not in ("seed",) + BUILD_NEUTRAL))  # names the dataset too
         if key not in self._built:
-            self._built[key] = build(config)
+            self._built[key] = build(config, dataset=dataset)
             return self._built[key]
         network, trainer, checkpoint, epoch = self._built[key]
-        fresh = _network(config)
+        fresh = _network(config, dataset)
         for shared, new in zip(network.trainable_variables + network.statistics,
                                fresh.trainable_variables + fresh.statistics, strict=True):
             shared.assign(new)
@@ -137,20 +137,20 @@ class Builds:
         return network, trainer, checkpoint, epoch
 
 
-# Flags that change nothing a step computes (where files go, what is drawn or shown).
-SHARED_FLAGS = ("overwrite", "progress", "panels", "tensorboard", "data_dir",
-                "stl10_archive", "record_every", "eval_every")
+# Fields that change nothing a step computes (where files go, what is drawn or shown,
+# which epochs are recorded or evaluated): the configuration's place and schedule roles.
+BUILD_NEUTRAL = run_config.names("place", "schedule")
 
 
-def _network(config):
+def _network(config, dataset=None):
     # --per_position_running_stats: his notebook's running statistics, one per position of
     # a training batch (so as many positions as the batch size).
     positions = config["batch_size"] if config.get("per_position_running_stats") else 0
-    return tfnorm.article_network(config["scheme"], seed=config["seed"],
-                                  groups=config["groups"], affine=config["affine"],
-                                  boxcox_lambda=config["boxcox_lambda"],
-                                  final_activation=config["final_activation"],
-                                  per_position_running_stats=positions)
+    hyperparameters = {name: config[name] for name in schemes.run_hyperparameters()}
+    return networks.dataset_network(
+        config["scheme"], dataset, seed=config["seed"],
+        final_activation=config["final_activation"], per_position_running_stats=positions,
+        **hyperparameters)
 
 
 class _NoCheckpointChatter:
@@ -167,7 +167,7 @@ def _quiet_checkpoint_logging():
 
 
 def run(config, strategy=None, placement=None, builds=None):
-    """Train (or resume) the run ``config`` describes (``cli.resolve``, checked by
+    """Train (or resume) the run ``config`` describes (``tfnorm.config.resolve``, checked by
     ``cli.validate``). Returns the metrics rows.
 
     Raises ConfigError for bad input found only now (data, another process training in
@@ -190,15 +190,6 @@ def run(config, strategy=None, placement=None, builds=None):
             return _run_locked(config, strategy, placement, builds or Builds())
         except (OSError, tf.errors.OpError, MemoryError) as error:
             raise _resource_error(config["out_dir"], error) from None
-
-
-def save_checkpoint(manager, checkpoint, epoch):
-    """The checkpoint of ``epoch``, its files first and its state file last (``manager``);
-    tests (tfnorm.faults) can kill the process between the two."""
-    if faults.ENVIRONMENT_VARIABLE in os.environ:
-        checkpoint.write(os.path.join(manager.directory, f"ckpt-{epoch}"))
-        faults.point("checkpoint", epoch)
-    manager.save(checkpoint_number=epoch)
 
 
 def _resource_error(out_dir, error):
@@ -274,7 +265,7 @@ def _run_locked(config, strategy, placement, builds):
     np.random.seed(config["seed"])
     found = _prepare(config)
     dataset = load_data(config)
-    network, trainer, checkpoint, epoch_done = builds.build(config, strategy)
+    network, trainer, checkpoint, epoch_done = builds.build(config, strategy, dataset)
     num_layers = len(network.blocks)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, records.CHECKPOINT_DIR), max_to_keep=2)
@@ -302,108 +293,23 @@ def _run_locked(config, strategy, placement, builds):
             network.initialize_from_batch(
                 data.to_unit_range(first_images, network.trainable_variables[0].dtype))
         # Epoch 0: the initial state, so that a divergence in epoch 1 can be replayed.
-        save_checkpoint(manager, checkpoint, 0)
+        driver_hooks.save_checkpoint(manager, checkpoint, 0)
     records.truncate_to_epoch(out_dir, completed, num_layers)
     rows = records.read_metrics(out_dir)
     records.write_status(out_dir, "running", epoch=completed)
 
     writer = tensorboard_log.rebuild(out_dir, rows, num_layers) if config["tensorboard"] else None
-    steps = loop.steps_per_epoch(dataset, config["batch_size"])
-    test_batches = loop.test_batches(dataset)
-    loss_bound = LOSS_BOUND * math.log(dataset.num_classes)
-
-    def stop_diverged(epoch, step, finite=None, what=None):
-        """Replay the epoch up to the failing step from the last checkpoint (runs are
-        deterministic), find where the first non-finite value appears on that step's
-        batch (for a loss past the bound, ``what``: the first output past it), and stop.
-        ``step`` None: the test pass after the epoch's steps."""
-        layer = None
-        if step is not None:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            for replayed, (images, labels) in enumerate(epoch_batches(epoch), start=1):
-                if replayed == step:
-                    break
-                trainer.train_step(images, labels)
-            if what is None:
-                layer, what = locate_divergence(network, images, labels, finite)
-            else:
-                layer, size = locate_bound(network, images, loss_bound)
-                what += f" (layer {layer}'s outputs reach {size:.3g})"
-        kept = (f"epochs 1-{epoch - 1} are kept in {out_dir}" if epoch > 1
-                else f"no epoch was completed in {out_dir}")
-        where = (f"step {step} of {steps}" if step else "the test pass")
-        where += f", layer {layer}" if layer else ""
-        message = (f"scheme {config['scheme']} diverged at epoch {epoch}, {where}: {what}; "
-                   f"the run stopped, {kept} (a smaller --learning_rate, or for boxcox "
-                   "--boxcox_lambda, may help)")
-        records.write_status(out_dir, "diverged", epoch=epoch, step=step, layer=layer,
-                             message=message, config_hash=runid.config_hash(config))
-        raise Divergence(message)
-
-    panels = four_panels.FourPanels() if config["panels"] else None  # one figure, redrawn
-    for epoch in range(completed + 1, config["epochs"] + 1):
-        start = time.time()
-        progress = tqdm.tqdm(total=steps, desc=f"{config['scheme']} epoch {epoch}/"
-                             f"{config['epochs']}", leave=False, file=sys.stderr,
-                             disable=None if config["progress"] else True,
-                             dynamic_ncols=True)
-        # The weights at the end of the epoch before, for the epoch's weight movement.
-        start_weights = loop.effective_weights(network)
-        try:
-            # The last step of every epoch records: it alone computes layer 1's passed
-            # gradient and the histograms.
-            result = loop.train_epoch(trainer, epoch_batches(epoch), steps, epoch,
-                                      on_step=progress.update, loss_bound=loss_bound,
-                                      should_stop=stopping.requested)
-        except loop.NonFinite as error:
-            progress.close()
-            stop_diverged(epoch, error.step, error.finite, error.what)
-        except Interrupted:
-            progress.close()
-            records.write_status(out_dir, "interrupted", epoch=epoch - 1)
-            raise
-        progress.close()
-        test_loss = test_acc = math.nan  # no test pass this epoch (--eval_every)
-        if records.is_evaluated_epoch(epoch, config["epochs"], config.get("eval_every", 1)):
-            test_loss, test_acc = loop.evaluate(trainer, test_batches,
-                                                len(dataset.test_labels))
-            if not math.isfinite(test_loss) or test_loss > loss_bound:
-                stop_diverged(epoch, None,
-                              what=f"test loss {test_loss:g} (bound {loss_bound:g})")
-        row = {"epoch": epoch, "train_loss": result.train_loss, "train_acc": result.train_acc,
-               "test_loss": test_loss, "test_acc": test_acc, "seconds": time.time() - start}
-        epoch_stats = {"weight_movement": loop.weight_movement(
-            start_weights, loop.effective_weights(network))}
-        for layer in range(num_layers):
-            for index, name in enumerate(LAYER_STATS):
-                row[f"{name}_{layer + 1}"] = float(result.layer_stats[layer, index])
-            for name in EPOCH_STATS:
-                row[f"{name}_{layer + 1}"] = float(epoch_stats[name][layer])
-        rows.append(row)
-
-        # Write order: records, panels, metrics, then the checkpoint last, so a kill in
-        # between leaves a checkpoint of an earlier epoch and the resume redoes this one.
-        record = None
-        if records.is_recorded_epoch(epoch, config["epochs"], config["record_every"]):
-            records.save_record(out_dir, epoch, (epoch - 1) * steps + steps,
-                                runid.run_identity(config), result.recorded)
-            if config["panels"]:
-                four_panels.draw_epoch_panels(out_dir, epoch, panels)
-            if writer is not None:
-                record = records.load_record(records.record_path(out_dir, epoch))
-        records.write_metrics(out_dir, rows, num_layers)
-        if writer is not None:
-            tensorboard_log.write_epoch(writer, row, record, num_layers)
-        epoch_done.assign(epoch)
-        save_checkpoint(manager, checkpoint, epoch)
-        # After the checkpoint: the status never claims an epoch a resume would redo.
-        records.write_status(out_dir, "running", epoch=epoch)
-        logging.info("%s epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | "
-                     "%.1fs", config["scheme"], epoch, config["epochs"], row["train_loss"],
-                     row["train_acc"], row["test_loss"], row["test_acc"], row["seconds"])
-
+    hooks = driver_hooks.DriverHooks(
+        config, network, trainer, checkpoint, manager, epoch_done, rows, writer,
+        loop.steps_per_epoch(dataset, config["batch_size"]),
+        LOSS_BOUND * math.log(dataset.num_classes), epoch_batches)
+    loop.run_epochs(trainer, dataset, range(completed + 1, config["epochs"] + 1),
+                    config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
+                    hooks=hooks, shuffle=config["shuffle"],
+                    eval_every=config.get("eval_every", 1), loss_bound=hooks.loss_bound,
+                    should_stop=stopping.requested)
     if config["panels"]:
-        panels.close()
+        hooks.panels.close()
         four_panels.draw_panels(out_dir, only_missing=True)
     records.write_status(out_dir, "complete", epoch=config["epochs"])
     return rows
