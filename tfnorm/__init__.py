@@ -14,7 +14,7 @@ from tfnorm.schemes import SCHEMES
 
 _LAZY = {"Backprop": "network", "Block": "network", "LayerGradients": "network",
          "Network": "network", "WeightLayer": "network", "article_network": "network",
-         "check_scheme": "network", "mlp_network": "network",
+         "check_scheme": "network", "mlp_network": "mlp",
          "make_optimizer": "optimizers"}
 
 __all__ = ["SCHEMES"] + sorted(_LAZY)
