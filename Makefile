@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(PY) -m experiments.article.crosspanels --compare_dir=runs/compare --layer=5 --out=results/crosspanels_layer5.png
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=20 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 benchmark: $(STAMP)
 	$(PY) -m experiments.bench.speed
