@@ -85,6 +85,20 @@ def test_the_test_pass_runs_every_k_epochs_and_a_resume_between_them_changes_not
         metrics_without_seconds(reference["out_dir"])
 
 
+def test_each_setting_plans_its_runs_where_compare_trains_them(tmp_path):
+    from absl import flags
+    flag_values = flags.FlagValues()
+    overfit.define_flags(flag_values)
+    flag_values(["overfit", f"--out_dir={tmp_path}", "--seeds=2", "--seed=3"])
+    for side, schemes, quirk in (("quirk_off", overfit.SCHEMES, False),
+                                 ("quirk_on", ("layer", "instance"), True)):
+        planned = overfit.side_configs(flag_values, side)
+        assert [(c["scheme"], c["seed"]) for c in planned] == [
+            (scheme, seed) for scheme in schemes for seed in (3, 4)]
+        assert all(c[overfit.QUIRK] is quirk and c["train_per_class"] == 6 for c in planned)
+        assert planned[0]["out_dir"] == os.path.join(str(tmp_path), side, schemes[0], "seed_3")
+
+
 def test_the_accuracy_figure_is_drawn_from_the_runs_of_both_settings(tmp_path, monkeypatch):
     config = checked_config(TINY, tmp_path / "run")
     runner.run(config)

@@ -101,8 +101,8 @@ def decide_settings(claims, settings):
     for setting in settings:
         present = [i for i, c in enumerate(claims) if c.a in setting.runs
                    and (c.b is None or c.b in setting.runs)]
-        decided = dict(zip(present, compare_grid.decide_runs([claims[i] for i in present], setting.runs,
-                                                setting.config["epochs"])))
+        decided = dict(zip(present, compare_grid.decide_runs(
+            [claims[i] for i in present], setting.runs, setting.config["epochs"])))
         overfits = (setting.overfits is not None
                     and setting.overfits.verdict == stats.SUPPORTED)
         cells = []

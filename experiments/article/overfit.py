@@ -103,7 +103,7 @@ def side_configs(flag_values, side):
     """The configuration of every run of one quirk setting (as compare plans them)."""
     base = dict(base_config(flag_values), **{QUIRK: side == "quirk_on"})
     folder = os.path.join(flag_values.out_dir, side)
-    return [dict(base, scheme=scheme, seed=seed, out_dir=compare.run_dir(folder, scheme, seed))
+    return [dict(base, scheme=scheme, seed=seed, out_dir=compare_grid.run_dir(folder, scheme, seed))
             for scheme in (SCHEMES if side == "quirk_off" else quirk_schemes())
             for seed in range(flag_values.seed, flag_values.seed + flag_values.seeds)]
 
@@ -201,10 +201,10 @@ def write_results(flag_values, base, found, timings):
     atomic.write_text(os.path.join(results, "claims.md"), text)
     atomic.write_csv(os.path.join(results, "claims.csv"), rows)
     atomic.write_json(os.path.join(results, "config.json"),
-                  {"flags": {k: v for k, v in cli.identity(base).items()
-                             if k not in ("scheme", "seed")},
-                   "seeds": seeds, "schemes": {"quirk_off": list(SCHEMES),
-                                               "quirk_on": quirk_schemes()}})
+                      {"flags": {k: v for k, v in cli.identity(base).items()
+                                 if k not in ("scheme", "seed")},
+                       "seeds": seeds, "schemes": {"quirk_off": list(SCHEMES),
+                                                   "quirk_on": quirk_schemes()}})
     given = cli.command_as_given("experiments.article.overfit", flag_values,
                                  ("train_per_class", "epochs", "eval_every", "seeds", "seed",
                                   "jobs", "out_dir", "results_dir"))
