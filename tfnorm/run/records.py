@@ -7,7 +7,7 @@ A run directory (``--out_dir`` of ``experiments.article.train``) holds::
     metrics.csv            one row per epoch: METRICS_COLUMNS, then per layer i = 1..L the
                            LAYER_STATS and EPOCH_STATS columns named <stat>_<i>;
                            test_loss and test_acc are nan at an epoch without a test pass
-                           (--eval_every, ``is_evaluated_epoch``)
+                           (--eval_every, ``tfnorm.measures.is_evaluated_epoch``)
     records/epoch_0007.npz per recorded epoch: the four quantities of every layer at the
                            epoch's last step as fixed-bin histograms plus summary statistics
     checkpoints/           tf.train.CheckpointManager (network, statistics, optimizer, epoch)
@@ -37,7 +37,6 @@ import numpy as np
 
 from tfnorm.errors import DamagedFile, RunDirError
 from tfnorm.measures import EPOCH_STATS, LAYER_STATS, QUANTITIES, SUMMARY_STATS
-from tfnorm.measures import is_evaluated_epoch  # noqa: F401  (the readers' name for it)
 from tfnorm.run import atomic, runid
 
 CONFIG_FILE = "config.json"
@@ -63,8 +62,8 @@ FIRST_CHECKPOINT = re.compile(r"^ckpt-0\.(index|data-\d+-of-\d+)$")
 
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 # Columns of metrics.csv that may hold NaN ("not measured at that epoch": the test pass
-# runs every --eval_every epochs, ``is_evaluated_epoch``); every other value must be a
-# finite number. The audit (``tfnorm.run.rundir``) requires them finite at evaluated epochs.
+# runs every --eval_every epochs, ``tfnorm.measures.is_evaluated_epoch``); every other
+# value must be a finite number. The audit (``tfnorm.run.rundir``) requires them finite at evaluated epochs.
 NOT_ALWAYS_MEASURED = ("test_loss", "test_acc")
 _RECORD_NAME = re.compile(r"^epoch_(\d{4,})\.npz$")
 

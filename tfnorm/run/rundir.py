@@ -27,6 +27,7 @@ import re
 
 from tfnorm.run import atomic, records, runid
 from tfnorm.errors import DamagedFile, RunDirError
+from tfnorm.measures import is_evaluated_epoch
 
 Audit = collections.namedtuple(
     "Audit", ["checkpoint_epoch", "resume_epoch", "complete", "repairs", "stale_derived",
@@ -144,7 +145,7 @@ def audit(run_dir, config):
         repairs.append(f"{path}: rows {intact + 1}-{latest} of the {latest} checkpointed "
                        "epochs are missing")
     for row in metrics.rows[:min(latest, intact)]:  # a test pass leaves finite values
-        if (records.is_evaluated_epoch(row["epoch"], epochs, config.get("eval_every", 1))
+        if (is_evaluated_epoch(row["epoch"], epochs, config.get("eval_every", 1))
                 and not all(math.isfinite(row[c]) for c in records.NOT_ALWAYS_MEASURED)):
             repairs.append(f"{path}: epoch {row['epoch']} had a test pass but holds no "
                            "finite test value")
